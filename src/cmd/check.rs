@@ -1,0 +1,210 @@
+//! `tidewal check`: is the server set up to archive into this repository, and is the
+//! repository usable? Prints what is wrong and the exact lines that fix it.
+
+use crate::config::Settings;
+use crate::error::{Code, Fail, Result};
+use crate::pg::lsn::format_size;
+use crate::pg::sql;
+use crate::repo::Repo;
+use crate::store::Store;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {}
+
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Level {
+    Ok,
+    Warn,
+    Fail,
+}
+
+#[derive(Default)]
+struct Report {
+    lines: Vec<(Level, String)>,
+    fixes: Vec<String>,
+    restart: bool,
+}
+
+impl Report {
+    fn add(&mut self, level: Level, text: impl Into<String>) {
+        self.lines.push((level, text.into()));
+    }
+
+    fn fix(&mut self, line: String, restart: bool) {
+        self.fixes.push(line);
+        self.restart |= restart;
+    }
+
+    fn worst(&self) -> Level {
+        self.lines.iter().map(|(l, _)| *l).max().unwrap_or(Level::Ok)
+    }
+
+    fn print(&self) {
+        for (level, text) in &self.lines {
+            let tag = match level {
+                Level::Ok => "ok  ",
+                Level::Warn => "WARN",
+                Level::Fail => "FAIL",
+            };
+            println!("  {tag}  {text}");
+        }
+        if !self.fixes.is_empty() {
+            println!();
+            println!(
+                "Put these lines into postgresql.conf (or use ALTER SYSTEM SET), then {}:",
+                if self.restart { "restart PostgreSQL" } else { "reload PostgreSQL (SELECT pg_reload_conf())" }
+            );
+            for f in &self.fixes {
+                println!("  {f}");
+            }
+        }
+    }
+}
+
+/// The archive_command line this installation should use.
+fn archive_command(settings: &Settings) -> String {
+    let exe = std::env::current_exe().map(|p| p.display().to_string()).unwrap_or_else(|_| "tidewal".into());
+    match &settings.config_path {
+        Some(c) if c.as_os_str() != crate::config::DEFAULT_CONFIG => {
+            format!("'{exe} --config {} wal-push %p'", c.display())
+        }
+        _ => format!("'{exe} wal-push %p'"),
+    }
+}
+
+pub async fn run(settings: &Settings, _args: &Args) -> Result<()> {
+    let mut r = Report::default();
+    println!("repository {}", settings.repo_url);
+    let repo = check_repository(settings, &mut r).await;
+
+    match sql::connect(settings.conninfo.as_deref()).await {
+        Err(e) => r.add(Level::Fail, e),
+        Ok(client) => {
+            let info = sql::server_info(&client).await.map_err(|e| Fail::new(Code::Postgres, e))?;
+            r.add(
+                Level::Ok,
+                format!("server: PostgreSQL {}, database system {}", info.version, info.system_identifier),
+            );
+            if let Some(repo) = &repo {
+                let id = &repo.identity;
+                if id.system_id() != info.system_identifier {
+                    r.add(
+                        Level::Fail,
+                        format!(
+                            "the repository belongs to database system {}, the server is {}: use a separate repository",
+                            id.system_identifier, info.system_identifier
+                        ),
+                    );
+                }
+                if id.wal_segment_size != info.wal_segment_size {
+                    r.add(
+                        Level::Fail,
+                        format!(
+                            "wal_segment_size = {} but the repository holds {} segments",
+                            format_size(info.wal_segment_size),
+                            format_size(id.wal_segment_size)
+                        ),
+                    );
+                } else {
+                    r.add(Level::Ok, format!("wal_segment_size = {}", format_size(info.wal_segment_size)));
+                }
+            }
+            let names = ["wal_level", "archive_mode", "archive_command", "archive_timeout", "max_wal_senders"];
+            let values = sql::settings(&client, &names).await.map_err(|e| Fail::new(Code::Postgres, e))?;
+            let get = |n: &str| values.iter().find(|(k, _, _)| k == n).map(|(_, v, _)| v.clone()).unwrap_or_default();
+            check_settings(settings, &mut r, &get);
+        }
+    }
+    r.print();
+    match r.worst() {
+        Level::Fail => Err(Fail::new(Code::CheckFailed, "check found problems; fix the FAIL lines above")),
+        _ => Ok(()),
+    }
+}
+
+async fn check_repository(settings: &Settings, r: &mut Report) -> Option<Repo> {
+    let store = match Store::open(&settings.repo_url, &settings.store) {
+        Ok(s) => s,
+        Err(e) => {
+            r.add(Level::Fail, e.to_string());
+            return None;
+        }
+    };
+    match store.probe_conditional_writes(&super::init::probe_name()).await {
+        Ok(true) => r.add(Level::Ok, "store is reachable and writable, and refuses overwrites (conditional writes honoured)"),
+        Ok(false) => r.add(
+            Level::Warn,
+            "store is reachable and writable, but ignores conditional writes: tidewal checks before and after each write, which cannot stop two concurrent writers",
+        ),
+        Err(e) => {
+            r.add(Level::Fail, format!("store is not usable: {e}"));
+            return None;
+        }
+    }
+    match Repo::open(store, settings.keys.clone(), settings.lz4).await {
+        Ok(repo) => {
+            let id = &repo.identity;
+            r.add(
+                Level::Ok,
+                format!(
+                    "repository: database system {}, PostgreSQL {}, {} segments, {}",
+                    id.system_identifier,
+                    id.pg_major(),
+                    format_size(id.wal_segment_size),
+                    id.key_id
+                        .as_ref()
+                        .map(|k| format!("encrypted with key {k}"))
+                        .unwrap_or_else(|| "not encrypted".into())
+                ),
+            );
+            Some(repo)
+        }
+        Err(e) => {
+            r.add(Level::Fail, e.message);
+            None
+        }
+    }
+}
+
+fn check_settings(settings: &Settings, r: &mut Report, get: &dyn Fn(&str) -> String) {
+    let level = get("wal_level");
+    if level == "replica" || level == "logical" {
+        r.add(Level::Ok, format!("wal_level = {level}"));
+    } else {
+        r.add(Level::Fail, format!("wal_level = {level}: archiving needs replica or logical"));
+        r.fix("wal_level = replica".into(), true);
+    }
+    let mode = get("archive_mode");
+    if mode == "on" || mode == "always" {
+        r.add(Level::Ok, format!("archive_mode = {mode}"));
+    } else {
+        r.add(Level::Fail, format!("archive_mode = {mode}: PostgreSQL archives nothing"));
+        r.fix("archive_mode = on".into(), true);
+    }
+    let cmd = get("archive_command");
+    if cmd.contains("tidewal") && cmd.contains("wal-push") && cmd.contains("%p") {
+        r.add(Level::Ok, format!("archive_command = '{cmd}'"));
+    } else {
+        r.add(Level::Fail, format!("archive_command = '{cmd}': it must call tidewal wal-push %p"));
+        r.fix(format!("archive_command = {}", archive_command(settings)), false);
+    }
+    let timeout: u64 = get("archive_timeout").parse().unwrap_or(0);
+    match timeout {
+        0 => {
+            r.add(Level::Fail, "archive_timeout = 0: a quiet cluster ships WAL only when a segment fills, so recent commits may be unarchived for hours");
+            r.fix("archive_timeout = 60".into(), false);
+        }
+        1..=60 => r.add(Level::Ok, format!("archive_timeout = {timeout}s")),
+        _ => {
+            r.add(Level::Warn, format!("archive_timeout = {timeout}s: commits can wait up to that long before they are archived (60s recommended)"));
+            r.fix("archive_timeout = 60".into(), false);
+        }
+    }
+    let senders: u64 = get("max_wal_senders").parse().unwrap_or(0);
+    if senders >= 2 {
+        r.add(Level::Ok, format!("max_wal_senders = {senders}"));
+    } else {
+        r.add(Level::Warn, format!("max_wal_senders = {senders}: base backups and WAL streaming need at least 2"));
+        r.fix("max_wal_senders = 10".into(), true);
+    }
+}

@@ -1,0 +1,74 @@
+//! `tidewal init`: bind a repository to the cluster the connection settings reach.
+
+use crate::config::Settings;
+use crate::error::{Code, Fail, Result};
+use crate::pg::lsn::format_size;
+use crate::pg::sql;
+use crate::pg::walfile::page_magic;
+use crate::repo::{layout, Identity, Repo, FORMAT};
+use crate::store::Store;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Create a repository without encryption (objects are still checksummed)
+    #[arg(long)]
+    pub no_encryption: bool,
+}
+
+pub async fn run(settings: &Settings, args: &Args) -> Result<()> {
+    let key = settings.keys.write_key();
+    if key.is_none() && !args.no_encryption {
+        return Err(Fail::new(
+            Code::Usage,
+            "no key is configured: create one with `tidewal keygen --output /etc/tidewal/key` and set repository.key_file, \
+             or pass --no-encryption to store objects unencrypted",
+        ));
+    }
+    let client = sql::connect(settings.conninfo.as_deref()).await.map_err(|e| Fail::new(Code::Postgres, e))?;
+    let info = sql::server_info(&client).await.map_err(|e| Fail::new(Code::Postgres, e))?;
+    if page_magic(info.version_num / 10000).is_none() {
+        return Err(Fail::new(Code::Usage, format!("PostgreSQL {} is not supported (13 to 17 are)", info.version)));
+    }
+    let store = Store::open(&settings.repo_url, &settings.store)?;
+    let conditional = store.probe_conditional_writes(&probe_name()).await?;
+    let identity = Identity {
+        format: FORMAT,
+        system_identifier: info.system_identifier.to_string(),
+        pg_version_num: info.version_num,
+        wal_segment_size: info.wal_segment_size,
+        encrypted: key.is_some(),
+        key_id: key.map(|k| k.id_hex()),
+        conditional_writes: conditional,
+        created_at: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+        created_by: format!("tidewal {}", env!("CARGO_PKG_VERSION")),
+    };
+    let (repo, created) = Repo::init(store, settings.keys.clone(), settings.lz4, identity).await?;
+    let id = &repo.identity;
+    if created {
+        println!(
+            "initialised {} for database system {} (PostgreSQL {}, {} WAL segments, {})",
+            repo.store.url(),
+            id.system_identifier,
+            info.version,
+            format_size(id.wal_segment_size),
+            match &id.key_id {
+                Some(k) => format!("encrypted with key {k}"),
+                None => "not encrypted".into(),
+            }
+        );
+    } else {
+        println!(
+            "{} is already initialised for database system {}; nothing changed",
+            repo.store.url(),
+            id.system_identifier
+        );
+    }
+    if !conditional {
+        println!("warning: the store does not refuse overwrites (conditional writes are ignored); tidewal checks before and after each write instead");
+    }
+    Ok(())
+}
+
+pub fn probe_name() -> String {
+    format!("{}-{:016x}", layout::PROBE_PREFIX, rand::random::<u64>())
+}

@@ -1,0 +1,114 @@
+//! The command line: one file per verb. Each parses nothing itself and holds no logic
+//! beyond wiring settings into the modules below.
+
+pub mod check;
+pub mod init;
+pub mod keygen;
+pub mod wal_fetch;
+pub mod wal_push;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::config::{Flags, Settings};
+use crate::error::Result;
+use crate::repo::Repo;
+use crate::store::Store;
+
+const AFTER_HELP: &str = "\
+Exit codes:
+  0  success
+  1  wal-fetch: the file is not in the repository (normal during recovery)
+  2  bad command line or configuration
+  3  the input file is not valid WAL (wrong size or header, another cluster's)
+  4  repository conflict: a different object exists, another cluster's or uninitialised repository
+  5  integrity failure: corrupt object or wrong key
+  6  storage unreachable or not writable (network, permissions, full disk)
+  7  PostgreSQL unreachable or refused the request
+  8  check found settings to fix
+ 70  internal error (a bug)
+wal-fetch reports every failure other than 1 as 128 + code, because PostgreSQL only stops
+recovery for exit codes above 125; any lower code would end recovery early.";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "tidewal",
+    version,
+    about = "Continuous WAL archiving and point-in-time backup for PostgreSQL",
+    after_help = AFTER_HELP
+)]
+pub struct Cli {
+    /// Configuration file [default: /etc/tidewal/tidewal.toml, or TIDEWAL_CONFIG]
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Repository URL: file:///path or s3://bucket/prefix [env: TIDEWAL_REPO]
+    #[arg(long, global = true, value_name = "URL")]
+    pub repo: Option<String>,
+    /// File holding the repository key (mode 0600) [env: TIDEWAL_KEY_FILE]
+    #[arg(long, global = true, value_name = "FILE")]
+    pub key_file: Option<PathBuf>,
+    /// Log format on stderr
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Human)]
+    pub log_format: LogFormat,
+    /// More log output (-v debug, -vv trace); TIDEWAL_LOG overrides
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Only warnings and errors
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Human,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create the repository for the cluster that the connection settings point at
+    Init(init::Args),
+    /// archive_command: store one WAL file; exits 0 only once it is durable in the repository
+    #[command(name = "wal-push")]
+    WalPush(wal_push::Args),
+    /// restore_command: fetch one WAL file from the repository into PATH
+    #[command(name = "wal-fetch")]
+    WalFetch(wal_fetch::Args),
+    /// Check the server settings, the repository and the store, and print what to fix
+    Check(check::Args),
+    /// Print a new random repository key (or write it to a file with mode 0600)
+    Keygen(keygen::Args),
+}
+
+impl Cli {
+    pub fn flags(&self) -> Flags {
+        Flags { config: self.config.clone(), repo: self.repo.clone(), key_file: self.key_file.clone() }
+    }
+}
+
+pub fn load_settings(cli: &Cli) -> Result<Settings> {
+    Settings::load(&cli.flags(), &|k| std::env::var(k).ok())
+}
+
+/// Open the configured, initialised repository.
+pub async fn open_repo(settings: &Settings) -> Result<Repo> {
+    let store = Store::open(&settings.repo_url, &settings.store)?;
+    Repo::open(store, settings.keys.clone(), settings.lz4).await
+}
+
+pub async fn run(cli: Cli) -> Result<()> {
+    if let Command::Keygen(a) = &cli.command {
+        return keygen::run(a);
+    }
+    let settings = load_settings(&cli)?;
+    match &cli.command {
+        Command::Init(a) => init::run(&settings, a).await,
+        Command::WalPush(a) => wal_push::run(&settings, a).await,
+        Command::WalFetch(a) => wal_fetch::run(&settings, a).await,
+        Command::Check(a) => check::run(&settings, a).await,
+        Command::Keygen(_) => unreachable!("handled above"),
+    }
+}

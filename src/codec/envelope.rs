@@ -1,0 +1,273 @@
+//! Header layout, chunk protection and the error type shared by sealing and opening.
+
+use std::io;
+
+use aead_stream::{StreamBE32, StreamPrimitive};
+use chacha20poly1305::{KeyInit, XChaCha20Poly1305};
+
+use super::keys::{Key, Keyring};
+
+pub const MAGIC: &[u8; 4] = b"TWAL";
+pub const VERSION: u8 = 1;
+pub const HEADER_LEN: usize = 108;
+/// Plaintext bytes per chunk; every frame but the last carries exactly this much.
+pub const CHUNK: usize = 64 * 1024;
+pub const CHUNK_LOG2: u8 = 16;
+pub const TAG: usize = 16;
+pub const FRAME_PREFIX: usize = 8;
+pub const DIGEST_LEN: usize = 32;
+
+pub const FLAG_LZ4: u8 = 1;
+pub const FLAG_ENCRYPTED: u8 = 2;
+pub const FLAG_DIGEST: u8 = 4;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CodecError {
+    #[error("not a tidewal object (it does not start with the TWAL magic)")]
+    NotAnEnvelope,
+    #[error("written by a newer tidewal (envelope version {0}); upgrade tidewal to read it")]
+    UnsupportedVersion(u8),
+    #[error("the header is damaged (its checksum does not match)")]
+    CorruptHeader,
+    #[error("the header failed authentication: the object was altered after it was written")]
+    TamperedHeader,
+    #[error("sealed with key {needed}, but the configured keys are [{have}]: configure the key with id {needed}")]
+    WrongKey { needed: String, have: String },
+    #[error("encrypted with key {needed}, but no key is configured: set key_file or TIDEWAL_KEY")]
+    KeyRequired { needed: String },
+    #[error("not encrypted, but this repository requires encryption: it was not written by this repository's tidewal, refusing it")]
+    UnexpectedPlaintext,
+    #[error("written under another name: it was copied or renamed inside the repository")]
+    WrongName,
+    #[error("truncated: the stream ends inside chunk {chunk} before the final chunk")]
+    Truncated { chunk: u32 },
+    #[error("has extra bytes after its final chunk")]
+    Extended,
+    #[error("chunk {chunk} has a damaged frame header")]
+    CorruptFrame { chunk: u32 },
+    #[error("chunk {chunk} failed authentication: the bytes were damaged or altered")]
+    AuthFailed { chunk: u32 },
+    #[error("decompression failed: {0}")]
+    Decompress(String),
+    #[error("content digest mismatch: the decoded data is not what was written")]
+    DigestMismatch,
+    #[error("the data changed while it was being sealed (the source file was modified during upload)")]
+    SourceChanged,
+    #[error(transparent)]
+    Io(#[from] io::Error),
+}
+
+impl CodecError {
+    pub fn into_io(self) -> io::Error {
+        match self {
+            CodecError::Io(e) => e,
+            other => io::Error::new(io::ErrorKind::InvalidData, other),
+        }
+    }
+
+    /// Recover a codec error that travelled through an `io::Error`.
+    pub fn from_io(e: io::Error) -> CodecError {
+        if e.get_ref().is_some_and(|i| i.is::<CodecError>()) {
+            *e.into_inner().expect("checked").downcast::<CodecError>().expect("checked")
+        } else {
+            CodecError::Io(e)
+        }
+    }
+
+    /// Errors that say the stored bytes are bad (as opposed to I/O or configuration).
+    pub fn is_integrity(&self) -> bool {
+        !matches!(self, CodecError::Io(_) | CodecError::WrongKey { .. } | CodecError::KeyRequired { .. })
+    }
+}
+
+/// A parsed header. `raw` is the associated data of every chunk.
+#[derive(Clone, Debug)]
+pub struct Header {
+    pub raw: [u8; HEADER_LEN],
+    pub flags: u8,
+    pub key_id: [u8; 8],
+    pub digest: Option<[u8; DIGEST_LEN]>,
+}
+
+fn name_tag(key: Option<&Key>, name: &str) -> [u8; 16] {
+    let mut h = match key {
+        Some(k) => blake3::Hasher::new_keyed(k.mac_key()),
+        None => blake3::Hasher::new(),
+    };
+    h.update(b"tidewal object name\0").update(name.as_bytes());
+    h.finalize().as_bytes()[..16].try_into().expect("16")
+}
+
+fn header_mac(key: Option<&Key>, bytes: &[u8]) -> [u8; 16] {
+    let h = match key {
+        Some(k) => blake3::keyed_hash(k.mac_key(), bytes),
+        None => blake3::hash(bytes),
+    };
+    h.as_bytes()[..16].try_into().expect("16")
+}
+
+impl Header {
+    pub fn build(key: Option<&Key>, name: &str, lz4: bool, digest: Option<[u8; DIGEST_LEN]>) -> (Header, Protector) {
+        let mut raw = [0u8; HEADER_LEN];
+        let mut flags = 0;
+        if lz4 {
+            flags |= FLAG_LZ4;
+        }
+        if key.is_some() {
+            flags |= FLAG_ENCRYPTED;
+        }
+        if digest.is_some() {
+            flags |= FLAG_DIGEST;
+        }
+        raw[0..4].copy_from_slice(MAGIC);
+        raw[4] = VERSION;
+        raw[5] = flags;
+        raw[6] = CHUNK_LOG2;
+        let mut nonce = [0u8; 19];
+        if let Some(k) = key {
+            raw[8..16].copy_from_slice(&k.id());
+            rand::fill(&mut nonce);
+        }
+        raw[16..35].copy_from_slice(&nonce);
+        raw[36..52].copy_from_slice(&name_tag(key, name));
+        if let Some(d) = digest {
+            raw[52..84].copy_from_slice(&d);
+        }
+        let check = blake3::hash(&raw[..84]);
+        raw[84..92].copy_from_slice(&check.as_bytes()[..8]);
+        let mac = header_mac(key, &raw[..92]);
+        raw[92..108].copy_from_slice(&mac);
+        let header = Header { raw, flags, key_id: raw[8..16].try_into().expect("8"), digest };
+        let prot = Protector::new(key, &nonce);
+        (header, prot)
+    }
+
+    /// Parse the fixed-size header and check it for damage (not yet for authenticity).
+    pub fn parse(raw: &[u8]) -> Result<Header, CodecError> {
+        if raw.len() < HEADER_LEN {
+            if !raw.is_empty() && !MAGIC.starts_with(&raw[..raw.len().min(4)]) {
+                return Err(CodecError::NotAnEnvelope);
+            }
+            return Err(CodecError::Truncated { chunk: 0 });
+        }
+        if &raw[0..4] != MAGIC {
+            return Err(CodecError::NotAnEnvelope);
+        }
+        if blake3::hash(&raw[..84]).as_bytes()[..8] != raw[84..92] {
+            return Err(CodecError::CorruptHeader);
+        }
+        if raw[4] != VERSION {
+            return Err(CodecError::UnsupportedVersion(raw[4]));
+        }
+        if raw[6] != CHUNK_LOG2 {
+            return Err(CodecError::CorruptHeader);
+        }
+        let flags = raw[5];
+        let digest = (flags & FLAG_DIGEST != 0).then(|| raw[52..84].try_into().expect("32"));
+        Ok(Header {
+            raw: raw[..HEADER_LEN].try_into().expect("len"),
+            flags,
+            key_id: raw[8..16].try_into().expect("8"),
+            digest,
+        })
+    }
+
+    pub fn encrypted(&self) -> bool {
+        self.flags & FLAG_ENCRYPTED != 0
+    }
+
+    pub fn lz4(&self) -> bool {
+        self.flags & FLAG_LZ4 != 0
+    }
+
+    /// Check authenticity and the bound name; returns what opens the chunks.
+    pub fn verify(&self, keys: &Keyring, name: &str) -> Result<Protector, CodecError> {
+        let key = if self.encrypted() {
+            let needed = hex::encode(self.key_id);
+            match keys.find(&self.key_id) {
+                Some(k) => Some(k),
+                None if keys.write_key().is_none() => return Err(CodecError::KeyRequired { needed }),
+                None => return Err(CodecError::WrongKey { needed, have: keys.ids_hex().join(", ") }),
+            }
+        } else {
+            if keys.write_key().is_some() {
+                return Err(CodecError::UnexpectedPlaintext);
+            }
+            None
+        };
+        if header_mac(key, &self.raw[..92]) != self.raw[92..108] {
+            return Err(CodecError::TamperedHeader);
+        }
+        if name_tag(key, name) != self.raw[36..52] {
+            return Err(CodecError::WrongName);
+        }
+        let nonce: [u8; 19] = self.raw[16..35].try_into().expect("19");
+        Ok(Protector::new(key, &nonce))
+    }
+}
+
+/// Seals or opens one chunk in place: AEAD with a key, a BLAKE3 tag without.
+pub enum Protector {
+    Aead(Box<StreamBE32<XChaCha20Poly1305>>),
+    Plain,
+}
+
+impl Protector {
+    fn new(key: Option<&Key>, nonce: &[u8; 19]) -> Protector {
+        match key {
+            Some(k) => {
+                let aead = XChaCha20Poly1305::new(k.aead_key().into());
+                Protector::Aead(Box::new(aead_stream::NewStream::from_aead(aead, nonce.into())))
+            }
+            None => Protector::Plain,
+        }
+    }
+
+    fn plain_tag(aad: &[u8], idx: u32, last: bool, data: &[u8]) -> [u8; TAG] {
+        let mut h = blake3::Hasher::new();
+        h.update(aad).update(&idx.to_be_bytes()).update(&[last as u8]).update(data);
+        h.finalize().as_bytes()[..TAG].try_into().expect("16")
+    }
+
+    /// Appends the tag to `buf`.
+    pub fn seal(&self, idx: u32, last: bool, aad: &[u8], buf: &mut Vec<u8>) -> Result<(), CodecError> {
+        match self {
+            Protector::Aead(s) => s
+                .encrypt_in_place(idx, last, aad, buf)
+                .map_err(|_| CodecError::Io(io::Error::other("encryption failed"))),
+            Protector::Plain => {
+                let tag = Self::plain_tag(aad, idx, last, buf);
+                buf.extend_from_slice(&tag);
+                Ok(())
+            }
+        }
+    }
+
+    /// Verifies and strips the tag from `buf`.
+    pub fn open(&self, idx: u32, last: bool, aad: &[u8], buf: &mut Vec<u8>) -> Result<(), CodecError> {
+        let fail = CodecError::AuthFailed { chunk: idx };
+        match self {
+            Protector::Aead(s) => s.decrypt_in_place(idx, last, aad, buf).map_err(|_| fail),
+            Protector::Plain => {
+                if buf.len() < TAG {
+                    return Err(fail);
+                }
+                let split = buf.len() - TAG;
+                let tag = Self::plain_tag(aad, idx, last, &buf[..split]);
+                if tag[..] != buf[split..] {
+                    return Err(fail);
+                }
+                buf.truncate(split);
+                Ok(())
+            }
+        }
+    }
+}
+
+pub fn frame_prefix(len: usize, last: bool) -> [u8; FRAME_PREFIX] {
+    let word = len as u32 | ((last as u32) << 31);
+    let mut p = [0u8; FRAME_PREFIX];
+    p[..4].copy_from_slice(&word.to_be_bytes());
+    p[4..].copy_from_slice(&(!word).to_be_bytes());
+    p
+}

@@ -1,0 +1,327 @@
+//! Opening: framed, protected input → chunks → (lz4 frame) → plaintext, verified end to end.
+
+use std::io::{self, Read};
+
+use lz4_flex::frame::FrameDecoder;
+
+use super::envelope::{CodecError, Header, Protector, CHUNK, DIGEST_LEN, FRAME_PREFIX, HEADER_LEN, TAG};
+use super::keys::Keyring;
+use super::Digest;
+
+/// Read until `buf` is full or the source ends; returns how much was read.
+fn read_full<R: Read>(r: &mut R, buf: &mut [u8]) -> io::Result<usize> {
+    let mut got = 0;
+    while got < buf.len() {
+        match r.read(&mut buf[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(got)
+}
+
+/// Yields the decrypted chunk payloads as one byte stream.
+struct ChunkReader<R: Read> {
+    src: R,
+    prot: Protector,
+    aad: [u8; HEADER_LEN],
+    buf: Vec<u8>,
+    pos: usize,
+    idx: u32,
+    trailer: Option<Digest>,
+}
+
+impl<R: Read> ChunkReader<R> {
+    fn next_frame(&mut self) -> Result<(), CodecError> {
+        let chunk = self.idx;
+        let mut prefix = [0u8; FRAME_PREFIX];
+        if read_full(&mut self.src, &mut prefix)? < FRAME_PREFIX {
+            return Err(CodecError::Truncated { chunk });
+        }
+        let word = u32::from_be_bytes(prefix[..4].try_into().expect("4"));
+        if !word != u32::from_be_bytes(prefix[4..].try_into().expect("4")) {
+            return Err(CodecError::CorruptFrame { chunk });
+        }
+        let last = word >> 31 == 1;
+        let len = (word & 0x7fff_ffff) as usize;
+        let ok = if last { (TAG + DIGEST_LEN..=CHUNK + TAG + DIGEST_LEN).contains(&len) } else { len == CHUNK + TAG };
+        if !ok {
+            return Err(CodecError::CorruptFrame { chunk });
+        }
+        self.buf.resize(len, 0);
+        if read_full(&mut self.src, &mut self.buf)? < len {
+            return Err(CodecError::Truncated { chunk });
+        }
+        self.prot.open(chunk, last, &self.aad, &mut self.buf)?;
+        self.pos = 0;
+        self.idx += 1;
+        if last {
+            let split = self.buf.len() - DIGEST_LEN;
+            self.trailer = Some(self.buf[split..].try_into().expect("32"));
+            self.buf.truncate(split);
+            let mut probe = [0u8; 1];
+            if read_full(&mut self.src, &mut probe)? != 0 {
+                return Err(CodecError::Extended);
+            }
+        }
+        Ok(())
+    }
+}
+
+impl<R: Read> Read for ChunkReader<R> {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        while self.pos == self.buf.len() {
+            if self.trailer.is_some() {
+                return Ok(0);
+            }
+            self.next_frame().map_err(CodecError::into_io)?;
+        }
+        let n = out.len().min(self.buf.len() - self.pos);
+        out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+enum Stage<R: Read> {
+    Lz4(Box<FrameDecoder<ChunkReader<R>>>),
+    Raw(ChunkReader<R>),
+}
+
+/// A `Read` over the plaintext of an object. It returns an error (an `io::Error` wrapping a
+/// [`CodecError`]) instead of end-of-file unless every chunk authenticated, the stream ended
+/// exactly after its final chunk and the plaintext digest matched.
+pub struct OpenReader<R: Read> {
+    stage: Stage<R>,
+    hasher: blake3::Hasher,
+    header: Header,
+    finished: Option<Digest>,
+}
+
+impl<R: Read> OpenReader<R> {
+    pub fn new(mut src: R, keys: &Keyring, name: &str) -> Result<Self, CodecError> {
+        let mut raw = [0u8; HEADER_LEN];
+        let got = read_full(&mut src, &mut raw)?;
+        let header = Header::parse(&raw[..got])?;
+        let prot = header.verify(keys, name)?;
+        let chunks = ChunkReader { src, prot, aad: header.raw, buf: Vec::new(), pos: 0, idx: 0, trailer: None };
+        let stage = if header.lz4() { Stage::Lz4(Box::new(FrameDecoder::new(chunks))) } else { Stage::Raw(chunks) };
+        Ok(OpenReader { stage, hasher: blake3::Hasher::new(), header, finished: None })
+    }
+
+    pub fn header(&self) -> &Header {
+        &self.header
+    }
+
+    /// The verified plaintext digest, once the reader has returned end-of-file.
+    pub fn digest(&self) -> Option<Digest> {
+        self.finished
+    }
+
+    fn finish(&mut self) -> Result<(), CodecError> {
+        let chunks = match &mut self.stage {
+            Stage::Lz4(d) => {
+                let c = d.get_mut();
+                // Anything after the lz4 frame's end is not ours.
+                let mut rest = [0u8; 1];
+                if c.read(&mut rest).map_err(CodecError::from_io)? != 0 {
+                    return Err(CodecError::Decompress("data after the end of the compressed frame".into()));
+                }
+                c
+            }
+            Stage::Raw(c) => c,
+        };
+        let trailer = chunks.trailer.ok_or(CodecError::Truncated { chunk: chunks.idx })?;
+        let digest: Digest = *self.hasher.finalize().as_bytes();
+        if digest != trailer || self.header.digest.is_some_and(|d| d != digest) {
+            return Err(CodecError::DigestMismatch);
+        }
+        self.finished = Some(digest);
+        Ok(())
+    }
+}
+
+impl<R: Read> Read for OpenReader<R> {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        if self.finished.is_some() || out.is_empty() {
+            return Ok(0);
+        }
+        let n = match &mut self.stage {
+            Stage::Lz4(d) => d.read(out).map_err(|e| match CodecError::from_io(e) {
+                CodecError::Io(e) if e.kind() == io::ErrorKind::InvalidData || e.kind() == io::ErrorKind::Other => {
+                    CodecError::Decompress(e.to_string()).into_io()
+                }
+                other => other.into_io(),
+            })?,
+            Stage::Raw(c) => c.read(out)?,
+        };
+        if n == 0 {
+            self.finish().map_err(CodecError::into_io)?;
+        } else {
+            self.hasher.update(&out[..n]);
+        }
+        Ok(n)
+    }
+}
+
+/// Open a whole object held in memory.
+pub fn open_to_vec(sealed: &[u8], keys: &Keyring, name: &str) -> Result<Vec<u8>, CodecError> {
+    let mut r = OpenReader::new(sealed, keys, name)?;
+    let mut out = Vec::new();
+    r.read_to_end(&mut out).map_err(CodecError::from_io)?;
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{seal_to_vec, Key, SealOptions};
+    use super::*;
+    use proptest::prelude::*;
+
+    fn key() -> Key {
+        Key::from_text(&"11".repeat(32), "test").unwrap()
+    }
+
+    fn ring() -> Keyring {
+        Keyring::new(key(), vec![])
+    }
+
+    fn wal_like(len: usize, seed: u64) -> Vec<u8> {
+        // Mostly structured with some noise, like WAL records.
+        let mut v = Vec::with_capacity(len);
+        let mut x = seed | 1;
+        while v.len() < len {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            if x % 4 == 0 {
+                v.extend_from_slice(&x.to_le_bytes());
+            } else {
+                v.extend_from_slice(b"INSERT row 0000 tidewal ");
+            }
+        }
+        v.truncate(len);
+        v
+    }
+
+    fn err_of(sealed: &[u8], keys: &Keyring, name: &str) -> CodecError {
+        open_to_vec(sealed, keys, name).expect_err("must not open")
+    }
+
+    #[test]
+    fn round_trip_modes() {
+        for len in [0, 1, CHUNK - 1, CHUNK, CHUNK + 1, 3 * CHUNK, 1 << 20] {
+            let data = wal_like(len, len as u64);
+            for lz4 in [false, true] {
+                for k in [Some(key()), None] {
+                    let digest = Some(*blake3::hash(&data).as_bytes());
+                    let s = seal_to_vec(&data, k.as_ref(), "wal/x", SealOptions { lz4, digest }).unwrap();
+                    let keys = if k.is_some() { ring() } else { Keyring::plaintext() };
+                    assert_eq!(open_to_vec(&s.out, &keys, "wal/x").unwrap(), data, "len {len} lz4 {lz4}");
+                    assert_eq!(s.digest, digest.unwrap());
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn distinct_errors() {
+        let data = wal_like(5 * CHUNK + 77, 9);
+        let s = seal_to_vec(&data, Some(&key()), "wal/a", SealOptions { lz4: false, digest: None }).unwrap().out;
+        // Renamed object.
+        assert!(matches!(err_of(&s, &ring(), "wal/b"), CodecError::WrongName));
+        // Wrong key, and no key.
+        let other = Keyring::new(Key::from_text(&"22".repeat(32), "t").unwrap(), vec![]);
+        assert!(matches!(err_of(&s, &other, "wal/a"), CodecError::WrongKey { .. }));
+        assert!(matches!(err_of(&s, &Keyring::plaintext(), "wal/a"), CodecError::KeyRequired { .. }));
+        // Extended.
+        let mut ext = s.clone();
+        ext.push(0);
+        assert!(matches!(err_of(&ext, &ring(), "wal/a"), CodecError::Extended));
+        // Truncated at a chunk boundary and inside a chunk.
+        let boundary = HEADER_LEN + 2 * (FRAME_PREFIX + CHUNK + TAG);
+        assert!(matches!(err_of(&s[..boundary], &ring(), "wal/a"), CodecError::Truncated { chunk: 2 }));
+        assert!(matches!(err_of(&s[..boundary + 100], &ring(), "wal/a"), CodecError::Truncated { chunk: 2 }));
+        assert!(matches!(err_of(&s[..50], &ring(), "wal/a"), CodecError::Truncated { chunk: 0 }));
+        // Flipped bits in each region.
+        let flip = |at: usize| {
+            let mut c = s.clone();
+            c[at] ^= 0x10;
+            err_of(&c, &ring(), "wal/a")
+        };
+        assert!(matches!(flip(0), CodecError::NotAnEnvelope));
+        assert!(matches!(flip(20), CodecError::CorruptHeader));
+        assert!(matches!(flip(100), CodecError::TamperedHeader));
+        assert!(matches!(flip(HEADER_LEN + 1), CodecError::CorruptFrame { chunk: 0 }));
+        assert!(matches!(flip(HEADER_LEN + FRAME_PREFIX + 5), CodecError::AuthFailed { chunk: 0 }));
+        assert!(matches!(flip(s.len() - 1), CodecError::AuthFailed { chunk: 5 }));
+        // A plaintext object in an encrypted repository is refused.
+        let plain = seal_to_vec(&data, None, "wal/a", SealOptions::default()).unwrap().out;
+        assert!(matches!(err_of(&plain, &ring(), "wal/a"), CodecError::UnexpectedPlaintext));
+        // Not ours at all.
+        assert!(matches!(err_of(b"hello world", &ring(), "wal/a"), CodecError::NotAnEnvelope));
+    }
+
+    #[test]
+    fn source_change_is_caught() {
+        let data = wal_like(1000, 1);
+        let wrong = Some(*blake3::hash(b"something else").as_bytes());
+        let e = seal_to_vec(&data, None, "x", SealOptions { lz4: true, digest: wrong }).unwrap_err();
+        assert!(matches!(CodecError::from_io(e), CodecError::SourceChanged));
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+
+        #[test]
+        fn any_input_round_trips(len in 0usize..300_000, seed in any::<u64>(), lz4 in any::<bool>(), enc in any::<bool>()) {
+            let data = wal_like(len, seed);
+            let k = enc.then(key);
+            let keys = if enc { ring() } else { Keyring::plaintext() };
+            let s = seal_to_vec(&data, k.as_ref(), "obj", SealOptions { lz4, digest: None }).unwrap();
+            prop_assert_eq!(s.sealed_len as usize, s.out.len());
+            prop_assert_eq!(open_to_vec(&s.out, &keys, "obj").unwrap(), data);
+        }
+
+        #[test]
+        fn any_flip_is_detected(len in 0usize..200_000, seed in any::<u64>(), pos in any::<prop::sample::Index>(), bit in 0u8..8, lz4 in any::<bool>(), enc in any::<bool>()) {
+            let data = wal_like(len, seed);
+            let k = enc.then(key);
+            let keys = if enc { ring() } else { Keyring::plaintext() };
+            let mut s = seal_to_vec(&data, k.as_ref(), "obj", SealOptions { lz4, digest: None }).unwrap().out;
+            let at = pos.index(s.len());
+            s[at] ^= 1 << bit;
+            let e = open_to_vec(&s, &keys, "obj").expect_err("flip must be detected");
+            prop_assert!(e.is_integrity(), "{e:?}");
+            prop_assert!(!matches!(e, CodecError::Truncated { .. } | CodecError::Extended), "a flip is not a truncation: {e:?}");
+        }
+
+        #[test]
+        fn any_truncation_is_detected(len in 0usize..200_000, seed in any::<u64>(), cut in any::<prop::sample::Index>(), lz4 in any::<bool>()) {
+            let data = wal_like(len, seed);
+            let s = seal_to_vec(&data, Some(&key()), "obj", SealOptions { lz4, digest: None }).unwrap().out;
+            let at = cut.index(s.len());
+            let e = open_to_vec(&s[..at], &ring(), "obj").expect_err("truncation must be detected");
+            prop_assert!(matches!(e, CodecError::Truncated { .. }), "{e:?}");
+        }
+
+        #[test]
+        fn any_reader_chunking_works(len in 0usize..200_000, step in 1usize..70_000) {
+            // Read with odd buffer sizes to cross every chunk boundary.
+            let data = wal_like(len, 3);
+            let s = seal_to_vec(&data, Some(&key()), "obj", SealOptions { lz4: true, digest: None }).unwrap().out;
+            let mut r = OpenReader::new(&s[..], &ring(), "obj").unwrap();
+            let mut out = Vec::new();
+            let mut buf = vec![0u8; step];
+            loop {
+                let n = r.read(&mut buf).unwrap();
+                if n == 0 { break; }
+                out.extend_from_slice(&buf[..n]);
+            }
+            prop_assert_eq!(out, data);
+            prop_assert!(r.digest().is_some());
+        }
+    }
+}

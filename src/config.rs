@@ -1,0 +1,229 @@
+//! Configuration: a TOML file, then `TIDEWAL_*` environment variables, then command-line
+//! flags, merged once at start-up into plain values that the modules below receive.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::codec::{Key, Keyring};
+use crate::error::{Code, Fail, Result};
+use crate::store::{S3Options, StoreOptions};
+
+pub const DEFAULT_CONFIG: &str = "/etc/tidewal/tidewal.toml";
+pub const DEFAULT_REPO: &str = "file:///var/lib/tidewal/repo";
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    #[serde(default)]
+    repository: RepoSection,
+    #[serde(default)]
+    postgres: PgSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RepoSection {
+    url: Option<String>,
+    compression: Option<Compression>,
+    key_file: Option<PathBuf>,
+    #[serde(default)]
+    read_key_files: Vec<PathBuf>,
+    retry_timeout: Option<String>,
+    #[serde(default)]
+    s3: S3Section,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct S3Section {
+    endpoint: Option<String>,
+    region: Option<String>,
+    access_key_id: Option<String>,
+    secret_access_key: Option<String>,
+    allow_http: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PgSection {
+    conninfo: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    Lz4,
+    None,
+}
+
+/// Values given on the command line; they win over everything else.
+#[derive(Clone, Debug, Default)]
+pub struct Flags {
+    pub config: Option<PathBuf>,
+    pub repo: Option<String>,
+    pub key_file: Option<PathBuf>,
+}
+
+/// The merged, validated settings.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// The config file that was read, if any (echoed into suggested archive_command lines).
+    pub config_path: Option<PathBuf>,
+    pub repo_url: String,
+    pub lz4: bool,
+    pub keys: Keyring,
+    pub store: StoreOptions,
+    pub conninfo: Option<String>,
+}
+
+fn usage(msg: String) -> Fail {
+    Fail::new(Code::Usage, msg)
+}
+
+fn parse_bool(key: &str, v: &str) -> Result<bool> {
+    match v.to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" => Ok(false),
+        _ => Err(usage(format!("{key}={v:?}: expected true or false"))),
+    }
+}
+
+fn parse_duration(key: &str, v: &str) -> Result<Duration> {
+    humantime::parse_duration(v).map_err(|e| usage(format!("{key} = {v:?}: {e} (examples: \"30s\", \"2m\")")))
+}
+
+impl Settings {
+    /// Merge file, environment (through `env`, so tests can pass their own) and flags.
+    pub fn load(flags: &Flags, env: &dyn Fn(&str) -> Option<String>) -> Result<Settings> {
+        let explicit = flags.config.clone().or_else(|| env("TIDEWAL_CONFIG").map(PathBuf::from));
+        let path = explicit.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG));
+        let (file, config_path) = match std::fs::read_to_string(&path) {
+            Ok(text) => (parse_file(&text, &path)?, Some(path)),
+            // The default file is optional; one that was named must exist.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && explicit.is_none() => (FileConfig::default(), None),
+            Err(e) => return Err(usage(format!("cannot read config file {}: {e}", path.display()))),
+        };
+        let repo = file.repository;
+
+        let repo_url =
+            flags.repo.clone().or_else(|| env("TIDEWAL_REPO")).or(repo.url).unwrap_or_else(|| DEFAULT_REPO.to_string());
+
+        let compression = match env("TIDEWAL_COMPRESSION") {
+            Some(v) => match v.as_str() {
+                "lz4" => Compression::Lz4,
+                "none" => Compression::None,
+                _ => return Err(usage(format!("TIDEWAL_COMPRESSION={v:?}: expected \"lz4\" or \"none\""))),
+            },
+            None => repo.compression.unwrap_or(Compression::Lz4),
+        };
+
+        let keys = load_keys(flags, env, repo.key_file, &repo.read_key_files)?;
+
+        let s3 = repo.s3;
+        let s3 = S3Options {
+            endpoint: env("TIDEWAL_S3_ENDPOINT").or(s3.endpoint),
+            region: env("TIDEWAL_S3_REGION").or(s3.region),
+            access_key_id: env("TIDEWAL_S3_ACCESS_KEY_ID").or(s3.access_key_id),
+            secret_access_key: env("TIDEWAL_S3_SECRET_ACCESS_KEY").or(s3.secret_access_key),
+            allow_http: match env("TIDEWAL_S3_ALLOW_HTTP") {
+                Some(v) => parse_bool("TIDEWAL_S3_ALLOW_HTTP", &v)?,
+                None => s3.allow_http.unwrap_or(false),
+            },
+        };
+        let mut store = StoreOptions { s3, ..StoreOptions::default() };
+        if let Some(v) = env("TIDEWAL_RETRY_TIMEOUT") {
+            store.retry_timeout = parse_duration("TIDEWAL_RETRY_TIMEOUT", &v)?;
+        } else if let Some(v) = repo.retry_timeout {
+            store.retry_timeout = parse_duration("repository.retry_timeout", &v)?;
+        }
+
+        let conninfo = env("TIDEWAL_PG_CONNINFO").or(file.postgres.conninfo);
+        Ok(Settings { config_path, repo_url, lz4: compression == Compression::Lz4, keys, store, conninfo })
+    }
+}
+
+fn parse_file(text: &str, path: &Path) -> Result<FileConfig> {
+    toml::from_str(text).map_err(|e| usage(format!("config file {}: {e}", path.display())))
+}
+
+fn load_keys(
+    flags: &Flags,
+    env: &dyn Fn(&str) -> Option<String>,
+    file_key: Option<PathBuf>,
+    read_files: &[PathBuf],
+) -> Result<Keyring> {
+    let write = if let Some(p) = flags.key_file.clone().or_else(|| env("TIDEWAL_KEY_FILE").map(PathBuf::from)) {
+        Some(Key::from_file(&p).map_err(usage)?)
+    } else if let Some(text) = env("TIDEWAL_KEY") {
+        Some(Key::from_text(&text, "TIDEWAL_KEY").map_err(usage)?)
+    } else if let Some(p) = file_key {
+        Some(Key::from_file(&p).map_err(usage)?)
+    } else {
+        None
+    };
+    let older = read_files.iter().map(|p| Key::from_file(p).map_err(usage)).collect::<Result<Vec<_>>>()?;
+    match write {
+        Some(w) => Ok(Keyring::new(w, older)),
+        None if older.is_empty() => Ok(Keyring::plaintext()),
+        None => {
+            Err(usage("repository.read_key_files is set but there is no current key: set repository.key_file".into()))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn load_with(toml: Option<&str>, env: &[(&str, &str)], flags: Flags) -> Result<Settings> {
+        let dir = tempfile::tempdir().unwrap();
+        let mut flags = flags;
+        if let Some(t) = toml {
+            let p = dir.path().join("tidewal.toml");
+            std::fs::write(&p, t).unwrap();
+            flags.config = Some(p);
+        }
+        let map: HashMap<String, String> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Settings::load(&flags, &|k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn precedence_flags_env_file() {
+        let t = "[repository]\nurl = \"file:///from/file\"\ncompression = \"none\"\n";
+        let s = load_with(Some(t), &[], Flags::default()).unwrap();
+        assert_eq!(s.repo_url, "file:///from/file");
+        assert!(!s.lz4);
+        let s = load_with(Some(t), &[("TIDEWAL_REPO", "s3://env/x")], Flags::default()).unwrap();
+        assert_eq!(s.repo_url, "s3://env/x");
+        let flags = Flags { repo: Some("file:///flag".into()), ..Default::default() };
+        let s = load_with(Some(t), &[("TIDEWAL_REPO", "s3://env/x")], flags).unwrap();
+        assert_eq!(s.repo_url, "file:///flag");
+    }
+
+    #[test]
+    fn defaults_without_file() {
+        let s = load_with(None, &[], Flags::default()).unwrap();
+        assert_eq!(s.repo_url, DEFAULT_REPO);
+        assert!(s.lz4);
+        assert!(s.keys.write_key().is_none());
+    }
+
+    #[test]
+    fn bad_values_name_the_key() {
+        let e = load_with(Some("[repository]\ncompression = \"zstd\"\n"), &[], Flags::default()).unwrap_err();
+        assert!(e.message.contains("compression") && e.message.contains("lz4"), "{e}");
+        let e = load_with(Some("[repository]\nurll = \"x\"\n"), &[], Flags::default()).unwrap_err();
+        assert!(e.message.contains("urll"), "{e}");
+        let e = load_with(Some("[repository]\nretry_timeout = \"soon\"\n"), &[], Flags::default()).unwrap_err();
+        assert!(e.message.contains("repository.retry_timeout"), "{e}");
+        let e = load_with(None, &[("TIDEWAL_S3_ALLOW_HTTP", "maybe")], Flags::default()).unwrap_err();
+        assert!(e.message.contains("TIDEWAL_S3_ALLOW_HTTP"), "{e}");
+        let e = load_with(None, &[("TIDEWAL_KEY", "short")], Flags::default()).unwrap_err();
+        assert!(e.message.contains("TIDEWAL_KEY"), "{e}");
+        let flags = Flags { config: Some("/nonexistent/tidewal.toml".into()), ..Default::default() };
+        assert!(load_with(None, &[], flags).unwrap_err().message.contains("/nonexistent/tidewal.toml"));
+    }
+}

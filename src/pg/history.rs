@@ -1,0 +1,60 @@
+//! Timeline history files (`00000002.history`). Pure parsing, no I/O.
+
+use super::lsn::Lsn;
+
+/// One line of a history file: `parent_tli <TAB> switchpoint <TAB> reason`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HistoryEntry {
+    pub parent_tli: u32,
+    /// The first LSN that belongs to the next timeline.
+    pub switchpoint: Lsn,
+    pub reason: String,
+}
+
+/// Parse a history file as PostgreSQL writes it. Blank lines and `#` comments are skipped,
+/// like `readTimeLineHistory` does; timelines must increase.
+pub fn parse_history(text: &str) -> Result<Vec<HistoryEntry>, String> {
+    let mut out: Vec<HistoryEntry> = Vec::new();
+    for (n, raw) in text.lines().enumerate() {
+        let line = raw.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let mut parts = line.splitn(3, |c: char| c.is_ascii_whitespace());
+        let tli = parts.next().unwrap_or_default();
+        let lsn = parts.next().unwrap_or_default().trim();
+        let reason = parts.next().unwrap_or_default().trim().to_string();
+        let parent_tli: u32 = tli.parse().map_err(|_| format!("line {}: {tli:?} is not a timeline number", n + 1))?;
+        let switchpoint: Lsn = lsn.parse().map_err(|e| format!("line {}: {e}", n + 1))?;
+        if let Some(prev) = out.last() {
+            if parent_tli <= prev.parent_tli {
+                return Err(format!("line {}: timeline {parent_tli} does not increase", n + 1));
+            }
+        }
+        out.push(HistoryEntry { parent_tli, switchpoint, reason });
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_postgres_output() {
+        let text = "1\t0/3000198\tno recovery target specified\n\n2\t0/5000000\tat restore point \"x\"\n";
+        let h = parse_history(text).unwrap();
+        assert_eq!(h.len(), 2);
+        assert_eq!(h[0].parent_tli, 1);
+        assert_eq!(h[0].switchpoint, Lsn(0x3000198));
+        assert_eq!(h[1].reason, "at restore point \"x\"");
+    }
+
+    #[test]
+    fn rejects_garbage() {
+        assert!(parse_history("x\t0/1\n").is_err());
+        assert!(parse_history("1\tnope\n").is_err());
+        assert!(parse_history("2\t0/1\n1\t0/2\n").is_err());
+        assert_eq!(parse_history("# comment only\n").unwrap(), vec![]);
+    }
+}

@@ -1,0 +1,95 @@
+//! SQL connections (tokio-postgres) set up with libpq conventions.
+
+use std::os::unix::fs::PermissionsExt;
+
+use tokio_postgres::{Client, NoTls};
+
+use super::conninfo::{pgpass_host, pgpass_lookup, pgpass_path, resolve};
+
+/// Connect with a conninfo string (or none) and the process environment.
+pub async fn connect(conninfo: Option<&str>) -> Result<Client, String> {
+    let env = |k: &str| std::env::var(k).ok();
+    let os_user = std::env::var("USER").or_else(|_| std::env::var("LOGNAME")).unwrap_or_else(|_| "postgres".into());
+    let mut cfg = resolve(conninfo, &env, &os_user)?;
+    if cfg.get_password().is_none() {
+        if let Some(path) = pgpass_path(&env) {
+            if let Ok(meta) = std::fs::metadata(&path) {
+                if meta.permissions().mode() & 0o077 != 0 {
+                    tracing::warn!(
+                        "password file {} has group or world access; ignoring it, as libpq does (chmod 600)",
+                        path.display()
+                    );
+                } else if let Ok(text) = std::fs::read_to_string(&path) {
+                    let host = cfg.get_hosts().first().map(pgpass_host).unwrap_or_else(|| "localhost".into());
+                    let port = cfg.get_ports().first().copied().unwrap_or(5432);
+                    if let Some(pw) =
+                        pgpass_lookup(&text, &host, port, cfg.get_dbname().unwrap_or(""), cfg.get_user().unwrap_or(""))
+                    {
+                        cfg.password(pw);
+                    }
+                }
+            }
+        }
+    }
+    let target = describe(&cfg);
+    let (client, conn) = cfg.connect(NoTls).await.map_err(|e| {
+        let detail = e.as_db_error().map(|d| d.message().to_string()).unwrap_or_else(|| e.to_string());
+        format!("cannot connect to PostgreSQL at {target}: {detail} (set [postgres] conninfo or PGHOST/PGPORT/PGUSER)")
+    })?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!("connection closed: {e}");
+        }
+    });
+    Ok(client)
+}
+
+fn describe(cfg: &tokio_postgres::Config) -> String {
+    let host = match cfg.get_hosts().first() {
+        Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
+        Some(tokio_postgres::config::Host::Unix(p)) => p.display().to_string(),
+        None => "?".into(),
+    };
+    let port = cfg.get_ports().first().copied().unwrap_or(5432);
+    format!("{host}:{port} as {}", cfg.get_user().unwrap_or("?"))
+}
+
+/// What tidewal needs to know about a running server.
+#[derive(Clone, Debug)]
+pub struct ServerInfo {
+    pub version_num: u32,
+    pub version: String,
+    pub system_identifier: u64,
+    pub wal_segment_size: u64,
+    pub in_recovery: bool,
+}
+
+pub async fn server_info(client: &Client) -> Result<ServerInfo, String> {
+    let row = client
+        .query_one(
+            "SELECT current_setting('server_version_num')::int4, current_setting('server_version'), \
+             (SELECT system_identifier::text FROM pg_control_system()), \
+             (SELECT setting::int8 FROM pg_settings WHERE name = 'wal_segment_size'), pg_is_in_recovery()",
+            &[],
+        )
+        .await
+        .map_err(|e| format!("cannot read server information: {e}"))?;
+    let sysid: String = row.get(2);
+    Ok(ServerInfo {
+        version_num: row.get::<_, i32>(0) as u32,
+        version: row.get(1),
+        system_identifier: sysid.parse().map_err(|_| format!("unexpected system identifier {sysid:?}"))?,
+        wal_segment_size: row.get::<_, i64>(3) as u64,
+        in_recovery: row.get(4),
+    })
+}
+
+/// `(name, setting, unit)` for the named settings.
+pub async fn settings(client: &Client, names: &[&str]) -> Result<Vec<(String, String, Option<String>)>, String> {
+    let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
+    let rows = client
+        .query("SELECT name, setting, unit FROM pg_settings WHERE name = ANY($1)", &[&names])
+        .await
+        .map_err(|e| format!("cannot read pg_settings: {e}"))?;
+    Ok(rows.into_iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect())
+}

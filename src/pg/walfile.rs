@@ -1,0 +1,253 @@
+//! What `archive_command` hands us: classify a file by name and check a segment's first page.
+//! Pure functions over names and bytes; the caller does the reading.
+
+use super::history::parse_history;
+use super::lsn::{format_size, split_segment_name, SegmentId};
+
+/// The kinds of file PostgreSQL archives.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WalFile {
+    /// A completed segment, `000000010000000000000003`.
+    Segment(SegmentId),
+    /// The last, incomplete segment of an old timeline after a promotion (`….partial`).
+    Partial(SegmentId),
+    /// Timeline history, `00000002.history`.
+    History(u32),
+    /// Backup history label, `000000010000000000000003.00000028.backup`.
+    BackupLabel { seg: SegmentId, offset: u32 },
+}
+
+impl WalFile {
+    /// Classify a file name (no directory part).
+    pub fn parse(name: &str, seg_size: u64) -> Result<Self, String> {
+        if let Some(tli) = name.strip_suffix(".history") {
+            if tli.len() == 8 && tli.bytes().all(|b| b.is_ascii_hexdigit()) {
+                let tli = u32::from_str_radix(tli, 16).expect("checked hex");
+                if tli > 1 {
+                    return Ok(WalFile::History(tli));
+                }
+            }
+            return Err(format!("{name:?} is not a timeline history file name (8 hex digits above 1, then .history)"));
+        }
+        if let Some(seg) = name.strip_suffix(".partial") {
+            return Ok(WalFile::Partial(SegmentId::parse(seg, seg_size)?));
+        }
+        if let Some(rest) = name.strip_suffix(".backup") {
+            if let Some((seg, off)) = rest.split_once('.') {
+                if off.len() == 8 && off.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    let offset = u32::from_str_radix(off, 16).expect("checked hex");
+                    return Ok(WalFile::BackupLabel { seg: SegmentId::parse(seg, seg_size)?, offset });
+                }
+            }
+            return Err(format!("{name:?} is not a backup label name (segment.offset.backup)"));
+        }
+        Ok(WalFile::Segment(SegmentId::parse(name, seg_size)?))
+    }
+
+    /// The timeline this file belongs to, which is also its directory in the repository.
+    pub fn timeline(&self) -> u32 {
+        match self {
+            WalFile::Segment(s) | WalFile::Partial(s) | WalFile::BackupLabel { seg: s, .. } => s.tli,
+            WalFile::History(t) => *t,
+        }
+    }
+
+    /// Whether the file must be exactly one segment long.
+    pub fn is_segment_sized(&self) -> bool {
+        matches!(self, WalFile::Segment(_) | WalFile::Partial(_))
+    }
+}
+
+/// Quick shape check that needs no segment size: used where the repository is not open yet.
+pub fn looks_like_wal_name(name: &str) -> bool {
+    let base = name.strip_suffix(".partial").unwrap_or(name);
+    split_segment_name(base).is_ok() || name.ends_with(".history") || name.ends_with(".backup")
+}
+
+/// The WAL page magic (`XLOG_PAGE_MAGIC`) of each supported PostgreSQL major version.
+pub fn page_magic(pg_major: u32) -> Option<u16> {
+    match pg_major {
+        13 => Some(0xD106),
+        14 => Some(0xD10D),
+        15 => Some(0xD110),
+        16 => Some(0xD113),
+        17 => Some(0xD116),
+        _ => None,
+    }
+}
+
+/// What the repository expects every segment to match.
+#[derive(Clone, Copy, Debug)]
+pub struct Expect {
+    pub system_identifier: u64,
+    pub seg_size: u64,
+    pub pg_major: u32,
+}
+
+const XLP_LONG_HEADER: u16 = 0x0002;
+/// Size of `XLogLongPageHeaderData`.
+const LONG_HEADER_LEN: usize = 40;
+
+/// Check the long page header at the start of a segment against its name and the cluster.
+/// `first_page` is at least the first 40 bytes of the file; `file_len` its full length.
+pub fn check_segment(
+    name: &str,
+    seg: SegmentId,
+    first_page: &[u8],
+    file_len: u64,
+    want: &Expect,
+) -> Result<(), String> {
+    if file_len != want.seg_size {
+        return Err(format!(
+            "{name} is {file_len} bytes but this cluster's WAL segments are {} ({} bytes): the file is truncated or not a WAL segment",
+            format_size(want.seg_size),
+            want.seg_size
+        ));
+    }
+    if first_page.len() < LONG_HEADER_LEN {
+        return Err(format!("{name} is too short to hold a WAL page header"));
+    }
+    let u16_at = |o: usize| u16::from_le_bytes(first_page[o..o + 2].try_into().expect("len 2"));
+    let u32_at = |o: usize| u32::from_le_bytes(first_page[o..o + 4].try_into().expect("len 4"));
+    let u64_at = |o: usize| u64::from_le_bytes(first_page[o..o + 8].try_into().expect("len 8"));
+    let magic = u16_at(0);
+    let expected_magic = page_magic(want.pg_major)
+        .ok_or_else(|| format!("PostgreSQL {} is not supported (tidewal knows 13 to 17)", want.pg_major))?;
+    if magic != expected_magic {
+        return Err(format!(
+            "{name} does not start with a PostgreSQL {} WAL page (magic {magic:#06X}, expected {expected_magic:#06X}): it is not a WAL segment, or it comes from another major version",
+            want.pg_major
+        ));
+    }
+    if u16_at(2) & XLP_LONG_HEADER == 0 {
+        return Err(format!("{name}: the first page lacks the long header every segment starts with"));
+    }
+    let tli = u32_at(4);
+    // A new timeline's first segment is copied from the parent, so its first page may carry an older timeline.
+    if tli == 0 || tli > seg.tli {
+        return Err(format!(
+            "{name}: the page header says timeline {tli}, which cannot appear in a segment of timeline {}",
+            seg.tli
+        ));
+    }
+    let pageaddr = u64_at(8);
+    let start = seg.start_lsn(want.seg_size).0;
+    if pageaddr != start {
+        return Err(format!(
+            "{name}: the first page is for WAL location {}, not {} as the name says: the file was renamed or is damaged",
+            super::lsn::Lsn(pageaddr),
+            super::lsn::Lsn(start)
+        ));
+    }
+    let sysid = u64_at(24);
+    if sysid != want.system_identifier {
+        return Err(format!(
+            "{name} comes from database system {sysid}, but this repository belongs to system {}: it is another cluster's WAL",
+            want.system_identifier
+        ));
+    }
+    let seg_size = u32_at(32) as u64;
+    if seg_size != want.seg_size {
+        return Err(format!(
+            "{name}: the header says {seg_size}-byte segments, the repository expects {}",
+            want.seg_size
+        ));
+    }
+    Ok(())
+}
+
+/// A history file must parse and only name timelines below its own.
+pub fn check_history(name: &str, tli: u32, body: &[u8]) -> Result<(), String> {
+    let text =
+        std::str::from_utf8(body).map_err(|_| format!("{name} is not text, so it is not a timeline history file"))?;
+    let entries = parse_history(text).map_err(|e| format!("{name} is not a valid timeline history file: {e}"))?;
+    if let Some(bad) = entries.iter().find(|e| e.parent_tli >= tli) {
+        return Err(format!("{name} names timeline {} as a parent of timeline {tli}", bad.parent_tli));
+    }
+    Ok(())
+}
+
+/// A backup label is small text that PostgreSQL writes at the end of a base backup.
+pub fn check_backup_label(name: &str, body: &[u8]) -> Result<(), String> {
+    let ok =
+        body.len() < 64 * 1024 && std::str::from_utf8(body).map(|t| t.contains("START WAL LOCATION:")).unwrap_or(false);
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("{name} is not a backup history file (no START WAL LOCATION line)"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MB16: u64 = 16 << 20;
+    const WANT: Expect = Expect { system_identifier: 7_300_000_000_000_000_001, seg_size: MB16, pg_major: 15 };
+
+    fn header(tli: u32, pageaddr: u64, sysid: u64) -> Vec<u8> {
+        let mut h = vec![0u8; 8192];
+        h[0..2].copy_from_slice(&0xD110u16.to_le_bytes());
+        h[2..4].copy_from_slice(&XLP_LONG_HEADER.to_le_bytes());
+        h[4..8].copy_from_slice(&tli.to_le_bytes());
+        h[8..16].copy_from_slice(&pageaddr.to_le_bytes());
+        h[24..32].copy_from_slice(&sysid.to_le_bytes());
+        h[32..36].copy_from_slice(&(MB16 as u32).to_le_bytes());
+        h[36..40].copy_from_slice(&8192u32.to_le_bytes());
+        h
+    }
+
+    #[test]
+    fn classify_names() {
+        let seg = SegmentId { tli: 1, segno: 3 };
+        assert_eq!(WalFile::parse("000000010000000000000003", MB16).unwrap(), WalFile::Segment(seg));
+        assert_eq!(WalFile::parse("000000010000000000000003.partial", MB16).unwrap(), WalFile::Partial(seg));
+        assert_eq!(WalFile::parse("0000000A.history", MB16).unwrap(), WalFile::History(10));
+        assert_eq!(
+            WalFile::parse("000000010000000000000003.00000028.backup", MB16).unwrap(),
+            WalFile::BackupLabel { seg, offset: 0x28 }
+        );
+        for bad in [
+            "00000001.history",
+            "postgresql.conf",
+            "00000001000000000000003",
+            "x.backup",
+            "000000010000000000000003.zz.backup",
+        ] {
+            assert!(WalFile::parse(bad, MB16).is_err(), "{bad}");
+        }
+        assert!(looks_like_wal_name("000000010000000000000003"));
+        assert!(!looks_like_wal_name("RECOVERYXLOG"));
+    }
+
+    #[test]
+    fn segment_header_checks() {
+        let seg = SegmentId { tli: 2, segno: 3 };
+        let name = "000000020000000000000003";
+        assert!(check_segment(name, seg, &header(2, 0x300_0000, WANT.system_identifier), MB16, &WANT).is_ok());
+        // First segment of a new timeline carries the parent's timeline.
+        assert!(check_segment(name, seg, &header(1, 0x300_0000, WANT.system_identifier), MB16, &WANT).is_ok());
+        let e = check_segment(name, seg, &header(3, 0x300_0000, WANT.system_identifier), MB16, &WANT).unwrap_err();
+        assert!(e.contains("timeline 3"), "{e}");
+        let e = check_segment(name, seg, &header(2, 0x400_0000, WANT.system_identifier), MB16, &WANT).unwrap_err();
+        assert!(e.contains("renamed"), "{e}");
+        let e = check_segment(name, seg, &header(2, 0x300_0000, 42), MB16, &WANT).unwrap_err();
+        assert!(e.contains("another cluster"), "{e}");
+        let e = check_segment(name, seg, &header(2, 0x300_0000, WANT.system_identifier), MB16 - 1, &WANT).unwrap_err();
+        assert!(e.contains("truncated"), "{e}");
+        let e = check_segment(name, seg, &[0u8; 8192], MB16, &WANT).unwrap_err();
+        assert!(e.contains("not a WAL segment"), "{e}");
+    }
+
+    #[test]
+    fn history_and_label_checks() {
+        assert!(check_history("00000003.history", 3, b"1\t0/3000198\tno recovery target specified\n2\t0/5000000\tx\n")
+            .is_ok());
+        assert!(check_history("00000002.history", 2, b"2\t0/3000198\tself\n").is_err());
+        assert!(check_history("00000002.history", 2, &[0xff, 0xfe]).is_err());
+        assert!(
+            check_backup_label("a.backup", b"START WAL LOCATION: 0/2000028 (file 000000010000000000000002)\n").is_ok()
+        );
+        assert!(check_backup_label("a.backup", b"hello").is_err());
+    }
+}

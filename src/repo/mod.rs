@@ -1,0 +1,244 @@
+//! The repository: its identity file, object names, and storing and fetching sealed objects
+//! with the no-overwrite rule. Talks to the store and the codec, never to PostgreSQL.
+
+pub mod layout;
+
+use std::io::{Read, Write};
+use std::path::Path;
+
+use bytes::Bytes;
+use futures::TryStreamExt;
+use serde::{Deserialize, Serialize};
+use tokio_util::io::{StreamReader, SyncIoBridge};
+
+use crate::codec::{
+    digest_hex, open_to_vec, seal_to_vec, CodecError, Digest, Header, Keyring, OpenReader, SealOptions, HEADER_LEN,
+};
+use crate::error::{Code, Fail, Result};
+use crate::store::{Created, Store, StoreError};
+
+pub const FORMAT: u32 = 1;
+
+/// `tidewal.json`: what the repository belongs to. Sealed like every other object.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Identity {
+    pub format: u32,
+    /// Decimal, because JSON numbers lose precision above 2^53.
+    pub system_identifier: String,
+    pub pg_version_num: u32,
+    pub wal_segment_size: u64,
+    pub encrypted: bool,
+    pub key_id: Option<String>,
+    /// Whether the store refused a second create-only write when the repository was made.
+    pub conditional_writes: bool,
+    pub created_at: String,
+    pub created_by: String,
+}
+
+impl Identity {
+    pub fn system_id(&self) -> u64 {
+        self.system_identifier.parse().unwrap_or(0)
+    }
+
+    pub fn pg_major(&self) -> u32 {
+        self.pg_version_num / 10000
+    }
+}
+
+/// How a push ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Pushed {
+    Stored,
+    /// An identical copy was already there.
+    AlreadyPresent,
+}
+
+pub struct Repo {
+    pub store: Store,
+    pub keys: Keyring,
+    pub lz4: bool,
+    pub identity: Identity,
+}
+
+fn integrity(obj: &str, e: CodecError) -> Fail {
+    let code = match &e {
+        CodecError::Io(_) => Code::Storage,
+        _ => Code::Integrity,
+    };
+    Fail::new(code, format!("object {obj}: {e}"))
+}
+
+impl Repo {
+    /// Open an initialised repository.
+    pub async fn open(store: Store, keys: Keyring, lz4: bool) -> Result<Repo> {
+        let raw = match store.get_bytes(layout::IDENTITY).await {
+            Ok(b) => b,
+            Err(StoreError::NotFound(_)) => {
+                return Err(Fail::new(
+                    Code::Conflict,
+                    format!("the repository {} is not initialised: run `tidewal init` first", store.url()),
+                ))
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let identity = decode_identity(&raw, &keys)?;
+        if identity.format > FORMAT {
+            return Err(Fail::new(
+                Code::Conflict,
+                format!(
+                    "the repository uses format {} but this tidewal knows {FORMAT}: upgrade tidewal",
+                    identity.format
+                ),
+            ));
+        }
+        Ok(Repo { store, keys, lz4, identity })
+    }
+
+    /// Create the identity file, or accept an existing one for the same cluster.
+    pub async fn init(store: Store, keys: Keyring, lz4: bool, identity: Identity) -> Result<(Repo, bool)> {
+        let sealed = seal_to_vec(
+            &serde_json::to_vec_pretty(&identity).map_err(|e| Fail::new(Code::Internal, e.to_string()))?,
+            keys.write_key(),
+            layout::IDENTITY,
+            SealOptions { lz4: false, digest: None },
+        )
+        .map_err(|e| Fail::new(Code::Internal, e.to_string()))?;
+        let created = store.create(layout::IDENTITY, Bytes::from(sealed.out), identity.conditional_writes).await?;
+        if created == Created::Written {
+            return Ok((Repo { store, keys, lz4, identity }, true));
+        }
+        let existing = Repo::open(store, keys, lz4).await?;
+        existing.ensure_cluster(identity.system_id(), "this cluster")?;
+        Ok((existing, false))
+    }
+
+    /// Refuse to mix clusters in one repository.
+    pub fn ensure_cluster(&self, system_id: u64, who: &str) -> Result<()> {
+        if self.identity.system_id() != system_id {
+            return Err(Fail::new(
+                Code::Conflict,
+                format!(
+                    "the repository {} belongs to database system {}, but {who} is system {system_id}: use a separate repository for each cluster",
+                    self.store.url(),
+                    self.identity.system_identifier
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn seal_options(&self, digest: Option<Digest>) -> SealOptions {
+        SealOptions { lz4: self.lz4, digest }
+    }
+
+    /// Store a sealed object under the no-overwrite rule: an identical object already there is
+    /// success, a different one is a conflict that names both digests.
+    pub async fn push_sealed(&self, obj: &str, sealed: Vec<u8>, digest: Digest) -> Result<Pushed> {
+        let conditional = self.identity.conditional_writes;
+        match self.store.create(obj, Bytes::from(sealed), conditional).await? {
+            Created::Written if conditional => Ok(Pushed::Stored),
+            Created::Written => {
+                // The store cannot refuse overwrites, so confirm that what is there now is ours.
+                let now = self.stored_digest(obj).await?;
+                if now != digest {
+                    return Err(conflict(obj, &now, &digest, "was replaced by a concurrent writer"));
+                }
+                Ok(Pushed::Stored)
+            }
+            Created::AlreadyExists => {
+                let existing = self.stored_digest(obj).await?;
+                if existing == digest {
+                    Ok(Pushed::AlreadyPresent)
+                } else {
+                    Err(conflict(obj, &existing, &digest, "already exists with different content"))
+                }
+            }
+        }
+    }
+
+    /// The plaintext digest of a stored object, from its authenticated header when it has one.
+    pub async fn stored_digest(&self, obj: &str) -> Result<Digest> {
+        let head = self.store.get_prefix(obj, HEADER_LEN as u64).await?;
+        let header = Header::parse(&head).map_err(|e| integrity(obj, e))?;
+        header.verify(&self.keys, obj).map_err(|e| integrity(obj, e))?;
+        if let Some(d) = header.digest {
+            return Ok(d);
+        }
+        let keys = self.keys.clone();
+        let name = obj.to_string();
+        let reader = self.reader(obj).await?;
+        tokio::task::spawn_blocking(move || -> Result<Digest> {
+            let mut r = OpenReader::new(reader, &keys, &name).map_err(|e| integrity(&name, e))?;
+            std::io::copy(&mut r, &mut std::io::sink()).map_err(|e| integrity(&name, CodecError::from_io(e)))?;
+            Ok(r.digest().expect("digest after EOF"))
+        })
+        .await
+        .map_err(|e| Fail::new(Code::Internal, e.to_string()))?
+    }
+
+    /// A blocking reader over an object's stored bytes, for use inside `spawn_blocking`.
+    async fn reader(&self, obj: &str) -> Result<impl Read + Send + 'static> {
+        let get = self.store.get(obj).await?;
+        let stream = get.into_stream().map_err(std::io::Error::other);
+        Ok(SyncIoBridge::new(StreamReader::new(stream)))
+    }
+
+    /// Fetch and open an object into `dest` atomically: a temporary file next to it is
+    /// written, fsynced and renamed, so `dest` never holds a partial or unverified file.
+    pub async fn fetch_to_path(&self, obj: &str, dest: &Path) -> Result<u64> {
+        let reader = self.reader(obj).await?;
+        let keys = self.keys.clone();
+        let name = obj.to_string();
+        let dest = dest.to_path_buf();
+        tokio::task::spawn_blocking(move || open_into_file(reader, &keys, &name, &dest))
+            .await
+            .map_err(|e| Fail::new(Code::Internal, e.to_string()))?
+    }
+}
+
+fn conflict(obj: &str, existing: &Digest, new: &Digest, what: &str) -> Fail {
+    Fail::new(
+        Code::Conflict,
+        format!(
+            "object {obj} {what} (stored BLAKE3 {}, this file {}); nothing was overwritten. Compare the two copies before removing either",
+            digest_hex(existing),
+            digest_hex(new)
+        ),
+    )
+}
+
+fn decode_identity(raw: &[u8], keys: &Keyring) -> Result<Identity> {
+    let plain = open_to_vec(raw, keys, layout::IDENTITY).map_err(|e| match e {
+        CodecError::UnexpectedPlaintext => Fail::new(
+            Code::Usage,
+            "this repository is not encrypted, but a key is configured: remove key_file/TIDEWAL_KEY for this repository",
+        ),
+        e => integrity(layout::IDENTITY, e),
+    })?;
+    serde_json::from_slice(&plain)
+        .map_err(|e| Fail::new(Code::Integrity, format!("object {}: not valid JSON: {e}", layout::IDENTITY)))
+}
+
+fn open_into_file(src: impl Read, keys: &Keyring, obj: &str, dest: &Path) -> Result<u64> {
+    let dir = match dest.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => std::path::PathBuf::from("."),
+    };
+    let local = |e: std::io::Error| Fail::new(Code::Storage, format!("cannot write {}: {e}", dest.display()));
+    let mut tmp = tempfile::Builder::new().prefix(".tidewal-").tempfile_in(&dir).map_err(local)?;
+    let mut r = OpenReader::new(src, keys, obj).map_err(|e| integrity(obj, e))?;
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut total = 0u64;
+    loop {
+        let n = r.read(&mut buf).map_err(|e| integrity(obj, CodecError::from_io(e)))?;
+        if n == 0 {
+            break;
+        }
+        tmp.write_all(&buf[..n]).map_err(local)?;
+        total += n as u64;
+    }
+    tmp.as_file().sync_all().map_err(local)?;
+    tmp.persist(dest).map_err(|e| local(e.error))?;
+    std::fs::File::open(&dir).and_then(|d| d.sync_all()).map_err(local)?;
+    Ok(total)
+}

@@ -1,0 +1,252 @@
+//! Object storage: build a store from a URL, and the few operations the repository needs,
+//! with the error cases (missing, exists, unreachable) made explicit. Knows nothing of WAL.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use object_store::aws::AmazonS3Builder;
+use object_store::local::LocalFileSystem;
+use object_store::path::Path as ObjPath;
+use object_store::{
+    BackoffConfig, ClientOptions, GetResult, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, RetryConfig,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{0}")]
+    Config(String),
+    #[error("object {0} does not exist")]
+    NotFound(String),
+    #[error("cannot reach the repository {url} for {op} {path}: {source}")]
+    Unavailable {
+        url: String,
+        op: &'static str,
+        path: String,
+        #[source]
+        source: object_store::Error,
+    },
+}
+
+/// S3 settings; unset values fall back to the standard AWS_* environment.
+#[derive(Clone, Debug, Default)]
+pub struct S3Options {
+    pub endpoint: Option<String>,
+    pub region: Option<String>,
+    pub access_key_id: Option<String>,
+    pub secret_access_key: Option<String>,
+    pub allow_http: bool,
+}
+
+#[derive(Clone, Debug)]
+pub struct StoreOptions {
+    pub s3: S3Options,
+    /// How long one operation may keep retrying transient failures.
+    pub retry_timeout: Duration,
+    pub max_retries: usize,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions { s3: S3Options::default(), retry_timeout: Duration::from_secs(60), max_retries: 10 }
+    }
+}
+
+/// Outcome of a create-if-absent write.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Created {
+    Written,
+    AlreadyExists,
+}
+
+#[derive(Clone, Debug)]
+pub struct Store {
+    inner: Arc<dyn ObjectStore>,
+    url: String,
+}
+
+impl Store {
+    /// `file:///path`, a bare absolute path, or `s3://bucket[/prefix]`.
+    pub fn open(url: &str, opts: &StoreOptions) -> Result<Store, StoreError> {
+        let cfg = |m: String| StoreError::Config(m);
+        let inner: Arc<dyn ObjectStore> = if url.starts_with('/') || url.starts_with("file://") {
+            let path = if url.starts_with('/') {
+                std::path::PathBuf::from(url)
+            } else {
+                url::Url::parse(url)
+                    .ok()
+                    .and_then(|u| u.to_file_path().ok())
+                    .ok_or_else(|| cfg(format!("repository url {url:?}: expected file:///absolute/path")))?
+            };
+            std::fs::create_dir_all(&path)
+                .map_err(|e| cfg(format!("cannot create repository directory {}: {e}", path.display())))?;
+            // file:// URLs ignore options, so build the store by hand to get fsync on every write.
+            let fs = LocalFileSystem::new_with_prefix(&path)
+                .map_err(|e| cfg(format!("cannot open repository directory {}: {e}", path.display())))?
+                .with_fsync(true)
+                .with_automatic_cleanup(true);
+            Arc::new(fs)
+        } else if let Some(rest) = url.strip_prefix("s3://") {
+            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+            if bucket.is_empty() {
+                return Err(cfg(format!("repository url {url:?}: expected s3://bucket[/prefix]")));
+            }
+            let mut b = AmazonS3Builder::from_env().with_bucket_name(bucket);
+            let s3 = &opts.s3;
+            if let Some(e) = &s3.endpoint {
+                b = b.with_endpoint(e).with_virtual_hosted_style_request(false);
+            }
+            if let Some(r) = &s3.region {
+                b = b.with_region(r);
+            }
+            if let Some(k) = &s3.access_key_id {
+                b = b.with_access_key_id(k);
+            }
+            if let Some(k) = &s3.secret_access_key {
+                b = b.with_secret_access_key(k);
+            }
+            let retry = RetryConfig {
+                backoff: BackoffConfig {
+                    init_backoff: Duration::from_millis(100),
+                    max_backoff: Duration::from_secs(10),
+                    base: 2.0,
+                },
+                max_retries: opts.max_retries,
+                retry_timeout: opts.retry_timeout,
+            };
+            let client = ClientOptions::new()
+                .with_allow_http(s3.allow_http)
+                .with_connect_timeout(Duration::from_secs(10).min(opts.retry_timeout.max(Duration::from_secs(1))));
+            let store = b
+                .with_retry(retry)
+                .with_client_options(client)
+                .build()
+                .map_err(|e| cfg(format!("repository url {url:?}: {e}")))?;
+            if prefix.trim_matches('/').is_empty() {
+                Arc::new(store)
+            } else {
+                Arc::new(object_store::prefix::PrefixStore::new(store, prefix.trim_matches('/')))
+            }
+        } else if url.contains("://") {
+            let scheme = url.split("://").next().unwrap_or_default();
+            return Err(cfg(format!(
+                "repository url {url:?}: the {scheme}:// scheme is not supported yet; use file:///path or s3://bucket/prefix"
+            )));
+        } else {
+            return Err(cfg(format!("repository url {url:?}: expected file:///absolute/path or s3://bucket/prefix")));
+        };
+        Ok(Store { inner, url: url.to_string() })
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    fn unavailable(&self, op: &'static str, path: &str, source: object_store::Error) -> StoreError {
+        match source {
+            object_store::Error::NotFound { .. } => StoreError::NotFound(path.to_string()),
+            source => StoreError::Unavailable { url: self.url.clone(), op, path: path.to_string(), source },
+        }
+    }
+
+    /// Write `data` unless an object of that name exists. `conditional` says the store honours
+    /// create-only writes; without it the check is a HEAD first, which the caller must back
+    /// with a read-after-write comparison.
+    pub async fn create(&self, path: &str, data: Bytes, conditional: bool) -> Result<Created, StoreError> {
+        let loc = ObjPath::from(path);
+        if !conditional && self.exists(path).await? {
+            return Ok(Created::AlreadyExists);
+        }
+        let mode = if conditional { PutMode::Create } else { PutMode::Overwrite };
+        let opts = PutOptions { mode, ..Default::default() };
+        match self.inner.put_opts(&loc, PutPayload::from_bytes(data), opts).await {
+            Ok(_) => Ok(Created::Written),
+            Err(object_store::Error::AlreadyExists { .. }) => Ok(Created::AlreadyExists),
+            Err(e) => Err(self.unavailable("write", path, e)),
+        }
+    }
+
+    /// Replace an object (used only for objects that are meant to change, such as probes).
+    pub async fn put(&self, path: &str, data: Bytes) -> Result<(), StoreError> {
+        self.inner
+            .put(&ObjPath::from(path), PutPayload::from_bytes(data))
+            .await
+            .map(|_| ())
+            .map_err(|e| self.unavailable("write", path, e))
+    }
+
+    pub async fn exists(&self, path: &str) -> Result<bool, StoreError> {
+        match self.inner.head(&ObjPath::from(path)).await {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(e) => Err(self.unavailable("check", path, e)),
+        }
+    }
+
+    /// Start reading an object; `NotFound` when it does not exist.
+    pub async fn get(&self, path: &str) -> Result<GetResult, StoreError> {
+        self.inner.get(&ObjPath::from(path)).await.map_err(|e| self.unavailable("read", path, e))
+    }
+
+    /// Read a whole small object.
+    pub async fn get_bytes(&self, path: &str) -> Result<Bytes, StoreError> {
+        let r = self.get(path).await?;
+        r.bytes().await.map_err(|e| self.unavailable("read", path, e))
+    }
+
+    /// The first `len` bytes (or fewer, for a shorter object).
+    pub async fn get_prefix(&self, path: &str, len: u64) -> Result<Bytes, StoreError> {
+        let loc = ObjPath::from(path);
+        let size = self.inner.head(&loc).await.map_err(|e| self.unavailable("check", path, e))?.size;
+        if size == 0 {
+            return Ok(Bytes::new());
+        }
+        self.inner.get_range(&loc, 0..len.min(size)).await.map_err(|e| self.unavailable("read", path, e))
+    }
+
+    pub async fn delete(&self, path: &str) -> Result<(), StoreError> {
+        match self.inner.delete(&ObjPath::from(path)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(self.unavailable("delete", path, e)),
+        }
+    }
+
+    /// Names of all objects under a prefix.
+    pub async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        let p = ObjPath::from(prefix);
+        let mut s = self.inner.list(Some(&p));
+        let mut out = Vec::new();
+        while let Some(m) = s.next().await {
+            match m {
+                Ok(m) => out.push(m.location.to_string()),
+                Err(e) => return Err(self.unavailable("list", prefix, e)),
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    /// Does the store refuse a second create-only write to the same name? Some S3-compatible
+    /// servers silently overwrite instead; on those the repository must check before and after.
+    pub async fn probe_conditional_writes(&self, probe_path: &str) -> Result<bool, StoreError> {
+        self.delete(probe_path).await?;
+        let first = match self.create(probe_path, Bytes::from_static(b"tidewal probe 1"), true).await {
+            Ok(c) => c,
+            Err(StoreError::Unavailable { .. }) => {
+                // Some servers reject the precondition header outright; plain writes must still work.
+                self.put(probe_path, Bytes::from_static(b"tidewal probe 1")).await?;
+                self.delete(probe_path).await?;
+                return Ok(false);
+            }
+            Err(e) => return Err(e),
+        };
+        let second = self.create(probe_path, Bytes::from_static(b"tidewal probe 2"), true).await;
+        let kept = self.get_bytes(probe_path).await;
+        self.delete(probe_path).await?;
+        let honoured = first == Created::Written
+            && matches!(second, Ok(Created::AlreadyExists))
+            && kept.map(|b| &b[..] == b"tidewal probe 1").unwrap_or(false);
+        Ok(honoured)
+    }
+}
