@@ -24,7 +24,7 @@ pub async fn run(settings: &Settings, args: &Args) -> Result<()> {
     let obj = layout::wal_object(&kind, seg_size);
     match repo.fetch_to_path(&obj, &args.path).await {
         Ok(bytes) => {
-            tracing::info!(file = %args.name, bytes, "restored {}", args.name);
+            tracing::info!("restored {} ({bytes} bytes)", args.name);
             Ok(())
         }
         Err(f) if f.code == Code::NotFound => {

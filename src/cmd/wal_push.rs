@@ -75,13 +75,10 @@ pub async fn run(settings: &Settings, args: &Args) -> Result<()> {
     let sealed_len = sealed.len();
     match repo.push_sealed(&obj, sealed, digest).await? {
         Pushed::Stored => tracing::info!(
-            file = %name,
-            bytes = plain_len,
-            stored = sealed_len,
-            ms = started.elapsed().as_millis() as u64,
-            "archived {name}"
+            "archived {name} ({plain_len} bytes, {sealed_len} stored) in {} ms",
+            started.elapsed().as_millis()
         ),
-        Pushed::AlreadyPresent => tracing::info!(file = %name, "{name} was already archived with identical content"),
+        Pushed::AlreadyPresent => tracing::info!("{name} was already archived with identical content"),
     }
     Ok(())
 }

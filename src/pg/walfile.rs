@@ -23,11 +23,12 @@ impl WalFile {
         if let Some(tli) = name.strip_suffix(".history") {
             if tli.len() == 8 && tli.bytes().all(|b| b.is_ascii_hexdigit()) {
                 let tli = u32::from_str_radix(tli, 16).expect("checked hex");
-                if tli > 1 {
+                // Recovery asks for 00000001.history too, although it never exists.
+                if tli > 0 {
                     return Ok(WalFile::History(tli));
                 }
             }
-            return Err(format!("{name:?} is not a timeline history file name (8 hex digits above 1, then .history)"));
+            return Err(format!("{name:?} is not a timeline history file name (8 hex digits, then .history)"));
         }
         if let Some(seg) = name.strip_suffix(".partial") {
             return Ok(WalFile::Partial(SegmentId::parse(seg, seg_size)?));

@@ -1,0 +1,415 @@
+//! Test harness: real PostgreSQL 15 clusters (run as the `postgres` OS user when the tests
+//! run as root), a real S3-compatible server on 127.0.0.1, and the tidewal binary copied
+//! where `postgres` can execute it. Everything lives in a per-test temporary directory and
+//! is stopped on drop, also when a test fails.
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub const PG_USER: &str = "postgres";
+
+pub fn pg_bin(tool: &str) -> PathBuf {
+    let dir = std::env::var("TIDEWAL_PG_BIN").unwrap_or_else(|_| "/usr/lib/postgresql/15/bin".into());
+    let p = Path::new(&dir).join(tool);
+    assert!(
+        p.exists(),
+        "{} not found: install PostgreSQL 15 (apt-get install postgresql-15) or set TIDEWAL_PG_BIN",
+        p.display()
+    );
+    p
+}
+
+fn is_root() -> bool {
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// A command that runs as the postgres user (via runuser when we are root).
+pub fn as_pg(program: impl AsRef<std::ffi::OsStr>) -> Command {
+    if is_root() {
+        let mut c = Command::new("runuser");
+        c.args(["-u", PG_USER, "--"]).arg(program);
+        c
+    } else {
+        Command::new(program)
+    }
+}
+
+pub fn run_ok(cmd: &mut Command) -> Output {
+    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed with {}\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Give a path to the postgres user (no-op when not root).
+pub fn chown_pg(path: &Path) {
+    if is_root() {
+        run_ok(Command::new("chown").arg("-R").arg(format!("{PG_USER}:{PG_USER}")).arg(path));
+    }
+}
+
+pub fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(start.elapsed() < timeout, "timed out after {timeout:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A test's private directory, with the tidewal binary, a key and a config file.
+pub struct TestEnv {
+    tmp: tempfile::TempDir,
+    pub bin: PathBuf,
+    pub config: PathBuf,
+}
+
+impl TestEnv {
+    pub fn new(label: &str) -> TestEnv {
+        let mut tmp = tempfile::Builder::new().prefix(&format!("tidewal-{label}-")).tempdir().unwrap();
+        // TIDEWAL_KEEP_TMP=1 leaves the directory (logs, repository, data) for a post-mortem.
+        tmp.disable_cleanup(std::env::var_os("TIDEWAL_KEEP_TMP").is_some());
+        std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let bin = tmp.path().join("tidewal");
+        std::fs::copy(env!("CARGO_BIN_EXE_tidewal"), &bin).unwrap();
+        std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let config = tmp.path().join("tidewal.toml");
+        chown_pg(tmp.path());
+        TestEnv { tmp, bin, config }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.tmp.path()
+    }
+
+    /// A directory owned by postgres.
+    pub fn pg_dir(&self, name: &str) -> PathBuf {
+        let p = self.path().join(name);
+        std::fs::create_dir_all(&p).unwrap();
+        chown_pg(&p);
+        p
+    }
+
+    /// Make a key file readable by postgres only, with `tidewal keygen` itself.
+    pub fn keygen(&self, name: &str) -> PathBuf {
+        let p = self.path().join(name);
+        let out = self.tidewal_raw(&["keygen", "--output", p.to_str().unwrap()]);
+        assert!(out.status.success(), "keygen failed: {}", String::from_utf8_lossy(&out.stderr));
+        p
+    }
+
+    pub fn write_config(&self, text: &str) {
+        std::fs::write(&self.config, text).unwrap();
+        chown_pg(&self.config);
+    }
+
+    /// Run tidewal as postgres with this env's config.
+    pub fn tidewal(&self, args: &[&str]) -> Output {
+        let mut c = as_pg(&self.bin);
+        c.arg("--config").arg(&self.config).args(args).current_dir(self.path());
+        c.output().unwrap()
+    }
+
+    fn tidewal_raw(&self, args: &[&str]) -> Output {
+        as_pg(&self.bin).args(args).current_dir(self.path()).output().unwrap()
+    }
+
+    /// The archive_command / restore_command prefix for this env.
+    pub fn command_line(&self) -> String {
+        format!("{} --config {}", self.bin.display(), self.config.display())
+    }
+}
+
+pub fn code(out: &Output) -> i32 {
+    out.status.code().expect("exited by signal")
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+pub fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Assert an exit code and that stderr mentions each of `needles`.
+pub fn expect_exit(out: &Output, want: i32, needles: &[&str]) {
+    let err = stderr(out);
+    assert_eq!(code(out), want, "exit code; stdout:\n{}\nstderr:\n{err}", stdout(out));
+    for n in needles {
+        assert!(err.contains(n), "stderr should mention {n:?}:\n{err}");
+    }
+}
+
+/// A PostgreSQL 15 cluster in its own directory, port and socket directory.
+pub struct Cluster {
+    pub data: PathBuf,
+    pub sock: PathBuf,
+    pub port: u16,
+    log: PathBuf,
+    running: bool,
+}
+
+impl Cluster {
+    /// initdb a new cluster under `dir` with archiving ready but no archive_command yet.
+    pub fn init(dir: &Path, extra_conf: &str) -> Cluster {
+        let data = dir.join("pgdata");
+        let sock = dir.join("sock");
+        std::fs::create_dir_all(&sock).unwrap();
+        chown_pg(dir);
+        run_ok(as_pg(pg_bin("initdb")).args([
+            "-D",
+            data.to_str().unwrap(),
+            "-U",
+            PG_USER,
+            "--auth=trust",
+            "-E",
+            "UTF8",
+            "--no-sync",
+        ]));
+        let c = Cluster { data, sock, port: free_port(), log: dir.join("postgres.log"), running: false };
+        c.configure(extra_conf);
+        c
+    }
+
+    /// Take over a data directory made elsewhere (a restored backup), with a new port.
+    pub fn adopt(dir: &Path, data: &Path) -> Cluster {
+        let sock = dir.join("sock");
+        std::fs::create_dir_all(&sock).unwrap();
+        chown_pg(dir);
+        Cluster { data: data.to_path_buf(), sock, port: free_port(), log: dir.join("postgres.log"), running: false }
+    }
+
+    /// Append settings to postgresql.conf (port and sockets always set).
+    pub fn configure(&self, extra: &str) {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new().append(true).open(self.data.join("postgresql.conf")).unwrap();
+        writeln!(
+            f,
+            "\nport = {}\nlisten_addresses = ''\nunix_socket_directories = '{}'\nfsync = off\n\
+             wal_level = replica\narchive_mode = on\nmax_wal_senders = 4\n{extra}",
+            self.port,
+            self.sock.display()
+        )
+        .unwrap();
+    }
+
+    pub fn start(&mut self) {
+        let out = as_pg(pg_bin("pg_ctl"))
+            .args(["-D", self.data.to_str().unwrap(), "-l", self.log.to_str().unwrap(), "-w", "-t", "120", "start"])
+            .stdout(Stdio::piped())
+            .output()
+            .unwrap();
+        if !out.status.success() {
+            panic!(
+                "pg_ctl start failed:\n{}\n{}",
+                stderr(&out),
+                std::fs::read_to_string(&self.log).unwrap_or_default()
+            );
+        }
+        self.running = true;
+    }
+
+    pub fn stop_immediate(&mut self) {
+        if self.running {
+            let _ = as_pg(pg_bin("pg_ctl"))
+                .args(["-D", self.data.to_str().unwrap(), "-m", "immediate", "-w", "stop"])
+                .output();
+            self.running = false;
+        }
+    }
+
+    pub fn conninfo(&self) -> String {
+        format!("host={} port={} user={PG_USER} dbname=postgres", self.sock.display(), self.port)
+    }
+
+    /// Run SQL through psql; returns trimmed unaligned output.
+    pub fn psql(&self, sql: &str) -> String {
+        let out = run_ok(as_pg(pg_bin("psql")).args([
+            "-X",
+            "-At",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-h",
+            self.sock.to_str().unwrap(),
+            "-p",
+            &self.port.to_string(),
+            "-U",
+            PG_USER,
+            "-d",
+            "postgres",
+            "-c",
+            sql,
+        ]));
+        stdout(&out).trim().to_string()
+    }
+
+    pub fn pgbench(&self, args: &[&str]) {
+        run_ok(
+            as_pg(pg_bin("pgbench"))
+                .args(["-h", self.sock.to_str().unwrap(), "-p", &self.port.to_string(), "-U", PG_USER])
+                .args(args)
+                .arg("postgres"),
+        );
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Switch to a new segment and return the name of the one just completed.
+    pub fn switch_wal(&self) -> String {
+        // Make sure there is something to switch away from.
+        self.psql("SELECT txid_current()");
+        self.psql("SELECT pg_walfile_name(pg_switch_wal())")
+    }
+
+    /// Wait until the archiver has archived `segment` (or a later one).
+    pub fn wait_archived(&self, segment: &str) {
+        wait_for(&format!("{segment} to be archived"), Duration::from_secs(90), || {
+            let last = self.psql("SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver");
+            last.len() == 24 && last.as_str() >= segment
+        });
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.stop_immediate();
+    }
+}
+
+/// A real S3-compatible server (s3s-fs) on 127.0.0.1, with one bucket.
+pub struct S3Server {
+    child: Child,
+    pub port: u16,
+    pub root: PathBuf,
+}
+
+pub const S3_ACCESS_KEY: &str = "tidewaltest";
+pub const S3_SECRET_KEY: &str = "tidewaltestsecret";
+pub const S3_BUCKET: &str = "backups";
+
+fn s3s_binary() -> PathBuf {
+    if let Ok(p) = std::env::var("TIDEWAL_S3S_FS") {
+        return p.into();
+    }
+    let mut candidates: Vec<PathBuf> = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).map(|d| d.join("s3s-fs")).collect())
+        .unwrap_or_default();
+    if let Some(home) = std::env::var_os("HOME") {
+        candidates.push(Path::new(&home).join(".cargo/bin/s3s-fs"));
+    }
+    candidates.into_iter().find(|p| p.exists()).unwrap_or_else(|| {
+        panic!("s3s-fs not found: cargo install s3s-fs --version 0.14.1 --features binary --locked (or set TIDEWAL_S3S_FS)")
+    })
+}
+
+impl S3Server {
+    pub fn start(root: &Path) -> S3Server {
+        std::fs::create_dir_all(root.join(S3_BUCKET)).unwrap();
+        let port = free_port();
+        let mut s = S3Server { child: Self::spawn(root, port), port, root: root.to_path_buf() };
+        s.wait_ready();
+        s
+    }
+
+    fn spawn(root: &Path, port: u16) -> Child {
+        Command::new(s3s_binary())
+            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+            .args(["--access-key", S3_ACCESS_KEY, "--secret-key", S3_SECRET_KEY])
+            .arg(root)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start s3s-fs")
+    }
+
+    fn wait_ready(&mut self) {
+        let port = self.port;
+        wait_for("the S3 server to listen", Duration::from_secs(30), || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+    }
+
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn restart(&mut self) {
+        self.stop();
+        self.child = Self::spawn(&self.root, self.port);
+        self.wait_ready();
+    }
+
+    /// The `[repository]` settings for this server.
+    pub fn repo_config(&self, prefix: &str) -> String {
+        format!(
+            "url = \"s3://{S3_BUCKET}/{prefix}\"\nretry_timeout = \"3s\"\n[repository.s3]\nendpoint = \"http://127.0.0.1:{}\"\n\
+             region = \"us-east-1\"\naccess_key_id = \"{S3_ACCESS_KEY}\"\nsecret_access_key = \"{S3_SECRET_KEY}\"\nallow_http = true\n",
+            self.port
+        )
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Where a test keeps its repository.
+pub enum RepoKind {
+    File,
+    S3,
+}
+
+/// A running cluster wired to an initialised tidewal repository, archiving through wal-push.
+pub struct Archiving {
+    pub cluster: Cluster,
+    pub s3: Option<S3Server>,
+    pub repo_dir: Option<PathBuf>,
+    pub env: TestEnv,
+}
+
+impl Archiving {
+    pub fn start(label: &str, kind: RepoKind) -> Archiving {
+        let env = TestEnv::new(label);
+        let key = env.keygen("repo.key");
+        let (repo_section, s3, repo_dir) = match kind {
+            RepoKind::File => {
+                let dir = env.pg_dir("repo");
+                (format!("url = \"file://{}\"\n", dir.display()), None, Some(dir))
+            }
+            RepoKind::S3 => {
+                let s3 = S3Server::start(&env.path().join("s3"));
+                (s3.repo_config("cluster1"), Some(s3), None)
+            }
+        };
+        let mut cluster = Cluster::init(&env.pg_dir("primary"), "archive_timeout = 60\n");
+        env.write_config(&format!(
+            "[repository]\nkey_file = \"{}\"\n{repo_section}\n[postgres]\nconninfo = \"{}\"\n",
+            key.display(),
+            cluster.conninfo()
+        ));
+        cluster.start();
+        run_ok(as_pg(&env.bin).arg("--config").arg(&env.config).arg("init"));
+        cluster.psql(&format!("ALTER SYSTEM SET archive_command = '{} wal-push %p'", env.command_line()));
+        cluster.psql("SELECT pg_reload_conf()");
+        cluster.psql("SELECT pg_stat_reset_shared('archiver')");
+        Archiving { cluster, s3, repo_dir, env }
+    }
+}
