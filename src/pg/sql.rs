@@ -33,7 +33,10 @@ pub async fn connect(conninfo: Option<&str>) -> Result<Client, String> {
     }
     let target = describe(&cfg);
     let (client, conn) = cfg.connect(NoTls).await.map_err(|e| {
-        let detail = e.as_db_error().map(|d| d.message().to_string()).unwrap_or_else(|| e.to_string());
+        let detail = match e.as_db_error() {
+            Some(d) => d.message().to_string(),
+            None => error_chain(&e),
+        };
         format!("cannot connect to PostgreSQL at {target}: {detail} (set [postgres] conninfo or PGHOST/PGPORT/PGUSER)")
     })?;
     tokio::spawn(async move {
@@ -42,6 +45,21 @@ pub async fn connect(conninfo: Option<&str>) -> Result<Client, String> {
         }
     });
     Ok(client)
+}
+
+/// An error and its causes on one line ("error connecting to server: No such file or directory").
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        cur = s.source();
+    }
+    out
 }
 
 fn describe(cfg: &tokio_postgres::Config) -> String {
