@@ -139,6 +139,11 @@ impl Store {
         Ok(Store { inner, url: url.to_string() })
     }
 
+    /// Wrap an already-built store (tests use this to stand in for misbehaving servers).
+    pub fn from_object_store(inner: Arc<dyn ObjectStore>, url: &str) -> Store {
+        Store { inner, url: url.to_string() }
+    }
+
     pub fn url(&self) -> &str {
         &self.url
     }
