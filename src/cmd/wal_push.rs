@@ -65,8 +65,7 @@ pub async fn run(settings: &Settings, args: &Args) -> Result<()> {
     let obj_name = obj.clone();
     let lz4 = repo.lz4;
     let (sealed, digest, plain_len) = tokio::task::spawn_blocking(move || {
-        let digest = *blake3::hash(&data).as_bytes();
-        let opts = crate::codec::SealOptions { lz4, digest: Some(digest) };
+        let opts = crate::codec::SealOptions { lz4, digest: None };
         seal_to_vec(&data, key.as_ref(), &obj_name, opts).map(|s| (s.out, s.digest, s.plain_len))
     })
     .await

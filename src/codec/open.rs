@@ -122,15 +122,7 @@ impl<R: Read> OpenReader<R> {
 
     fn finish(&mut self) -> Result<(), CodecError> {
         let chunks = match &mut self.stage {
-            Stage::Lz4(d) => {
-                let c = d.get_mut();
-                // Anything after the lz4 frame's end is not ours.
-                let mut rest = [0u8; 1];
-                if c.read(&mut rest).map_err(CodecError::from_io)? != 0 {
-                    return Err(CodecError::Decompress("data after the end of the compressed frame".into()));
-                }
-                c
-            }
+            Stage::Lz4(d) => d.get_mut(),
             Stage::Raw(c) => c,
         };
         let trailer = chunks.trailer.ok_or(CodecError::Truncated { chunk: chunks.idx })?;
@@ -149,12 +141,20 @@ impl<R: Read> Read for OpenReader<R> {
             return Ok(0);
         }
         let n = match &mut self.stage {
-            Stage::Lz4(d) => d.read(out).map_err(|e| match CodecError::from_io(e) {
-                CodecError::Io(e) if e.kind() == io::ErrorKind::InvalidData || e.kind() == io::ErrorKind::Other => {
-                    CodecError::Decompress(e.to_string()).into_io()
+            // The payload may be several concatenated lz4 frames; the decoder reports the end
+            // of each one as end-of-file, so carry on until the chunks are exhausted.
+            Stage::Lz4(d) => loop {
+                let n = d.read(out).map_err(|e| match CodecError::from_io(e) {
+                    CodecError::Io(e) if e.kind() == io::ErrorKind::InvalidData || e.kind() == io::ErrorKind::Other => {
+                        CodecError::Decompress(e.to_string()).into_io()
+                    }
+                    other => other.into_io(),
+                })?;
+                let c = d.get_ref();
+                if n > 0 || (c.trailer.is_some() && c.pos == c.buf.len()) {
+                    break n;
                 }
-                other => other.into_io(),
-            })?,
+            },
             Stage::Raw(c) => c.read(out)?,
         };
         if n == 0 {
@@ -262,6 +262,25 @@ mod tests {
         assert!(matches!(err_of(&plain, &ring(), "wal/a"), CodecError::UnexpectedPlaintext));
         // Not ours at all.
         assert!(matches!(err_of(b"hello world", &ring(), "wal/a"), CodecError::NotAnEnvelope));
+    }
+
+    #[test]
+    fn streaming_and_parallel_sealers_agree() {
+        use super::super::SealWriter;
+        use std::io::Write;
+        for len in [0, 10, CHUNK, 5 << 20] {
+            let data = wal_like(len, 77);
+            let mut w =
+                SealWriter::new(Vec::new(), Some(&key()), "x", SealOptions { lz4: true, digest: None }).unwrap();
+            for piece in data.chunks(1000) {
+                w.write_all(piece).unwrap();
+            }
+            let streamed = w.finish().unwrap();
+            let parallel = seal_to_vec(&data, Some(&key()), "x", SealOptions { lz4: true, digest: None }).unwrap();
+            assert_eq!(streamed.digest, parallel.digest);
+            assert_eq!(open_to_vec(&streamed.out, &ring(), "x").unwrap(), data);
+            assert_eq!(open_to_vec(&parallel.out, &ring(), "x").unwrap(), data);
+        }
     }
 
     #[test]

@@ -209,7 +209,7 @@ mod tests {
             WalFile::BackupLabel { seg, offset: 0x28 }
         );
         for bad in [
-            "00000001.history",
+            "00000000.history",
             "postgresql.conf",
             "00000001000000000000003",
             "x.backup",

@@ -1,0 +1,145 @@
+#!/usr/bin/env bash
+# Archive benchmark: the wall time of one archive_command call per 16 MiB segment, on the
+# same real pgbench segments, for
+#   tidewal wal-push   file:// repository (lz4 + XChaCha20-Poly1305, fsync on)
+#   tidewal wal-push   S3 repository on a local s3s-fs server (same codec)
+#   pgbackrest archive-push   local repository, lz4 (and lz4 + aes-256-cbc)
+# Each tool archives each segment once (a second push of the same segment is a no-op for
+# all of them). Prints median and p90 wall time and peak RSS, and the codec bench on a
+# real segment. Needs: PostgreSQL 15, pgbackrest, s3s-fs (see .ci/run), python3.
+set -euo pipefail
+cd "$(dirname "$0")"
+. ./lib.sh
+
+SEGMENTS=${SEGMENTS:-15}
+make_workdir bench
+S3PID=
+cleanup() {
+    stop_cluster
+    [ -n "$S3PID" ] && kill "$S3PID" 2>/dev/null || true
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+build_tidewal
+start_cluster "$WORK/cluster" "wal_keep_size = 2GB
+synchronous_commit = off"
+
+echo "generating WAL with pgbench ..." >&2
+pgbench_c -i -s 10 -q >/dev/null 2>&1
+start_seg=$(psql_c "SELECT pg_walfile_name(pg_current_wal_lsn())")
+pgbench_c -c 4 -j 2 -T 600 -n >/dev/null 2>&1 &
+load=$!
+while :; do
+    cur=$(psql_c "SELECT pg_walfile_name(pg_current_wal_lsn())")
+    [ $((16#${cur:16:8} - 16#${start_seg:16:8})) -gt "$SEGMENTS" ] && break
+    sleep 1
+done
+kill "$load" 2>/dev/null || true
+wait "$load" 2>/dev/null || true
+mkdir -p "$WORK/segs"
+for i in $(seq 1 "$SEGMENTS"); do
+    n=$(printf '%08X' $((16#${start_seg:16:8} + i)))
+    cp "$PGDATA_DIR/pg_wal/${start_seg:0:16}$n" "$WORK/segs/"
+done
+give_pg "$WORK/segs"
+
+# tidewal repositories.
+as_pg "$TIDEWAL" keygen --output "$WORK/repo.key" 2>/dev/null
+mkdir -p "$WORK/repo" "$WORK/s3/bench" && give_pg "$WORK/repo" "$WORK/s3"
+S3S=$(command -v s3s-fs || echo "$HOME/.cargo/bin/s3s-fs")
+S3PORT=$(free_port)
+"$S3S" --host 127.0.0.1 --port "$S3PORT" --access-key bench --secret-key benchsecret "$WORK/s3" >/dev/null 2>&1 &
+S3PID=$!
+conn="host=$PGSOCK port=$PGPORT_NUM user=postgres dbname=postgres"
+cat >"$WORK/file.toml" <<CONF
+[repository]
+url = "file://$WORK/repo"
+key_file = "$WORK/repo.key"
+[postgres]
+conninfo = "$conn"
+CONF
+cat >"$WORK/s3.toml" <<CONF
+[repository]
+url = "s3://bench/cluster"
+key_file = "$WORK/repo.key"
+[repository.s3]
+endpoint = "http://127.0.0.1:$S3PORT"
+region = "us-east-1"
+access_key_id = "bench"
+secret_access_key = "benchsecret"
+allow_http = true
+[postgres]
+conninfo = "$conn"
+CONF
+give_pg "$WORK/file.toml" "$WORK/s3.toml"
+sleep 1
+as_pg "$TIDEWAL" --config "$WORK/file.toml" -q init
+as_pg "$TIDEWAL" --config "$WORK/s3.toml" -q init
+
+# pgBackRest stanzas (plain lz4, and lz4 + AES).
+for variant in lz4 lz4aes; do
+    mkdir -p "$WORK/pgbr-$variant/repo" "$WORK/pgbr-$variant/log" "$WORK/pgbr-$variant/lock"
+    cipher=""
+    [ "$variant" = lz4aes ] && cipher="repo1-cipher-type=aes-256-cbc
+repo1-cipher-pass=benchmarkpassphrase0123456789"
+    cat >"$WORK/pgbr-$variant/pgbackrest.conf" <<CONF
+[global]
+repo1-path=$WORK/pgbr-$variant/repo
+$cipher
+compress-type=lz4
+compress-level=1
+log-level-console=warn
+log-level-file=off
+log-path=$WORK/pgbr-$variant/log
+lock-path=$WORK/pgbr-$variant/lock
+archive-async=n
+
+[bench]
+pg1-path=$PGDATA_DIR
+pg1-socket-path=$PGSOCK
+pg1-port=$PGPORT_NUM
+CONF
+    give_pg "$WORK/pgbr-$variant"
+    as_pg pgbackrest --config="$WORK/pgbr-$variant/pgbackrest.conf" --stanza=bench stanza-create >/dev/null
+done
+
+# time_each LABEL CMD...: runs CMD SEG for every segment; records "label ms rss_kb".
+results="$WORK/results.txt"
+time_each() {
+    local label=$1
+    shift
+    for f in "$WORK"/segs/*; do
+        as_pg /usr/bin/time -f '%e %M' -o "$WORK/time.out" "$@" "$f"
+        read -r secs rss <"$WORK/time.out"
+        echo "$label $secs $rss" >>"$results"
+    done
+}
+
+sync
+time_each "tidewal-file" "$TIDEWAL" --config "$WORK/file.toml" -q wal-push
+time_each "tidewal-s3" "$TIDEWAL" --config "$WORK/s3.toml" -q wal-push
+time_each "pgbackrest-lz4" pgbackrest --config="$WORK/pgbr-lz4/pgbackrest.conf" --stanza=bench archive-push
+time_each "pgbackrest-lz4-aes" pgbackrest --config="$WORK/pgbr-lz4aes/pgbackrest.conf" --stanza=bench archive-push
+
+tw_bytes=$(find "$WORK/repo/wal" -type f -printf '%s\n' | awk '{s+=$1} END {print s}')
+br_bytes=$(find "$WORK/pgbr-lz4/repo/archive" -type f -name '0000*' -printf '%s\n' | awk '{s+=$1} END {print s}')
+echo
+echo "archive_command wall time per 16 MiB segment, $SEGMENTS real pgbench segments, $(nproc) cores"
+python3 - "$results" <<'PY'
+import sys, statistics as st
+rows = {}
+for line in open(sys.argv[1]):
+    label, secs, rss = line.split()
+    rows.setdefault(label, []).append((float(secs) * 1000, int(rss)))
+print(f"{'tool':<22}{'median ms':>10}{'p90 ms':>9}{'max RSS MB':>12}")
+for label, v in rows.items():
+    ms = sorted(x for x, _ in v)
+    p90 = ms[min(len(ms) - 1, int(round(0.9 * (len(ms) - 1))))]
+    print(f"{label:<22}{st.median(ms):>10.0f}{p90:>9.0f}{max(r for _, r in v) / 1024:>12.1f}")
+PY
+echo "stored bytes: tidewal $tw_bytes, pgbackrest lz4 $br_bytes (raw $((SEGMENTS * 16777216)))"
+echo
+echo "codec throughput on a real segment (criterion, benches/codec.rs):"
+first=$(ls "$WORK"/segs | head -n1)
+(cd .. && TIDEWAL_BENCH_WAL="$WORK/segs/$first" cargo bench --quiet --bench codec -- --noplot 2>&1 | grep -E 'codec/|thrpt|bytes \(' | sed 's/^/  /')

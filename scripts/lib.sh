@@ -1,0 +1,67 @@
+# Shared helpers for the demo and bench scripts: a throwaway PostgreSQL cluster run as the
+# postgres user when we are root (PostgreSQL refuses to run as root), in a private directory.
+# shellcheck shell=bash
+
+PGBIN=${PGBIN:-/usr/lib/postgresql/15/bin}
+[ -x "$PGBIN/initdb" ] || { echo "PostgreSQL 15 not found in $PGBIN: apt-get install postgresql-15 (or set PGBIN)" >&2; exit 2; }
+
+as_pg() {
+    if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+}
+
+give_pg() {
+    if [ "$(id -u)" = 0 ]; then chown -R postgres:postgres "$@"; fi
+}
+
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+# make_workdir NAME: a world-traversable temp dir owned by postgres; sets WORK.
+make_workdir() {
+    WORK=$(mktemp -d "/tmp/tidewal-$1.XXXXXX")
+    chmod 755 "$WORK"
+    give_pg "$WORK"
+}
+
+# build_tidewal: release build, copied where the postgres user can run it; sets TIDEWAL.
+build_tidewal() {
+    local root
+    root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+    (cd "$root" && cargo build --release --quiet)
+    install -m 755 "$root/target/release/tidewal" "$WORK/tidewal"
+    TIDEWAL="$WORK/tidewal"
+}
+
+# start_cluster DIR [extra postgresql.conf lines]: initdb and start; sets PGDATA_DIR, PGSOCK, PGPORT_NUM.
+start_cluster() {
+    local dir=$1 extra=${2:-}
+    mkdir -p "$dir/sock"
+    give_pg "$dir"
+    PGDATA_DIR="$dir/pgdata"
+    PGSOCK="$dir/sock"
+    PGPORT_NUM=$(free_port)
+    as_pg "$PGBIN/initdb" -D "$PGDATA_DIR" -U postgres --auth=trust -E UTF8 --no-sync >/dev/null
+    cat >>"$PGDATA_DIR/postgresql.conf" <<CONF
+port = $PGPORT_NUM
+listen_addresses = ''
+unix_socket_directories = '$PGSOCK'
+wal_level = replica
+archive_mode = on
+max_wal_senders = 4
+$extra
+CONF
+    as_pg "$PGBIN/pg_ctl" -D "$PGDATA_DIR" -l "$dir/postgres.log" -w start >/dev/null
+}
+
+stop_cluster() {
+    [ -n "${PGDATA_DIR:-}" ] && as_pg "$PGBIN/pg_ctl" -D "$PGDATA_DIR" -m fast -w stop >/dev/null 2>&1 || true
+}
+
+psql_c() {
+    as_pg "$PGBIN/psql" -X -At -v ON_ERROR_STOP=1 -h "$PGSOCK" -p "$PGPORT_NUM" -U postgres -d postgres -c "$1"
+}
+
+pgbench_c() {
+    as_pg "$PGBIN/pgbench" -h "$PGSOCK" -p "$PGPORT_NUM" -U postgres "$@" postgres
+}
