@@ -4,6 +4,7 @@
 #   tidewal wal-push   file:// repository (lz4 + XChaCha20-Poly1305, fsync on)
 #   tidewal wal-push   S3 repository on a local s3s-fs server (same codec)
 #   pgbackrest archive-push   local repository, lz4 (and lz4 + aes-256-cbc)
+# Wall time includes starting the process (as the postgres user), like archive_command.
 # Each tool archives each segment once (a second push of the same segment is a no-op for
 # all of them). Prints median and p90 wall time and peak RSS, and the codec bench on a
 # real segment. Needs: PostgreSQL 15, pgbackrest, s3s-fs (see .ci/run), python3.
@@ -109,14 +110,22 @@ results="$WORK/results.txt"
 time_each() {
     local label=$1
     shift
+    local t0 t1 rss
     for f in "$WORK"/segs/*; do
-        as_pg /usr/bin/time -f '%e %M' -o "$WORK/time.out" "$@" "$f"
-        read -r secs rss <"$WORK/time.out"
-        echo "$label $secs $rss" >>"$results"
+        t0=$(date +%s%N)
+        as_pg /usr/bin/time -f '%M' -o "$WORK/time.out" "$@" "$f"
+        t1=$(date +%s%N)
+        rss=$(tail -n1 "$WORK/time.out")
+        echo "$label $(((t1 - t0) / 1000)) $rss" >>"$results"
     done
 }
 
+# Measure on a quiet machine: no server, no checkpoint writes, segments in the page cache.
+psql_c "CHECKPOINT" >/dev/null
+stop_cluster
 sync
+cat "$WORK"/segs/* >/dev/null
+sleep 2
 time_each "tidewal-file" "$TIDEWAL" --config "$WORK/file.toml" -q wal-push
 time_each "tidewal-s3" "$TIDEWAL" --config "$WORK/s3.toml" -q wal-push
 time_each "pgbackrest-lz4" pgbackrest --config="$WORK/pgbr-lz4/pgbackrest.conf" --stanza=bench archive-push
@@ -130,8 +139,8 @@ python3 - "$results" <<'PY'
 import sys, statistics as st
 rows = {}
 for line in open(sys.argv[1]):
-    label, secs, rss = line.split()
-    rows.setdefault(label, []).append((float(secs) * 1000, int(rss)))
+    label, micros, rss = line.split()
+    rows.setdefault(label, []).append((int(micros) / 1000, int(rss)))
 print(f"{'tool':<22}{'median ms':>10}{'p90 ms':>9}{'max RSS MB':>12}")
 for label, v in rows.items():
     ms = sorted(x for x, _ in v)

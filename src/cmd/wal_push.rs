@@ -32,6 +32,7 @@ pub async fn run(settings: &Settings, args: &Args) -> Result<()> {
         return Err(Fail::new(Code::BadInput, format!("{} is not a regular file", path.display())));
     }
     let repo = super::open_repo(settings).await?;
+    tracing::debug!("repository opened after {} ms", started.elapsed().as_millis());
     let id = &repo.identity;
     let seg_size = id.wal_segment_size;
     let kind = WalFile::parse(&name, seg_size)
@@ -59,6 +60,7 @@ pub async fn run(settings: &Settings, args: &Args) -> Result<()> {
         WalFile::BackupLabel { .. } => check_backup_label(&name, &data).map_err(bad)?,
     }
     let obj = layout::wal_object(&kind, seg_size);
+    tracing::debug!("{name} read and checked after {} ms", started.elapsed().as_millis());
 
     // Hashing, compression and encryption are CPU work: keep them off the reactor.
     let key = repo.keys.write_key().cloned();
@@ -72,6 +74,7 @@ pub async fn run(settings: &Settings, args: &Args) -> Result<()> {
     .map_err(|e| Fail::new(Code::Internal, e.to_string()))?
     .map_err(|e| Fail::new(Code::Internal, format!("sealing {name}: {e}")))?;
     let sealed_len = sealed.len();
+    tracing::debug!("{name} sealed after {} ms", started.elapsed().as_millis());
     match repo.push_sealed(&obj, sealed, digest).await? {
         Pushed::Stored => tracing::info!(
             "archived {name} ({plain_len} bytes, {sealed_len} stored) in {} ms",
