@@ -216,11 +216,11 @@ mod tests {
             let data = wal_like(len, len as u64);
             for lz4 in [false, true] {
                 for k in [Some(key()), None] {
-                    let digest = Some(*blake3::hash(&data).as_bytes());
-                    let s = seal_to_vec(&data, k.as_ref(), "wal/x", SealOptions { lz4, digest }).unwrap();
+                    let digest = *blake3::hash(&data).as_bytes();
+                    let s = seal_to_vec(&data, k.as_ref(), "wal/x", SealOptions { lz4, digest: Some(digest) }).unwrap();
                     let keys = if k.is_some() { ring() } else { Keyring::plaintext() };
                     assert_eq!(open_to_vec(&s.out, &keys, "wal/x").unwrap(), data, "len {len} lz4 {lz4}");
-                    assert_eq!(s.digest, digest.unwrap());
+                    assert_eq!(s.digest, digest);
                 }
             }
         }

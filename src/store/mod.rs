@@ -25,7 +25,7 @@ pub enum StoreError {
         op: &'static str,
         path: String,
         #[source]
-        source: object_store::Error,
+        source: Box<object_store::Error>,
     },
 }
 
@@ -151,7 +151,9 @@ impl Store {
     fn unavailable(&self, op: &'static str, path: &str, source: object_store::Error) -> StoreError {
         match source {
             object_store::Error::NotFound { .. } => StoreError::NotFound(path.to_string()),
-            source => StoreError::Unavailable { url: self.url.clone(), op, path: path.to_string(), source },
+            source => {
+                StoreError::Unavailable { url: self.url.clone(), op, path: path.to_string(), source: Box::new(source) }
+            }
         }
     }
 
