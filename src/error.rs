@@ -62,7 +62,7 @@ impl From<StoreError> for Fail {
         let code = match &e {
             StoreError::Config(_) => Code::Usage,
             StoreError::NotFound(_) => Code::NotFound,
-            StoreError::Unavailable { .. } => Code::Storage,
+            StoreError::Unavailable { .. } | StoreError::Incomplete(_) => Code::Storage,
         };
         let mut msg = e.to_string();
         if code == Code::Storage {

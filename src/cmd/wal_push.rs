@@ -1,5 +1,6 @@
 //! `tidewal wal-push %p`: PostgreSQL's archive_command.
 
+use std::io::{Read, Seek};
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -17,6 +18,8 @@ pub struct Args {
 
 /// Largest history or backup-label file accepted; real ones are a few hundred bytes.
 const MAX_SMALL_FILE: u64 = 1 << 20;
+/// Segments up to this size are sealed in memory and sent with one create-only write.
+const SINGLE_PUT_MAX: u64 = 32 << 20;
 
 pub async fn run(settings: &Settings, args: &Args) -> Result<()> {
     let started = Instant::now();
@@ -49,9 +52,12 @@ pub async fn run(settings: &Settings, args: &Args) -> Result<()> {
         }
         _ => {}
     }
-    let data = tokio::fs::read(path)
-        .await
-        .map_err(|e| Fail::new(Code::BadInput, format!("cannot read {}: {e}", path.display())))?;
+    let obj = layout::wal_object(&kind, seg_size);
+    if let (WalFile::Segment(seg) | WalFile::Partial(seg), true) = (&kind, seg_size > SINGLE_PUT_MAX) {
+        return push_large(&repo, path, &name, &obj, *seg, &want, started).await;
+    }
+    let read_err = |e: std::io::Error| Fail::new(Code::BadInput, format!("cannot read {}: {e}", path.display()));
+    let data = tokio::fs::read(path).await.map_err(read_err)?;
     match &kind {
         WalFile::Segment(seg) | WalFile::Partial(seg) => {
             check_segment(&name, *seg, &data, data.len() as u64, &want).map_err(bad)?;
@@ -59,7 +65,6 @@ pub async fn run(settings: &Settings, args: &Args) -> Result<()> {
         WalFile::History(tli) => check_history(&name, *tli, &data).map_err(bad)?,
         WalFile::BackupLabel { .. } => check_backup_label(&name, &data).map_err(bad)?,
     }
-    let obj = layout::wal_object(&kind, seg_size);
     tracing::debug!("{name} read and checked after {} ms", started.elapsed().as_millis());
 
     // Hashing, compression and encryption are CPU work: keep them off the reactor.
@@ -75,14 +80,48 @@ pub async fn run(settings: &Settings, args: &Args) -> Result<()> {
     .map_err(|e| Fail::new(Code::Internal, format!("sealing {name}: {e}")))?;
     let sealed_len = sealed.len();
     tracing::debug!("{name} sealed after {} ms", started.elapsed().as_millis());
-    match repo.push_sealed(&obj, sealed, digest).await? {
-        Pushed::Stored => tracing::info!(
-            "archived {name} ({plain_len} bytes, {sealed_len} stored) in {} ms",
-            started.elapsed().as_millis()
-        ),
+    let outcome = repo.push_sealed(&obj, sealed, digest).await?;
+    report(&name, outcome, &format!("{plain_len} bytes, {sealed_len} stored"), started);
+    Ok(())
+}
+
+/// Segments above SINGLE_PUT_MAX (`initdb --wal-segsize` up to 1 GiB) are hashed, then
+/// sealed and uploaded as a stream, so memory stays bounded.
+async fn push_large(
+    repo: &crate::repo::Repo,
+    path: &std::path::Path,
+    name: &str,
+    obj: &str,
+    seg: crate::pg::lsn::SegmentId,
+    want: &Expect,
+    started: Instant,
+) -> Result<()> {
+    let read_err = |e: std::io::Error| Fail::new(Code::BadInput, format!("cannot read {}: {e}", path.display()));
+    let p = path.to_path_buf();
+    let (first_page, len, digest) = tokio::task::spawn_blocking(move || -> std::io::Result<_> {
+        let mut f = std::fs::File::open(&p)?;
+        let mut first = vec![0u8; 8192];
+        f.read_exact(&mut first)?;
+        f.seek(std::io::SeekFrom::Start(0))?;
+        let mut h = blake3::Hasher::new();
+        h.update_reader(&mut f)?;
+        Ok((first, f.metadata()?.len(), *h.finalize().as_bytes()))
+    })
+    .await
+    .map_err(|e| Fail::new(Code::Internal, e.to_string()))?
+    .map_err(read_err)?;
+    check_segment(name, seg, &first_page, len, want).map_err(|m| Fail::new(Code::BadInput, m))?;
+    let file = std::fs::File::open(path).map_err(read_err)?;
+    let outcome = repo.push_stream(obj, std::io::BufReader::with_capacity(1 << 20, file), digest).await?;
+    report(name, outcome, &format!("{len} bytes, streamed"), started);
+    Ok(())
+}
+
+fn report(name: &str, outcome: Pushed, sizes: &str, started: Instant) {
+    match outcome {
+        Pushed::Stored => tracing::info!("archived {name} ({sizes}) in {} ms", started.elapsed().as_millis()),
         Pushed::AlreadyPresent => tracing::info!("{name} was already archived with identical content"),
     }
-    Ok(())
 }
 
 fn kind_word(k: &WalFile) -> &'static str {

@@ -12,10 +12,11 @@ use serde::{Deserialize, Serialize};
 use tokio_util::io::{StreamReader, SyncIoBridge};
 
 use crate::codec::{
-    digest_hex, open_to_vec, seal_to_vec, CodecError, Digest, Header, Keyring, OpenReader, SealOptions, HEADER_LEN,
+    digest_hex, open_to_vec, seal_to_vec, CodecError, Digest, Header, Keyring, OpenReader, SealOptions, SealWriter,
+    HEADER_LEN,
 };
 use crate::error::{Code, Fail, Result};
-use crate::store::{Created, Store, StoreError};
+use crate::store::{ChannelWriter, Created, Store, StoreError};
 
 pub const FORMAT: u32 = 1;
 
@@ -154,6 +155,46 @@ impl Repo {
                 }
             }
         }
+    }
+
+    /// Seal and store a plaintext stream of any size with bounded memory (multipart upload).
+    /// `digest` is the plaintext's BLAKE3, computed beforehand: it decides duplicates up
+    /// front, and sealing fails (storing nothing) if the source no longer matches it.
+    pub async fn push_stream<R: Read + Send + 'static>(&self, obj: &str, mut src: R, digest: Digest) -> Result<Pushed> {
+        if self.store.exists(obj).await? {
+            let existing = self.stored_digest(obj).await?;
+            if existing == digest {
+                return Ok(Pushed::AlreadyPresent);
+            }
+            return Err(conflict(obj, &existing, &digest, "already exists with different content"));
+        }
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        let key = self.keys.write_key().cloned();
+        let name = obj.to_string();
+        let opts = self.seal_options(Some(digest));
+        let producer = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            let mut w = SealWriter::new(ChannelWriter::new(tx), key.as_ref(), &name, opts)?;
+            std::io::copy(&mut src, &mut w)?;
+            w.finish()?.out.finish()
+        });
+        let uploaded = self.store.put_stream(obj, rx).await;
+        let produced = producer.await.map_err(|e| Fail::new(Code::Internal, e.to_string()))?;
+        if let Err(e) = produced {
+            return Err(match CodecError::from_io(e) {
+                CodecError::SourceChanged => Fail::new(
+                    Code::BadInput,
+                    format!("{obj}: the file changed while it was being archived; nothing was stored"),
+                ),
+                e => Fail::new(Code::Storage, format!("{obj}: {e}")),
+            });
+        }
+        uploaded?;
+        // Multipart uploads cannot be create-only: confirm that what is stored now is ours.
+        let now = self.stored_digest(obj).await?;
+        if now != digest {
+            return Err(conflict(obj, &now, &digest, "was replaced by a concurrent writer"));
+        }
+        Ok(Pushed::Stored)
     }
 
     /// The plaintext digest of a stored object, from its authenticated header when it has one.
@@ -299,6 +340,13 @@ mod tests {
         }
     }
 
+    struct FailingReader;
+    impl std::io::Read for FailingReader {
+        fn read(&mut self, _: &mut [u8]) -> std::io::Result<usize> {
+            Err(std::io::Error::other("disk read error"))
+        }
+    }
+
     fn identity(conditional: bool) -> Identity {
         Identity {
             format: FORMAT,
@@ -337,6 +385,34 @@ mod tests {
             // Re-initialising for the same cluster is a no-op; another cluster is refused.
             let (_, again) = Repo::init(repo.store.clone(), keys.clone(), true, identity(conditional)).await.unwrap();
             assert!(!again);
+            // Streaming (multipart) pushes follow the same rule.
+            let big: Vec<u8> = (0..20_000_000u32).map(|i| (i % 251) as u8).collect();
+            let d = *blake3::hash(&big).as_bytes();
+            assert_eq!(
+                repo.push_stream("wal/big", std::io::Cursor::new(big.clone()), d).await.unwrap(),
+                Pushed::Stored
+            );
+            assert_eq!(
+                repo.push_stream("wal/big", std::io::Cursor::new(big.clone()), d).await.unwrap(),
+                Pushed::AlreadyPresent
+            );
+            let mut other_big = big.clone();
+            other_big[7] ^= 1;
+            let od = *blake3::hash(&other_big).as_bytes();
+            let e = repo.push_stream("wal/big", std::io::Cursor::new(other_big), od).await.unwrap_err();
+            assert_eq!(e.code, Code::Conflict, "{e}");
+            let dir = tempfile::tempdir().unwrap();
+            let dest = dir.path().join("big");
+            assert_eq!(repo.fetch_to_path("wal/big", &dest).await.unwrap(), big.len() as u64);
+            assert!(std::fs::read(&dest).unwrap() == big);
+            // A source that changes under us, or fails, stores nothing.
+            let e = repo.push_stream("wal/changed", std::io::Cursor::new(big.clone()), od).await.unwrap_err();
+            assert_eq!(e.code, Code::BadInput, "{e}");
+            assert!(!repo.store.exists("wal/changed").await.unwrap());
+            let failing = std::io::Read::chain(std::io::Cursor::new(big.clone()), FailingReader);
+            assert!(repo.push_stream("wal/failed", failing, d).await.is_err());
+            assert!(!repo.store.exists("wal/failed").await.unwrap());
+
             let mut other = identity(conditional);
             other.system_identifier = "42".into();
             let e = Repo::init(repo.store.clone(), keys.clone(), true, other).await.err().unwrap();

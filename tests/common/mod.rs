@@ -165,20 +165,17 @@ pub struct Cluster {
 impl Cluster {
     /// initdb a new cluster under `dir` with archiving ready but no archive_command yet.
     pub fn init(dir: &Path, extra_conf: &str) -> Cluster {
+        Self::init_with(dir, &[], extra_conf)
+    }
+
+    /// Like `init`, with extra initdb arguments (e.g. `--wal-segsize=64`).
+    pub fn init_with(dir: &Path, initdb_args: &[&str], extra_conf: &str) -> Cluster {
         let data = dir.join("pgdata");
         let sock = dir.join("sock");
         std::fs::create_dir_all(&sock).unwrap();
         chown_pg(dir);
-        run_ok(as_pg(pg_bin("initdb")).args([
-            "-D",
-            data.to_str().unwrap(),
-            "-U",
-            PG_USER,
-            "--auth=trust",
-            "-E",
-            "UTF8",
-            "--no-sync",
-        ]));
+        let base = ["-D", data.to_str().unwrap(), "-U", PG_USER, "--auth=trust", "-E", "UTF8", "--no-sync"];
+        run_ok(as_pg(pg_bin("initdb")).args(base).args(initdb_args));
         let c = Cluster { data, sock, port: free_port(), log: dir.join("postgres.log"), running: false };
         c.configure(extra_conf);
         c
@@ -387,6 +384,10 @@ pub struct Archiving {
 
 impl Archiving {
     pub fn start(label: &str, kind: RepoKind) -> Archiving {
+        Self::start_with(label, kind, &[])
+    }
+
+    pub fn start_with(label: &str, kind: RepoKind, initdb_args: &[&str]) -> Archiving {
         let env = TestEnv::new(label);
         let key = env.keygen("repo.key");
         let (repo_section, s3, repo_dir) = match kind {
@@ -399,7 +400,7 @@ impl Archiving {
                 (s3.repo_config("cluster1"), Some(s3), None)
             }
         };
-        let mut cluster = Cluster::init(&env.pg_dir("primary"), "archive_timeout = 60\n");
+        let mut cluster = Cluster::init_with(&env.pg_dir("primary"), initdb_args, "archive_timeout = 60\n");
         env.write_config(&format!(
             "[repository]\nkey_file = \"{}\"\n{repo_section}\n[postgres]\nconninfo = \"{}\"\n",
             key.display(),
