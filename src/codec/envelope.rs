@@ -2,6 +2,7 @@
 
 use std::io;
 
+use aead_stream::aead::Buffer;
 use aead_stream::{StreamBE32, StreamPrimitive};
 use chacha20poly1305::{KeyInit, XChaCha20Poly1305};
 
@@ -230,15 +231,14 @@ impl Protector {
     }
 
     /// Appends the tag to `buf`.
-    pub fn seal(&self, idx: u32, last: bool, aad: &[u8], buf: &mut Vec<u8>) -> Result<(), CodecError> {
+    pub fn seal(&self, idx: u32, last: bool, aad: &[u8], buf: &mut dyn Buffer) -> Result<(), CodecError> {
         match self {
             Protector::Aead(s) => s
                 .encrypt_in_place(idx, last, aad, buf)
                 .map_err(|_| CodecError::Io(io::Error::other("encryption failed"))),
             Protector::Plain => {
-                let tag = Self::plain_tag(aad, idx, last, buf);
-                buf.extend_from_slice(&tag);
-                Ok(())
+                let tag = Self::plain_tag(aad, idx, last, buf.as_ref());
+                buf.extend_from_slice(&tag).map_err(|_| CodecError::Io(io::Error::other("chunk buffer too small")))
             }
         }
     }
@@ -270,4 +270,39 @@ pub fn frame_prefix(len: usize, last: bool) -> [u8; FRAME_PREFIX] {
     p[..4].copy_from_slice(&word.to_be_bytes());
     p[4..].copy_from_slice(&(!word).to_be_bytes());
     p
+}
+
+/// An `aead::Buffer` over a fixed slice, so chunks can be sealed in place in their final
+/// position in the output (no per-chunk allocation or copy).
+pub struct SliceBuf<'a> {
+    pub slice: &'a mut [u8],
+    pub len: usize,
+}
+
+impl AsRef<[u8]> for SliceBuf<'_> {
+    fn as_ref(&self) -> &[u8] {
+        &self.slice[..self.len]
+    }
+}
+
+impl AsMut<[u8]> for SliceBuf<'_> {
+    fn as_mut(&mut self) -> &mut [u8] {
+        &mut self.slice[..self.len]
+    }
+}
+
+impl Buffer for SliceBuf<'_> {
+    fn extend_from_slice(&mut self, other: &[u8]) -> aead_stream::aead::Result<()> {
+        let end = self.len + other.len();
+        if end > self.slice.len() {
+            return Err(aead_stream::aead::Error);
+        }
+        self.slice[self.len..end].copy_from_slice(other);
+        self.len = end;
+        Ok(())
+    }
+
+    fn truncate(&mut self, len: usize) {
+        self.len = self.len.min(len);
+    }
 }

@@ -4,9 +4,12 @@ use std::io::{self, Write};
 
 use lz4_flex::frame::FrameEncoder;
 
-use super::envelope::{frame_prefix, CodecError, Header, Protector, CHUNK, DIGEST_LEN, FRAME_PREFIX, HEADER_LEN, TAG};
+use super::envelope::{
+    frame_prefix, CodecError, Header, Protector, SliceBuf, CHUNK, DIGEST_LEN, FRAME_PREFIX, HEADER_LEN, TAG,
+};
 use super::keys::Key;
 use super::Digest;
+use aead_stream::aead::Buffer;
 
 #[derive(Clone, Copy, Debug, Default)]
 pub struct SealOptions {
@@ -153,25 +156,30 @@ pub fn seal_to_vec(data: &[u8], key: Option<&Key>, name: &str, opts: SealOptions
     }
     let payload = compressed.as_deref().unwrap_or(data);
     let (header, prot) = Header::build(key, name, opts.lz4, Some(digest));
+    // Every frame's size is known up front, so seal each chunk in place in one buffer.
     let n_chunks = payload.len() / CHUNK + 1; // the last chunk may be empty
+    let full = FRAME_PREFIX + CHUNK + TAG;
+    let last_len = FRAME_PREFIX + (payload.len() - (n_chunks - 1) * CHUNK) + DIGEST_LEN + TAG;
+    let total = HEADER_LEN + (n_chunks - 1) * full + last_len;
+    let mut out = vec![0u8; total];
+    out[..HEADER_LEN].copy_from_slice(&header.raw);
     let per = n_chunks.div_ceil(threads).max(16);
-    let parts: Vec<io::Result<Vec<u8>>> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..n_chunks)
-            .step_by(per)
-            .map(|first| {
-                let (prot, aad) = (&prot, &header.raw);
-                s.spawn(move || seal_range(prot, aad, payload, first, (first + per).min(n_chunks), n_chunks, &digest))
-            })
-            .collect();
+    let results: Vec<io::Result<()>> = std::thread::scope(|s| {
+        let mut rest = &mut out[HEADER_LEN..];
+        let mut handles = Vec::new();
+        for first in (0..n_chunks).step_by(per) {
+            let end = (first + per).min(n_chunks);
+            let bytes = if end == n_chunks { rest.len() } else { (end - first) * full };
+            let (region, tail) = std::mem::take(&mut rest).split_at_mut(bytes);
+            rest = tail;
+            let (prot, aad) = (&prot, &header.raw);
+            let digest = &digest;
+            handles.push(s.spawn(move || seal_range(prot, aad, payload, first..end, n_chunks, digest, region)));
+        }
         handles.into_iter().map(|h| h.join().expect("seal thread")).collect()
     });
-    let mut out = Vec::with_capacity(HEADER_LEN + payload.len() + n_chunks * (TAG + FRAME_PREFIX) + DIGEST_LEN);
-    out.extend_from_slice(&header.raw);
-    for p in parts {
-        out.extend_from_slice(&p?);
-    }
-    let sealed_len = out.len() as u64;
-    Ok(Sealed { out, digest, plain_len: data.len() as u64, sealed_len })
+    results.into_iter().collect::<io::Result<()>>()?;
+    Ok(Sealed { out, digest, plain_len: data.len() as u64, sealed_len: total as u64 })
 }
 
 /// Compress in pieces of at least 1 MiB, each an independent lz4 frame.
@@ -201,28 +209,33 @@ fn frame_info() -> lz4_flex::frame::FrameInfo {
     lz4_flex::frame::FrameInfo::new().block_size(lz4_flex::frame::BlockSize::Max256KB)
 }
 
-/// Seal chunks `first..end` of `payload`; chunk `total - 1` is the last and carries the digest.
+/// Seal chunks `range` of `payload` into `region`, which holds exactly their frames; chunk
+/// `total - 1` is the last and carries the digest.
 fn seal_range(
     prot: &Protector,
     aad: &[u8],
     payload: &[u8],
-    first: usize,
-    end: usize,
+    range: std::ops::Range<usize>,
     total: usize,
     digest: &Digest,
-) -> io::Result<Vec<u8>> {
-    let mut out = Vec::with_capacity((end - first) * (CHUNK + TAG + FRAME_PREFIX) + DIGEST_LEN);
-    let mut buf = Vec::with_capacity(CHUNK + TAG + DIGEST_LEN);
-    for i in first..end {
+    region: &mut [u8],
+) -> io::Result<()> {
+    let mut at = 0;
+    for i in range {
         let last = i + 1 == total;
-        buf.clear();
-        buf.extend_from_slice(&payload[(i * CHUNK).min(payload.len())..((i + 1) * CHUNK).min(payload.len())]);
+        let plain = &payload[(i * CHUNK).min(payload.len())..((i + 1) * CHUNK).min(payload.len())];
+        let ct_len = plain.len() + if last { DIGEST_LEN } else { 0 } + TAG;
+        let frame = &mut region[at..at + FRAME_PREFIX + ct_len];
+        frame[..FRAME_PREFIX].copy_from_slice(&frame_prefix(ct_len, last));
+        let body = &mut frame[FRAME_PREFIX..];
+        body[..plain.len()].copy_from_slice(plain);
+        let mut buf = SliceBuf { slice: body, len: plain.len() };
         if last {
-            buf.extend_from_slice(digest);
+            buf.extend_from_slice(digest).map_err(|_| io::Error::other("frame size"))?;
         }
         prot.seal(i as u32, last, aad, &mut buf).map_err(CodecError::into_io)?;
-        out.extend_from_slice(&frame_prefix(buf.len(), last));
-        out.extend_from_slice(&buf);
+        debug_assert_eq!(buf.len, ct_len);
+        at += FRAME_PREFIX + ct_len;
     }
-    Ok(out)
+    Ok(())
 }
