@@ -206,7 +206,7 @@ fn compress_frame(data: &[u8]) -> io::Result<Vec<u8>> {
 }
 
 fn frame_info() -> lz4_flex::frame::FrameInfo {
-    lz4_flex::frame::FrameInfo::new().block_size(lz4_flex::frame::BlockSize::Max256KB)
+    lz4_flex::frame::FrameInfo::new().block_size(lz4_flex::frame::BlockSize::Max1MB)
 }
 
 /// Seal chunks `range` of `payload` into `region`, which holds exactly their frames; chunk
