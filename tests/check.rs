@@ -29,6 +29,7 @@ fn check_names_what_to_fix_and_passes_once_fixed() {
         "  archive_timeout = 60",
         &format!("  archive_command = '{} wal-push %p'", env.command_line()),
         "refuses overwrites",
+        "replication connection works (timeline 1",
     ] {
         assert!(text.contains(needle), "check output lacks {needle:?}:\n{text}");
     }

@@ -4,6 +4,7 @@
 use crate::config::Settings;
 use crate::error::{Code, Fail, Result};
 use crate::pg::lsn::format_size;
+use crate::pg::replication::ReplConn;
 use crate::pg::sql;
 use crate::repo::Repo;
 use crate::store::Store;
@@ -113,12 +114,30 @@ pub async fn run(settings: &Settings, _args: &Args) -> Result<()> {
             let values = sql::settings(&client, &names).await.map_err(|e| Fail::new(Code::Postgres, e))?;
             let get = |n: &str| values.iter().find(|(k, _, _)| k == n).map(|(_, v, _)| v.clone()).unwrap_or_default();
             check_settings(settings, &mut r, &get);
+            check_replication(settings, &mut r).await;
         }
     }
     r.print();
     match r.worst() {
         Level::Fail => Err(Fail::new(Code::CheckFailed, "check found problems; fix the FAIL lines above")),
         _ => Ok(()),
+    }
+}
+
+/// Base backups and WAL streaming need a replication connection; archiving does not.
+async fn check_replication(settings: &Settings, r: &mut Report) {
+    let outcome = async {
+        let cfg = sql::resolve_config(settings.conninfo.as_deref(), true)?;
+        let mut conn = ReplConn::connect(&cfg).await?;
+        conn.identify_system().await
+    }
+    .await;
+    match outcome {
+        Ok(id) => r.add(Level::Ok, format!("replication connection works (timeline {}, WAL at {})", id.timeline, id.xlogpos)),
+        Err(e) => r.add(
+            Level::Warn,
+            format!("replication connection failed: {e}; base backups need a role with REPLICATION and a pg_hba.conf line for the replication database"),
+        ),
     }
 }
 

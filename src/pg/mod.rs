@@ -4,5 +4,6 @@
 pub mod conninfo;
 pub mod history;
 pub mod lsn;
+pub mod replication;
 pub mod sql;
 pub mod walfile;

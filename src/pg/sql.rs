@@ -6,8 +6,9 @@ use tokio_postgres::{Client, NoTls};
 
 use super::conninfo::{pgpass_host, pgpass_lookup, pgpass_path, resolve};
 
-/// Connect with a conninfo string (or none) and the process environment.
-pub async fn connect(conninfo: Option<&str>) -> Result<Client, String> {
+/// Resolve connection settings like libpq: conninfo, PG* variables, then `.pgpass` (where a
+/// replication connection matches the database name `replication`, as in libpq).
+pub fn resolve_config(conninfo: Option<&str>, replication: bool) -> Result<tokio_postgres::Config, String> {
     let env = |k: &str| std::env::var(k).ok();
     let os_user = std::env::var("USER").or_else(|_| std::env::var("LOGNAME")).unwrap_or_else(|_| "postgres".into());
     let mut cfg = resolve(conninfo, &env, &os_user)?;
@@ -22,15 +23,21 @@ pub async fn connect(conninfo: Option<&str>) -> Result<Client, String> {
                 } else if let Ok(text) = std::fs::read_to_string(&path) {
                     let host = cfg.get_hosts().first().map(pgpass_host).unwrap_or_else(|| "localhost".into());
                     let port = cfg.get_ports().first().copied().unwrap_or(5432);
-                    if let Some(pw) =
-                        pgpass_lookup(&text, &host, port, cfg.get_dbname().unwrap_or(""), cfg.get_user().unwrap_or(""))
-                    {
+                    let db = if replication { "replication" } else { cfg.get_dbname().unwrap_or("") };
+                    let user = cfg.get_user().unwrap_or("");
+                    if let Some(pw) = pgpass_lookup(&text, &host, port, db, user) {
                         cfg.password(pw);
                     }
                 }
             }
         }
     }
+    Ok(cfg)
+}
+
+/// Connect with a conninfo string (or none) and the process environment.
+pub async fn connect(conninfo: Option<&str>) -> Result<Client, String> {
+    let cfg = resolve_config(conninfo, false)?;
     let target = describe(&cfg);
     let (client, conn) = cfg.connect(NoTls).await.map_err(|e| {
         let detail = match e.as_db_error() {

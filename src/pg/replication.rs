@@ -1,0 +1,234 @@
+//! A replication-protocol connection (`replication=true`), which tokio-postgres cannot open:
+//! startup, authentication (trust, cleartext, md5, SCRAM-SHA-256), and the simple-query
+//! commands of the streaming replication protocol (IDENTIFY_SYSTEM, TIMELINE_HISTORY).
+//! Connection settings come from the same libpq-style `Config` as SQL connections.
+
+use std::pin::Pin;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use fallible_iterator::FallibleIterator;
+use postgres_protocol::authentication::md5_hash;
+use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256, SCRAM_SHA_256};
+use postgres_protocol::message::backend::Message;
+use postgres_protocol::message::frontend;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio_postgres::config::{Host, SslMode};
+use tokio_postgres::Config;
+
+use super::lsn::Lsn;
+
+trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
+
+pub struct ReplConn {
+    stream: Pin<Box<dyn Stream>>,
+    buf: BytesMut,
+    pub server_version: String,
+    target: String,
+}
+
+/// IDENTIFY_SYSTEM's answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SystemIdent {
+    pub system_identifier: u64,
+    pub timeline: u32,
+    pub xlogpos: Lsn,
+}
+
+fn db_error(body: &postgres_protocol::message::backend::ErrorResponseBody) -> String {
+    let mut fields = body.fields();
+    let (mut msg, mut detail, mut hint) = (String::new(), None, None);
+    while let Ok(Some(f)) = fields.next() {
+        match f.type_() {
+            b'M' => msg = String::from_utf8_lossy(f.value_bytes()).into_owned(),
+            b'D' => detail = Some(String::from_utf8_lossy(f.value_bytes()).into_owned()),
+            b'H' => hint = Some(String::from_utf8_lossy(f.value_bytes()).into_owned()),
+            _ => {}
+        }
+    }
+    for extra in [detail, hint].into_iter().flatten() {
+        msg.push_str(" (");
+        msg.push_str(&extra);
+        msg.push(')');
+    }
+    msg
+}
+
+impl ReplConn {
+    /// Open a physical replication connection.
+    pub async fn connect(cfg: &Config) -> Result<ReplConn, String> {
+        if cfg.get_ssl_mode() == SslMode::Require {
+            return Err("sslmode=require is not supported for replication connections yet; use a local socket or sslmode=prefer".into());
+        }
+        let port = cfg.get_ports().first().copied().unwrap_or(5432);
+        let host = cfg.get_hosts().first().cloned().ok_or("no host to connect to")?;
+        let timeout = cfg.get_connect_timeout().copied().unwrap_or(Duration::from_secs(10));
+        let target = match &host {
+            Host::Tcp(h) => format!("{h}:{port}"),
+            Host::Unix(p) => p.join(format!(".s.PGSQL.{port}")).display().to_string(),
+        };
+        let connect = async {
+            let s: Pin<Box<dyn Stream>> = match &host {
+                Host::Tcp(h) => {
+                    let s = tokio::net::TcpStream::connect((h.as_str(), port)).await?;
+                    s.set_nodelay(true)?;
+                    Box::pin(s)
+                }
+                Host::Unix(p) => Box::pin(tokio::net::UnixStream::connect(p.join(format!(".s.PGSQL.{port}"))).await?),
+            };
+            Ok::<_, std::io::Error>(s)
+        };
+        let stream = tokio::time::timeout(timeout, connect)
+            .await
+            .map_err(|_| format!("cannot connect to {target}: timed out after {timeout:?}"))?
+            .map_err(|e| format!("cannot connect to {target}: {e}"))?;
+        let mut conn =
+            ReplConn { stream, buf: BytesMut::with_capacity(64 * 1024), server_version: String::new(), target };
+        conn.startup(cfg).await?;
+        Ok(conn)
+    }
+
+    async fn send(&mut self, msg: BytesMut) -> Result<(), String> {
+        self.stream.write_all(&msg).await.map_err(|e| format!("{}: {e}", self.target))?;
+        self.stream.flush().await.map_err(|e| format!("{}: {e}", self.target))
+    }
+
+    /// The next backend message (notices are logged and skipped).
+    async fn recv(&mut self) -> Result<Message, String> {
+        loop {
+            match Message::parse(&mut self.buf).map_err(|e| format!("protocol error from {}: {e}", self.target))? {
+                Some(Message::NoticeResponse(n)) => {
+                    let mut f = n.fields();
+                    while let Ok(Some(field)) = f.next() {
+                        if field.type_() == b'M' {
+                            tracing::info!("server notice: {}", String::from_utf8_lossy(field.value_bytes()));
+                        }
+                    }
+                }
+                Some(m) => return Ok(m),
+                None => {
+                    let n = self.stream.read_buf(&mut self.buf).await.map_err(|e| format!("{}: {e}", self.target))?;
+                    if n == 0 {
+                        return Err(format!("the server at {} closed the connection", self.target));
+                    }
+                }
+            }
+        }
+    }
+
+    async fn startup(&mut self, cfg: &Config) -> Result<(), String> {
+        let user = cfg.get_user().ok_or("no user name (set user= or PGUSER)")?.to_string();
+        let app = cfg.get_application_name().unwrap_or("tidewal").to_string();
+        let mut msg = BytesMut::new();
+        let params = [("user", user.as_str()), ("replication", "true"), ("application_name", app.as_str())];
+        frontend::startup_message(params.iter().copied(), &mut msg).map_err(|e| e.to_string())?;
+        self.send(msg).await?;
+        let password = || {
+            cfg.get_password().map(|p| p.to_vec()).ok_or_else(|| {
+                format!("the server asks for a password for user {user}: set password= in the conninfo, PGPASSWORD or ~/.pgpass")
+            })
+        };
+        let mut scram: Option<ScramSha256> = None;
+        loop {
+            let mut out = BytesMut::new();
+            match self.recv().await? {
+                Message::AuthenticationOk => {}
+                Message::AuthenticationCleartextPassword => {
+                    frontend::password_message(&password()?, &mut out).map_err(|e| e.to_string())?;
+                }
+                Message::AuthenticationMd5Password(b) => {
+                    let hash = md5_hash(user.as_bytes(), &password()?, b.salt());
+                    frontend::password_message(hash.as_bytes(), &mut out).map_err(|e| e.to_string())?;
+                }
+                Message::AuthenticationSasl(b) => {
+                    let mut mechs = b.mechanisms();
+                    let mut ok = false;
+                    while let Ok(Some(m)) = mechs.next() {
+                        ok |= m == SCRAM_SHA_256;
+                    }
+                    if !ok {
+                        return Err("the server offers no SASL mechanism tidewal supports (SCRAM-SHA-256)".into());
+                    }
+                    let s = ScramSha256::new(&password()?, ChannelBinding::unsupported());
+                    frontend::sasl_initial_response(SCRAM_SHA_256, s.message(), &mut out).map_err(|e| e.to_string())?;
+                    scram = Some(s);
+                }
+                Message::AuthenticationSaslContinue(b) => {
+                    let s = scram.as_mut().ok_or("unexpected SASL message")?;
+                    s.update(b.data()).map_err(|e| format!("SCRAM authentication failed: {e}"))?;
+                    frontend::sasl_response(s.message(), &mut out).map_err(|e| e.to_string())?;
+                }
+                Message::AuthenticationSaslFinal(b) => {
+                    let s = scram.as_mut().ok_or("unexpected SASL message")?;
+                    s.finish(b.data()).map_err(|e| format!("the server's SCRAM signature is wrong: {e}"))?;
+                }
+                Message::ParameterStatus(p) => {
+                    if p.name().ok() == Some("server_version") {
+                        self.server_version = p.value().unwrap_or_default().to_string();
+                    }
+                }
+                Message::BackendKeyData(_) => {}
+                Message::ReadyForQuery(_) => return Ok(()),
+                Message::ErrorResponse(e) => {
+                    return Err(format!("the server at {} refused the replication connection for user {user}: {}", self.target, db_error(&e)))
+                }
+                _ => return Err("the server asked for an authentication method tidewal does not support (use scram-sha-256, md5, password or trust)".into()),
+            }
+            if !out.is_empty() {
+                self.send(out).await?;
+            }
+        }
+    }
+
+    /// Run a replication command that answers with rows of text.
+    pub async fn simple_query(&mut self, sql: &str) -> Result<Vec<Vec<Option<String>>>, String> {
+        let mut msg = BytesMut::new();
+        frontend::query(sql, &mut msg).map_err(|e| e.to_string())?;
+        self.send(msg).await?;
+        let mut rows = Vec::new();
+        let mut error = None;
+        loop {
+            match self.recv().await? {
+                Message::DataRow(r) => {
+                    let buf = r.buffer();
+                    let mut ranges = r.ranges();
+                    let mut row = Vec::new();
+                    while let Ok(Some(range)) = ranges.next() {
+                        row.push(range.map(|rg| String::from_utf8_lossy(&buf[rg]).into_owned()));
+                    }
+                    rows.push(row);
+                }
+                Message::ErrorResponse(e) => error = Some(db_error(&e)),
+                Message::ReadyForQuery(_) => break,
+                _ => {}
+            }
+        }
+        match error {
+            Some(e) => Err(format!("{sql}: {e}")),
+            None => Ok(rows),
+        }
+    }
+
+    pub async fn identify_system(&mut self) -> Result<SystemIdent, String> {
+        let rows = self.simple_query("IDENTIFY_SYSTEM").await?;
+        let row = rows.first().ok_or("IDENTIFY_SYSTEM returned no row")?;
+        let col = |i: usize| row.get(i).cloned().flatten().unwrap_or_default();
+        Ok(SystemIdent {
+            system_identifier: col(0)
+                .parse()
+                .map_err(|_| format!("IDENTIFY_SYSTEM: bad system identifier {:?}", col(0)))?,
+            timeline: col(1).parse().map_err(|_| format!("IDENTIFY_SYSTEM: bad timeline {:?}", col(1)))?,
+            xlogpos: col(2).parse()?,
+        })
+    }
+
+    /// `TIMELINE_HISTORY tli`: the history file's name and content.
+    pub async fn timeline_history(&mut self, tli: u32) -> Result<(String, Vec<u8>), String> {
+        let rows = self.simple_query(&format!("TIMELINE_HISTORY {tli}")).await?;
+        let row = rows.first().ok_or("TIMELINE_HISTORY returned no row")?;
+        let name = row.first().cloned().flatten().unwrap_or_default();
+        let content = row.get(1).cloned().flatten().unwrap_or_default().into_bytes();
+        Ok((name, content))
+    }
+}
