@@ -284,6 +284,22 @@ mod tests {
     }
 
     #[test]
+    fn rotated_keys_still_open_old_objects() {
+        let old = key();
+        let new = Key::from_text(&"44".repeat(32), "t").unwrap();
+        let data = wal_like(100_000, 5);
+        let sealed = seal_to_vec(&data, Some(&old), "x", SealOptions { lz4: true, digest: None }).unwrap().out;
+        let rotated = Keyring::new(new.clone(), vec![old.clone()]);
+        assert_eq!(open_to_vec(&sealed, &rotated, "x").unwrap(), data);
+        assert_eq!(rotated.write_key().unwrap().id(), new.id());
+        // Without the old key the error names the key that is needed.
+        match open_to_vec(&sealed, &Keyring::new(new, vec![]), "x") {
+            Err(CodecError::WrongKey { needed, .. }) => assert_eq!(needed, old.id_hex()),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
     fn source_change_is_caught() {
         let data = wal_like(1000, 1);
         let wrong = Some(*blake3::hash(b"something else").as_bytes());
