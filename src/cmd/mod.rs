@@ -1,6 +1,7 @@
 //! The command line: one file per verb. Each parses nothing itself and holds no logic
 //! beyond wiring settings into the modules below.
 
+pub mod backup;
 pub mod check;
 pub mod init;
 pub mod keygen;
@@ -77,6 +78,8 @@ pub enum Command {
     /// restore_command: fetch one WAL file from the repository into PATH
     #[command(name = "wal-fetch")]
     WalFetch(wal_fetch::Args),
+    /// Take a base backup over the replication protocol into the repository
+    Backup(backup::Args),
     /// Check the server settings, the repository and the store, and print what to fix
     Check(check::Args),
     /// Print a new random repository key (or write it to a file with mode 0600)
@@ -109,6 +112,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::WalPush(a) => wal_push::run(&settings, a).await,
         Command::WalFetch(a) => wal_fetch::run(&settings, a).await,
         Command::Check(a) => check::run(&settings, a).await,
+        Command::Backup(a) => backup::run(&settings, a).await,
         Command::Keygen(_) => unreachable!("handled above"),
     }
 }

@@ -6,7 +6,7 @@
 use std::pin::Pin;
 use std::time::Duration;
 
-use bytes::BytesMut;
+use bytes::{Buf, Bytes, BytesMut};
 use fallible_iterator::FallibleIterator;
 use postgres_protocol::authentication::md5_hash;
 use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256, SCRAM_SHA_256};
@@ -26,6 +26,29 @@ pub struct ReplConn {
     buf: BytesMut,
     pub server_version: String,
     target: String,
+}
+
+/// What BASE_BACKUP reports before its data: where the backup starts.
+#[derive(Clone, Debug)]
+pub struct BackupStart {
+    pub start_lsn: Lsn,
+    pub timeline: u32,
+    /// (oid, location) of every tablespace other than the main data directory.
+    pub tablespaces: Vec<(u32, String)>,
+}
+
+/// One piece of the BASE_BACKUP copy stream (PostgreSQL 15 and later).
+#[derive(Debug)]
+pub enum BackupEvent {
+    /// A new tar archive starts: `base.tar` or `<oid>.tar`.
+    Archive {
+        name: String,
+        tablespace: Option<String>,
+    },
+    Data(Bytes),
+    Progress(u64),
+    /// The backup manifest follows as `Data`.
+    Manifest,
 }
 
 /// IDENTIFY_SYSTEM's answer.
@@ -190,15 +213,7 @@ impl ReplConn {
         let mut error = None;
         loop {
             match self.recv().await? {
-                Message::DataRow(r) => {
-                    let buf = r.buffer();
-                    let mut ranges = r.ranges();
-                    let mut row = Vec::new();
-                    while let Ok(Some(range)) = ranges.next() {
-                        row.push(range.map(|rg| String::from_utf8_lossy(&buf[rg]).into_owned()));
-                    }
-                    rows.push(row);
-                }
+                Message::DataRow(r) => rows.push(row_text(&r)),
                 Message::ErrorResponse(e) => error = Some(db_error(&e)),
                 Message::ReadyForQuery(_) => break,
                 _ => {}
@@ -231,4 +246,125 @@ impl ReplConn {
         let content = row.get(1).cloned().flatten().unwrap_or_default().into_bytes();
         Ok((name, content))
     }
+
+    /// Start `BASE_BACKUP` and read up to its copy stream.
+    pub async fn start_base_backup(&mut self, label: &str, fast: bool) -> Result<BackupStart, String> {
+        let label = label.replace('\'', "''");
+        let checkpoint = if fast { "fast" } else { "spread" };
+        let sql = format!(
+            "BASE_BACKUP (LABEL '{label}', PROGRESS, CHECKPOINT '{checkpoint}', WAIT true, MANIFEST 'yes', MANIFEST_CHECKSUMS 'SHA256')"
+        );
+        let mut msg = BytesMut::new();
+        frontend::query(&sql, &mut msg).map_err(|e| e.to_string())?;
+        self.send(msg).await?;
+        let mut sets: Vec<Vec<Vec<Option<String>>>> = vec![Vec::new()];
+        loop {
+            match self.recv().await? {
+                Message::DataRow(r) => sets.last_mut().expect("a set").push(row_text(&r)),
+                Message::CommandComplete(_) => sets.push(Vec::new()),
+                Message::CopyOutResponse(_) => break,
+                Message::ErrorResponse(e) => {
+                    let err = db_error(&e);
+                    self.drain_to_ready().await;
+                    return Err(format!("BASE_BACKUP failed: {err}"));
+                }
+                _ => {}
+            }
+        }
+        let start = sets.first().and_then(|s| s.first()).ok_or("BASE_BACKUP sent no start position")?;
+        let col = |i: usize| start.get(i).cloned().flatten().unwrap_or_default();
+        let tablespaces = sets
+            .get(1)
+            .map(|rows| {
+                rows.iter()
+                    .filter_map(|r| {
+                        let oid = r.first().cloned().flatten()?.parse().ok()?;
+                        Some((oid, r.get(1).cloned().flatten().unwrap_or_default()))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        Ok(BackupStart {
+            start_lsn: col(0).parse()?,
+            timeline: col(1).parse().map_err(|_| "BASE_BACKUP sent a bad timeline")?,
+            tablespaces,
+        })
+    }
+
+    /// The next piece of the backup stream, or `None` at its end.
+    pub async fn next_backup_event(&mut self) -> Result<Option<BackupEvent>, String> {
+        loop {
+            match self.recv().await? {
+                Message::CopyData(d) => {
+                    let mut b = d.into_bytes();
+                    if b.is_empty() {
+                        continue;
+                    }
+                    let kind = b.get_u8();
+                    return Ok(Some(match kind {
+                        b'n' => {
+                            let mut parts = b.split(|c| *c == 0).map(|p| String::from_utf8_lossy(p).into_owned());
+                            let name = parts.next().unwrap_or_default();
+                            let location = parts.next().filter(|l| !l.is_empty());
+                            BackupEvent::Archive { name, tablespace: location }
+                        }
+                        b'd' => BackupEvent::Data(b),
+                        b'p' if b.len() >= 8 => BackupEvent::Progress(b.get_u64()),
+                        b'm' => BackupEvent::Manifest,
+                        other => return Err(format!("unexpected BASE_BACKUP message type {:?}", other as char)),
+                    }));
+                }
+                Message::CopyDone => return Ok(None),
+                Message::ErrorResponse(e) => {
+                    let err = db_error(&e);
+                    self.drain_to_ready().await;
+                    return Err(format!("BASE_BACKUP failed: {err}"));
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// After the copy stream: the end position.
+    pub async fn finish_base_backup(&mut self) -> Result<(Lsn, u32), String> {
+        let mut end = None;
+        let mut error = None;
+        loop {
+            match self.recv().await? {
+                Message::DataRow(r) => {
+                    let row = row_text(&r);
+                    if end.is_none() {
+                        end = Some(row);
+                    }
+                }
+                Message::ErrorResponse(e) => error = Some(db_error(&e)),
+                Message::ReadyForQuery(_) => break,
+                _ => {}
+            }
+        }
+        if let Some(e) = error {
+            return Err(format!("BASE_BACKUP failed: {e}"));
+        }
+        let row = end.ok_or("BASE_BACKUP sent no end position")?;
+        let col = |i: usize| row.get(i).cloned().flatten().unwrap_or_default();
+        Ok((col(0).parse()?, col(1).parse().map_err(|_| "BASE_BACKUP sent a bad timeline")?))
+    }
+
+    async fn drain_to_ready(&mut self) {
+        while let Ok(m) = self.recv().await {
+            if matches!(m, Message::ReadyForQuery(_)) {
+                break;
+            }
+        }
+    }
+}
+
+fn row_text(r: &postgres_protocol::message::backend::DataRowBody) -> Vec<Option<String>> {
+    let buf = r.buffer();
+    let mut ranges = r.ranges();
+    let mut row = Vec::new();
+    while let Ok(Some(range)) = ranges.next() {
+        row.push(range.map(|rg| String::from_utf8_lossy(&buf[rg]).into_owned()));
+    }
+    row
 }

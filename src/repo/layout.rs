@@ -13,6 +13,16 @@ use crate::pg::walfile::WalFile;
 pub const IDENTITY: &str = "tidewal.json";
 pub const PROBE_PREFIX: &str = "tmp/probe";
 
+/// `backups/<id>/<file>`; `backup.json` is written last and marks the backup complete.
+pub fn backup_object(id: &str, file: &str) -> String {
+    format!("backups/{id}/{file}")
+}
+
+/// A backup id sorts by time: `20261124T013000Z`.
+pub fn backup_id(rfc3339_seconds: &str) -> String {
+    rfc3339_seconds.chars().filter(|c| *c != '-' && *c != ':').collect()
+}
+
 /// Where a WAL-archive file lives. Names are rebuilt from the parsed value, so they are canonical.
 pub fn wal_object(file: &WalFile, seg_size: u64) -> String {
     match file {
@@ -28,6 +38,13 @@ pub fn wal_object(file: &WalFile, seg_size: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn backup_names() {
+        let id = backup_id("2026-11-24T01:30:00Z");
+        assert_eq!(id, "20261124T013000Z");
+        assert_eq!(backup_object(&id, "base.tar"), "backups/20261124T013000Z/base.tar");
+    }
 
     #[test]
     fn names() {

@@ -237,6 +237,78 @@ impl Repo {
     }
 }
 
+/// A sealed object written piece by piece from async code, for streams of unknown length
+/// such as a base backup's tar archives: sealing runs on a blocking thread and the
+/// multipart upload on a task, joined by bounded channels. Dropped without
+/// [`ObjectWriter::finish`], the upload is aborted and nothing is stored.
+pub struct ObjectWriter {
+    obj: String,
+    tx: tokio::sync::mpsc::Sender<Option<Bytes>>,
+    sealer: tokio::task::JoinHandle<std::io::Result<(Digest, u64, u64)>>,
+    upload: tokio::task::JoinHandle<std::result::Result<(), StoreError>>,
+}
+
+/// What was stored by an [`ObjectWriter`].
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct StoredObject {
+    pub name: String,
+    pub digest: String,
+    pub bytes: u64,
+    pub stored_bytes: u64,
+}
+
+impl Repo {
+    /// Start a streamed object. Callers pick names that cannot exist yet (multipart uploads
+    /// cannot be create-only).
+    pub fn create_stream(&self, obj: &str) -> ObjectWriter {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Option<Bytes>>(64);
+        let (piece_tx, piece_rx) = tokio::sync::mpsc::channel(4);
+        let key = self.keys.write_key().cloned();
+        let name = obj.to_string();
+        let opts = self.seal_options(None);
+        let sealer = tokio::task::spawn_blocking(move || {
+            let mut w = SealWriter::new(ChannelWriter::new(piece_tx), key.as_ref(), &name, opts)?;
+            while let Some(item) = rx.blocking_recv() {
+                match item {
+                    Some(b) => w.write_all(&b)?,
+                    None => {
+                        let s = w.finish()?;
+                        let lens = (s.digest, s.plain_len, s.sealed_len);
+                        s.out.finish()?;
+                        return Ok(lens);
+                    }
+                }
+            }
+            Err(std::io::Error::other("the object was abandoned before its end"))
+        });
+        let store = self.store.clone();
+        let path = obj.to_string();
+        let upload = tokio::spawn(async move { store.put_stream(&path, piece_rx).await });
+        ObjectWriter { obj: obj.to_string(), tx, sealer, upload }
+    }
+}
+
+impl ObjectWriter {
+    pub async fn write(&mut self, data: Bytes) -> Result<()> {
+        if self.tx.send(Some(data)).await.is_err() {
+            // The sealer stopped; its error is reported by finish.
+            return Err(Fail::new(Code::Storage, format!("object {}: the upload stopped", self.obj)));
+        }
+        Ok(())
+    }
+
+    pub async fn finish(self) -> Result<StoredObject> {
+        let _ = self.tx.send(None).await;
+        drop(self.tx);
+        let sealed = self.sealer.await.map_err(|e| Fail::new(Code::Internal, e.to_string()))?;
+        let uploaded = self.upload.await.map_err(|e| Fail::new(Code::Internal, e.to_string()))?;
+        let (digest, bytes, stored_bytes) =
+            sealed.map_err(|e| Fail::new(Code::Storage, format!("object {}: {e}", self.obj)))?;
+        uploaded?;
+        Ok(StoredObject { name: self.obj, digest: digest_hex(&digest), bytes, stored_bytes })
+    }
+}
+
 fn conflict(obj: &str, existing: &Digest, new: &Digest, what: &str) -> Fail {
     Fail::new(
         Code::Conflict,

@@ -1,0 +1,165 @@
+//! `tidewal backup`: a base backup over the replication protocol, streamed into the
+//! repository (sealed, multipart, bounded memory), complete only once the WAL it needs is
+//! archived and `backup.json` is written last.
+
+use std::time::{Duration, Instant, SystemTime};
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::Settings;
+use crate::error::{Code, Fail, Result};
+use crate::pg::lsn::{Lsn, SegmentId};
+use crate::pg::replication::{BackupEvent, ReplConn};
+use crate::pg::sql;
+use crate::pg::walfile::WalFile;
+use crate::repo::{layout, ObjectWriter, Repo, StoredObject};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Backup label (shown in pg_stat_activity and the backup_label file)
+    #[arg(long)]
+    pub label: Option<String>,
+    /// Spread the start checkpoint out like a regular one instead of forcing it now
+    #[arg(long)]
+    pub spread_checkpoint: bool,
+    /// How long to wait for the backup's WAL to reach the repository
+    #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+    pub wal_timeout: Duration,
+}
+
+/// `backup.json`: the record that makes a backup exist.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct BackupInfo {
+    pub id: String,
+    pub label: String,
+    pub system_identifier: String,
+    pub pg_version: String,
+    pub timescaledb_version: Option<String>,
+    pub timeline: u32,
+    pub start_lsn: String,
+    pub end_lsn: String,
+    pub start_wal: String,
+    pub end_wal: String,
+    pub started_at: String,
+    pub finished_at: String,
+    pub duration_seconds: f64,
+    pub tablespaces: Vec<(u32, String)>,
+    pub objects: Vec<StoredObject>,
+}
+
+pub async fn run(settings: &Settings, args: &Args) -> Result<()> {
+    let began = Instant::now();
+    let started_at = SystemTime::now();
+    let repo = super::open_repo(settings).await?;
+    let pg = |e: String| Fail::new(Code::Postgres, e);
+    let cfg = sql::resolve_config(settings.conninfo.as_deref(), true).map_err(pg)?;
+    let mut conn = ReplConn::connect(&cfg).await.map_err(pg)?;
+    let ident = conn.identify_system().await.map_err(pg)?;
+    repo.ensure_cluster(ident.system_identifier, "the server")?;
+    let timescaledb = timescaledb_version(settings).await;
+
+    let id = layout::backup_id(&humantime::format_rfc3339_seconds(started_at).to_string());
+    if repo.store.exists(&layout::backup_object(&id, "backup.json")).await? {
+        return Err(Fail::new(Code::Conflict, format!("backup {id} already exists; try again in a second")));
+    }
+    let label = args.label.clone().unwrap_or_else(|| format!("tidewal {id}"));
+    let start = conn.start_base_backup(&label, !args.spread_checkpoint).await.map_err(pg)?;
+    tracing::info!("backup {id} started at {} on timeline {}", start.start_lsn, start.timeline);
+
+    let mut objects = Vec::new();
+    let mut current: Option<ObjectWriter> = None;
+    while let Some(event) = conn.next_backup_event().await.map_err(pg)? {
+        match event {
+            BackupEvent::Archive { name, .. } => {
+                finish(&mut current, &mut objects).await?;
+                current = Some(repo.create_stream(&layout::backup_object(&id, &name)));
+            }
+            BackupEvent::Manifest => {
+                finish(&mut current, &mut objects).await?;
+                current = Some(repo.create_stream(&layout::backup_object(&id, "backup_manifest")));
+            }
+            BackupEvent::Data(b) => match current.as_mut() {
+                Some(w) => w.write(b).await?,
+                None => return Err(pg("BASE_BACKUP sent data before naming an archive".into())),
+            },
+            BackupEvent::Progress(done) => tracing::debug!("backup {id}: {done} bytes streamed"),
+        }
+    }
+    finish(&mut current, &mut objects).await?;
+    let (end_lsn, end_tli) = conn.finish_base_backup().await.map_err(pg)?;
+
+    let seg_size = repo.identity.wal_segment_size;
+    let first = SegmentId::containing(start.timeline, start.start_lsn, seg_size);
+    let last = SegmentId::containing(end_tli, Lsn(end_lsn.0.saturating_sub(1)), seg_size);
+    wait_for_wal(&repo, first, last, args.wal_timeout).await?;
+
+    let info = BackupInfo {
+        id: id.clone(),
+        label,
+        system_identifier: ident.system_identifier.to_string(),
+        pg_version: conn.server_version.clone(),
+        timescaledb_version: timescaledb,
+        timeline: start.timeline,
+        start_lsn: start.start_lsn.to_string(),
+        end_lsn: end_lsn.to_string(),
+        start_wal: first.file_name(seg_size),
+        end_wal: last.file_name(seg_size),
+        started_at: humantime::format_rfc3339_seconds(started_at).to_string(),
+        finished_at: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
+        duration_seconds: began.elapsed().as_secs_f64(),
+        tablespaces: start.tablespaces.clone(),
+        objects,
+    };
+    let json = serde_json::to_vec_pretty(&info).map_err(|e| Fail::new(Code::Internal, e.to_string()))?;
+    let obj = layout::backup_object(&id, "backup.json");
+    let sealed = crate::codec::seal_to_vec(&json, repo.keys.write_key(), &obj, repo.seal_options(None))
+        .map_err(|e| Fail::new(Code::Internal, e.to_string()))?;
+    repo.push_sealed(&obj, sealed.out, sealed.digest).await?;
+    let total: u64 = info.objects.iter().map(|o| o.bytes).sum();
+    let stored: u64 = info.objects.iter().map(|o| o.stored_bytes).sum();
+    println!(
+        "backup {id} complete: {total} bytes ({stored} stored) in {:.1}s, WAL {} to {} ({} to {})",
+        info.duration_seconds, info.start_lsn, info.end_lsn, info.start_wal, info.end_wal
+    );
+    Ok(())
+}
+
+async fn finish(current: &mut Option<ObjectWriter>, objects: &mut Vec<StoredObject>) -> Result<()> {
+    if let Some(w) = current.take() {
+        objects.push(w.finish().await?);
+    }
+    Ok(())
+}
+
+/// The backup is restorable only with every segment from its start to its end archived.
+async fn wait_for_wal(repo: &Repo, first: SegmentId, last: SegmentId, timeout: Duration) -> Result<()> {
+    let seg_size = repo.identity.wal_segment_size;
+    let deadline = Instant::now() + timeout;
+    let mut segno = first.segno;
+    while segno <= last.segno {
+        let tli = if segno == last.segno { last.tli } else { first.tli };
+        let seg = SegmentId { tli, segno };
+        let obj = layout::wal_object(&WalFile::Segment(seg), seg_size);
+        if repo.store.exists(&obj).await? {
+            segno += 1;
+            continue;
+        }
+        if Instant::now() >= deadline {
+            return Err(Fail::new(
+                Code::Storage,
+                format!(
+                    "the backup's WAL segment {} did not reach the repository within {timeout:?}: check archive_command (tidewal check); the backup is incomplete and not recorded",
+                    seg.file_name(seg_size)
+                ),
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    Ok(())
+}
+
+async fn timescaledb_version(settings: &Settings) -> Option<String> {
+    let client = sql::connect(settings.conninfo.as_deref()).await.ok()?;
+    let row = client.query_opt("SELECT extversion FROM pg_extension WHERE extname = 'timescaledb'", &[]).await.ok()?;
+    row.map(|r| r.get(0))
+}
