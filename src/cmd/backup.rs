@@ -4,14 +4,13 @@
 
 use std::time::{Duration, Instant, SystemTime};
 
-use serde::{Deserialize, Serialize};
-
 use crate::config::Settings;
 use crate::error::{Code, Fail, Result};
 use crate::pg::lsn::{Lsn, SegmentId};
 use crate::pg::replication::{BackupEvent, ReplConn};
 use crate::pg::sql;
 use crate::pg::walfile::WalFile;
+use crate::repo::catalog::BackupInfo;
 use crate::repo::{layout, ObjectWriter, Repo, StoredObject};
 
 #[derive(Debug, clap::Args)]
@@ -25,26 +24,6 @@ pub struct Args {
     /// How long to wait for the backup's WAL to reach the repository
     #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
     pub wal_timeout: Duration,
-}
-
-/// `backup.json`: the record that makes a backup exist.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct BackupInfo {
-    pub id: String,
-    pub label: String,
-    pub system_identifier: String,
-    pub pg_version: String,
-    pub timescaledb_version: Option<String>,
-    pub timeline: u32,
-    pub start_lsn: String,
-    pub end_lsn: String,
-    pub start_wal: String,
-    pub end_wal: String,
-    pub started_at: String,
-    pub finished_at: String,
-    pub duration_seconds: f64,
-    pub tablespaces: Vec<(u32, String)>,
-    pub objects: Vec<StoredObject>,
 }
 
 pub async fn run(settings: &Settings, args: &Args) -> Result<()> {

@@ -5,6 +5,7 @@ pub mod backup;
 pub mod check;
 pub mod init;
 pub mod keygen;
+pub mod restore;
 pub mod wal_fetch;
 pub mod wal_push;
 
@@ -80,6 +81,8 @@ pub enum Command {
     WalFetch(wal_fetch::Args),
     /// Take a base backup over the replication protocol into the repository
     Backup(backup::Args),
+    /// Restore a base backup into a new data directory, set up to recover to a target
+    Restore(restore::Args),
     /// Check the server settings, the repository and the store, and print what to fix
     Check(check::Args),
     /// Print a new random repository key (or write it to a file with mode 0600)
@@ -113,6 +116,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::WalFetch(a) => wal_fetch::run(&settings, a).await,
         Command::Check(a) => check::run(&settings, a).await,
         Command::Backup(a) => backup::run(&settings, a).await,
+        Command::Restore(a) => restore::run(&settings, a).await,
         Command::Keygen(_) => unreachable!("handled above"),
     }
 }

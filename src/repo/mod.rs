@@ -1,7 +1,9 @@
 //! The repository: its identity file, object names, and storing and fetching sealed objects
 //! with the no-overwrite rule. Talks to the store and the codec, never to PostgreSQL.
 
+pub mod catalog;
 pub mod layout;
+pub mod manifest;
 
 use std::io::{Read, Write};
 use std::path::Path;
@@ -218,7 +220,7 @@ impl Repo {
     }
 
     /// A blocking reader over an object's stored bytes, for use inside `spawn_blocking`.
-    async fn reader(&self, obj: &str) -> Result<impl Read + Send + 'static> {
+    pub async fn reader(&self, obj: &str) -> Result<impl Read + Send + 'static> {
         let get = self.store.get(obj).await?;
         let stream = get.into_stream().map_err(std::io::Error::other);
         Ok(SyncIoBridge::new(StreamReader::new(stream)))

@@ -1,0 +1,215 @@
+//! `tidewal restore --to DIR`: a base backup from the repository, unpacked and checked
+//! against its manifest, with recovery configured to replay WAL from the repository.
+
+use std::path::{Path, PathBuf};
+
+use crate::config::Settings;
+use crate::error::{Code, Fail, Result};
+use crate::pg::lsn::Lsn;
+use crate::repo::catalog::{choose, list_backups, BackupInfo, Target};
+use crate::repo::{layout, manifest, Repo};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Action {
+    Pause,
+    Promote,
+    Shutdown,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The new data directory (must be empty unless --force)
+    #[arg(long)]
+    pub to: PathBuf,
+    /// Backup id, or "latest" (the newest one before the target)
+    #[arg(long, default_value = "latest")]
+    pub backup: String,
+    /// Recover to this time (RFC 3339, e.g. 2026-11-24T13:05:00Z)
+    #[arg(long, group = "target")]
+    pub target_time: Option<String>,
+    /// Recover to this WAL location (e.g. 0/5A000028)
+    #[arg(long, group = "target")]
+    pub target_lsn: Option<Lsn>,
+    /// Recover to this transaction id
+    #[arg(long, group = "target")]
+    pub target_xid: Option<String>,
+    /// Recover to this restore point (pg_create_restore_point)
+    #[arg(long, group = "target")]
+    pub target_name: Option<String>,
+    /// Stop as soon as the backup is consistent
+    #[arg(long, group = "target")]
+    pub immediate: bool,
+    /// What to do at the target [default: pause, as PostgreSQL]
+    #[arg(long, value_enum)]
+    pub target_action: Option<Action>,
+    /// Timeline to follow: "latest", "current" or a number
+    #[arg(long)]
+    pub target_timeline: Option<String>,
+    /// Restore into a non-empty directory (never into a running cluster)
+    #[arg(long)]
+    pub force: bool,
+}
+
+pub async fn run(settings: &Settings, args: &Args) -> Result<()> {
+    check_target_dir(&args.to, args.force)?;
+    let repo = super::open_repo(settings).await?;
+    let backups = list_backups(&repo).await?;
+    let target = match (&args.target_time, args.target_lsn) {
+        (Some(t), _) => Target::Time(normalize_time(t)?),
+        (_, Some(l)) => Target::Lsn(l),
+        _ => Target::Latest,
+    };
+    let info = if args.backup == "latest" {
+        choose(&backups, &target).ok_or_else(|| {
+            let window = match (backups.first(), backups.last()) {
+                (Some(f), Some(l)) => {
+                    format!("backups in the repository finished between {} and {}", f.finished_at, l.finished_at)
+                }
+                _ => "the repository has no complete backup yet (run tidewal backup)".into(),
+            };
+            Fail::new(Code::NotFound, format!("no backup finished before the target: {window}"))
+        })?
+    } else {
+        backups
+            .iter()
+            .find(|b| b.id == args.backup)
+            .ok_or_else(|| Fail::new(Code::NotFound, format!("no complete backup with id {}", args.backup)))?
+    };
+    tracing::info!("restoring backup {} (finished {}, ends at {})", info.id, info.finished_at, info.end_lsn);
+    std::fs::create_dir_all(&args.to).map_err(|e| local(&args.to, e))?;
+    std::fs::set_permissions(&args.to, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .map_err(|e| local(&args.to, e))?;
+    for obj in &info.objects {
+        let file = obj.name.rsplit('/').next().unwrap_or_default();
+        if file == "base.tar" {
+            unpack(&repo, &obj.name, &args.to).await?;
+        } else if let Some(oid) = file.strip_suffix(".tar") {
+            let location = tablespace_location(info, oid)?;
+            std::fs::create_dir_all(&location).map_err(|e| local(&location, e))?;
+            unpack(&repo, &obj.name, &location).await?;
+        }
+    }
+    let manifest_path = args.to.join("backup_manifest");
+    repo.fetch_to_path(&layout::backup_object(&info.id, "backup_manifest"), &manifest_path).await?;
+    let text = std::fs::read(&manifest_path).map_err(|e| local(&manifest_path, e))?;
+    let dir = args.to.clone();
+    let checked = tokio::task::spawn_blocking(move || manifest::parse(&text).and_then(|m| manifest::verify(&m, &dir)))
+        .await
+        .map_err(|e| Fail::new(Code::Internal, e.to_string()))?
+        .map_err(|e| Fail::new(Code::Integrity, format!("restored files do not match the backup manifest: {e}")))?;
+    write_recovery_config(settings, args)?;
+    println!(
+        "restored backup {} into {} ({checked} files verified against the manifest); start it with: pg_ctl -D {} start",
+        info.id,
+        args.to.display(),
+        args.to.display()
+    );
+    Ok(())
+}
+
+fn local(p: &Path, e: std::io::Error) -> Fail {
+    Fail::new(Code::Storage, format!("{}: {e}", p.display()))
+}
+
+/// Never write into a running cluster; into a non-empty directory only with --force.
+fn check_target_dir(dir: &Path, force: bool) -> Result<()> {
+    if let Ok(pid) = std::fs::read_to_string(dir.join("postmaster.pid")) {
+        let alive = pid
+            .lines()
+            .next()
+            .and_then(|l| l.trim().parse::<i32>().ok())
+            .is_some_and(|p| unsafe { libc::kill(p, 0) } == 0);
+        if alive {
+            return Err(Fail::new(Code::Conflict, format!("{} holds a running cluster: stop it first", dir.display())));
+        }
+    }
+    let non_empty = std::fs::read_dir(dir).map(|mut d| d.next().is_some()).unwrap_or(false);
+    if non_empty && !force {
+        return Err(Fail::new(
+            Code::Conflict,
+            format!("{} is not empty: restore into an empty directory, or pass --force to overwrite", dir.display()),
+        ));
+    }
+    Ok(())
+}
+
+fn normalize_time(t: &str) -> Result<String> {
+    let parsed = humantime::parse_rfc3339_weak(t.trim_end_matches('Z')).map_err(|e| {
+        Fail::new(
+            Code::Usage,
+            format!("--target-time {t:?}: {e}; give UTC in RFC 3339 form, e.g. 2026-11-24T13:05:00Z"),
+        )
+    })?;
+    Ok(humantime::format_rfc3339_seconds(parsed).to_string())
+}
+
+fn tablespace_location(info: &BackupInfo, oid: &str) -> Result<PathBuf> {
+    info.tablespaces
+        .iter()
+        .find(|(o, _)| o.to_string() == oid)
+        .map(|(_, loc)| PathBuf::from(loc))
+        .ok_or_else(|| Fail::new(Code::Integrity, format!("backup {} has {oid}.tar but no such tablespace", info.id)))
+}
+
+async fn unpack(repo: &Repo, obj: &str, dest: &Path) -> Result<()> {
+    let reader = repo.reader(obj).await?;
+    let keys = repo.keys.clone();
+    let (name, dest) = (obj.to_string(), dest.to_path_buf());
+    tokio::task::spawn_blocking(move || {
+        let r = crate::codec::OpenReader::new(reader, &keys, &name)
+            .map_err(|e| Fail::new(Code::Integrity, format!("object {name}: {e}")))?;
+        let mut archive = tar::Archive::new(r);
+        archive.set_preserve_permissions(true);
+        archive.set_overwrite(true);
+        archive.unpack(&dest).map_err(|e| {
+            let e = crate::codec::CodecError::from_io(e);
+            let code = if matches!(e, crate::codec::CodecError::Io(_)) { Code::Storage } else { Code::Integrity };
+            Fail::new(code, format!("object {name}: {e}"))
+        })
+    })
+    .await
+    .map_err(|e| Fail::new(Code::Internal, e.to_string()))?
+}
+
+fn write_recovery_config(settings: &Settings, args: &Args) -> Result<()> {
+    let exe = std::env::current_exe().map(|p| p.display().to_string()).unwrap_or_else(|_| "tidewal".into());
+    let config = settings.config_path.as_ref().map(|c| format!(" --config {}", c.display())).unwrap_or_default();
+    let mut lines =
+        vec!["# added by tidewal restore".to_string(), format!("restore_command = '{exe}{config} wal-fetch %f %p'")];
+    let quote = |v: &str| v.replace('\'', "''");
+    if let Some(t) = &args.target_time {
+        // PostgreSQL wants "YYYY-MM-DD HH:MM:SS+00" here, not the RFC 3339 'T'/'Z' form.
+        let t = normalize_time(t)?.replace('T', " ").replace('Z', "+00");
+        lines.push(format!("recovery_target_time = '{}'", quote(&t)));
+    }
+    if let Some(l) = args.target_lsn {
+        lines.push(format!("recovery_target_lsn = '{l}'"));
+    }
+    if let Some(x) = &args.target_xid {
+        lines.push(format!("recovery_target_xid = '{}'", quote(x)));
+    }
+    if let Some(n) = &args.target_name {
+        lines.push(format!("recovery_target_name = '{}'", quote(n)));
+    }
+    if args.immediate {
+        lines.push("recovery_target = 'immediate'".into());
+    }
+    if let Some(a) = args.target_action {
+        let a = match a {
+            Action::Pause => "pause",
+            Action::Promote => "promote",
+            Action::Shutdown => "shutdown",
+        };
+        lines.push(format!("recovery_target_action = '{a}'"));
+    }
+    if let Some(t) = &args.target_timeline {
+        lines.push(format!("recovery_target_timeline = '{}'", quote(t)));
+    }
+    let auto = args.to.join("postgresql.auto.conf");
+    let mut text = std::fs::read_to_string(&auto).unwrap_or_default();
+    text.push('\n');
+    text.push_str(&lines.join("\n"));
+    text.push('\n');
+    std::fs::write(&auto, text).map_err(|e| local(&auto, e))?;
+    std::fs::write(args.to.join("recovery.signal"), "").map_err(|e| local(&args.to, e))
+}
