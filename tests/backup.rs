@@ -47,12 +47,14 @@ fn backup_and_restore_to_the_end_and_to_a_time() {
     let out = a.env.tidewal(&["backup", "--label", "nightly"]);
     expect_exit(&out, 0, &[]);
     assert!(stdout(&out).contains("complete"), "{}", stdout(&out));
+    let id = stdout(&out).split_whitespace().nth(1).unwrap().to_string();
 
     c.psql("INSERT INTO marks SELECT 'early', g FROM generate_series(1, 400) g");
     std::thread::sleep(Duration::from_millis(1100));
     let mark = c.psql("SELECT to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')");
     std::thread::sleep(Duration::from_millis(1100));
     c.psql("INSERT INTO marks SELECT 'late', g FROM generate_series(1, 500) g");
+    let late_lsn = c.psql("SELECT pg_current_wal_insert_lsn()");
     let last = c.switch_wal();
     c.wait_archived(&last);
     let balance = c.psql("SELECT sum(abalance) FROM pgbench_accounts");
@@ -87,4 +89,24 @@ fn backup_and_restore_to_the_end_and_to_a_time() {
         1,
         &["no backup finished before the target"],
     );
+
+    // The catalog: human and JSON.
+    let out = a.env.tidewal(&["list"]);
+    expect_exit(&out, 0, &[]);
+    for needle in [id.as_str(), "timeline 1:", "restorable from"] {
+        assert!(stdout(&out).contains(needle), "list lacks {needle:?}:\n{}", stdout(&out));
+    }
+    let out = a.env.tidewal(&["info", "--json"]);
+    expect_exit(&out, 0, &[]);
+    let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(v["backups"][0]["id"], id.as_str());
+    assert_eq!(v["backups"][0]["label"], "nightly");
+    assert_eq!(v["restorable_to_wal"], last.as_str());
+
+    // A missing segment makes later targets unreachable, and restore says so before writing.
+    std::fs::remove_file(a.repo_dir.as_ref().unwrap().join(format!("wal/00000001/{last}"))).unwrap();
+    let dir = a.env.pg_dir("gap");
+    let out = a.env.tidewal(&["restore", "--to", dir.join("pgdata").to_str().unwrap(), "--target-lsn", &late_lsn]);
+    expect_exit(&out, 1, &["cannot be reached", &last]);
+    assert!(!dir.join("pgdata").exists(), "a refused restore must not write anything");
 }

@@ -5,6 +5,7 @@ pub mod backup;
 pub mod check;
 pub mod init;
 pub mod keygen;
+pub mod list;
 pub mod restore;
 pub mod wal_fetch;
 pub mod wal_push;
@@ -81,6 +82,9 @@ pub enum Command {
     WalFetch(wal_fetch::Args),
     /// Take a base backup over the replication protocol into the repository
     Backup(backup::Args),
+    /// Show backups, WAL coverage per timeline with gaps, and the restorable window
+    #[command(alias = "info")]
+    List(list::Args),
     /// Restore a base backup into a new data directory, set up to recover to a target
     Restore(restore::Args),
     /// Check the server settings, the repository and the store, and print what to fix
@@ -117,6 +121,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Check(a) => check::run(&settings, a).await,
         Command::Backup(a) => backup::run(&settings, a).await,
         Command::Restore(a) => restore::run(&settings, a).await,
+        Command::List(a) => list::run(&settings, a).await,
         Command::Keygen(_) => unreachable!("handled above"),
     }
 }

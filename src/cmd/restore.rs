@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 
 use crate::config::Settings;
 use crate::error::{Code, Fail, Result};
-use crate::pg::lsn::Lsn;
-use crate::repo::catalog::{choose, list_backups, BackupInfo, Target};
+use crate::pg::lsn::{Lsn, SegmentId};
+use crate::repo::catalog::{choose, first_missing, list_backups, wal_coverage, BackupInfo, Target};
 use crate::repo::{layout, manifest, Repo};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -75,6 +75,7 @@ pub async fn run(settings: &Settings, args: &Args) -> Result<()> {
             .find(|b| b.id == args.backup)
             .ok_or_else(|| Fail::new(Code::NotFound, format!("no complete backup with id {}", args.backup)))?
     };
+    check_reachable(&repo, info, args.target_lsn).await?;
     tracing::info!("restoring backup {} (finished {}, ends at {})", info.id, info.finished_at, info.end_lsn);
     std::fs::create_dir_all(&args.to).map_err(|e| local(&args.to, e))?;
     std::fs::set_permissions(&args.to, std::os::unix::fs::PermissionsExt::from_mode(0o700))
@@ -104,6 +105,36 @@ pub async fn run(settings: &Settings, args: &Args) -> Result<()> {
         args.to.display(),
         args.to.display()
     );
+    Ok(())
+}
+
+/// Refuse what cannot work before writing anything: the backup's own WAL must be complete,
+/// and a target LSN must be reachable from the backup's end without a gap.
+async fn check_reachable(repo: &Repo, info: &BackupInfo, target: Option<Lsn>) -> Result<()> {
+    let seg = repo.identity.wal_segment_size;
+    let cov = wal_coverage(&repo.store.list("wal").await?, seg);
+    let bad = |m: String| Fail::new(Code::NotFound, m);
+    if !super::list::backup_wal_complete(info, &cov, seg) {
+        return Err(bad(format!(
+            "backup {} cannot be restored: WAL between {} and {} is missing from the repository (see tidewal list)",
+            info.id, info.start_wal, info.end_wal
+        )));
+    }
+    if let (Some(lsn), Ok(end)) = (target, SegmentId::parse(&info.end_wal, seg)) {
+        let want = SegmentId::containing(end.tli, lsn, seg);
+        if let Some(missing) = first_missing(&cov, end.tli, end.segno, want.segno) {
+            let reach = if missing > end.segno {
+                format!("the WAL reaches {}", SegmentId { tli: end.tli, segno: missing - 1 }.file_name(seg))
+            } else {
+                "no WAL follows the backup".into()
+            };
+            return Err(bad(format!(
+                "target {lsn} cannot be reached from backup {}: WAL segment {} is missing; {reach} (see tidewal list)",
+                info.id,
+                SegmentId { tli: end.tli, segno: missing }.file_name(seg)
+            )));
+        }
+    }
     Ok(())
 }
 

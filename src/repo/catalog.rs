@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use super::{Repo, StoredObject};
 use crate::codec::open_to_vec;
 use crate::error::{Code, Fail, Result};
-use crate::pg::lsn::Lsn;
+use crate::pg::lsn::{Lsn, SegmentId};
 
 /// `backup.json`: the record that makes a backup exist.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -51,6 +51,50 @@ pub async fn list_backups(repo: &Repo) -> Result<Vec<BackupInfo>> {
     Ok(out)
 }
 
+/// Contiguous runs of archived segments, per timeline: `(first segno, last segno)`.
+pub type Coverage = std::collections::BTreeMap<u32, Vec<(u64, u64)>>;
+
+/// WAL coverage from object names under `wal/` (pure). Partial segments, history files
+/// and backup labels do not count as coverage.
+pub fn wal_coverage(names: &[String], seg_size: u64) -> Coverage {
+    let mut segs: Vec<(u32, u64)> = names
+        .iter()
+        .filter_map(|n| n.rsplit('/').next())
+        .filter_map(|file| SegmentId::parse(file, seg_size).ok())
+        .map(|s| (s.tli, s.segno))
+        .collect();
+    segs.sort_unstable();
+    segs.dedup();
+    let mut out = Coverage::new();
+    for (tli, segno) in segs {
+        let runs = out.entry(tli).or_default();
+        match runs.last_mut() {
+            Some((_, last)) if *last + 1 == segno => *last = segno,
+            _ => runs.push((segno, segno)),
+        }
+    }
+    out
+}
+
+/// The first segment missing between `first` and `last` on a timeline, if any (pure).
+pub fn first_missing(cov: &Coverage, tli: u32, first: u64, last: u64) -> Option<u64> {
+    let runs = cov.get(&tli).map(Vec::as_slice).unwrap_or(&[]);
+    let mut want = first;
+    for &(a, b) in runs {
+        if b < want {
+            continue;
+        }
+        if a > want {
+            return Some(want);
+        }
+        want = b + 1;
+        if want > last {
+            return None;
+        }
+    }
+    (want <= last).then_some(want)
+}
+
 /// What a restore aims at, as far as choosing a backup is concerned.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Target {
@@ -91,6 +135,30 @@ mod tests {
             tablespaces: vec![],
             objects: vec![],
         }
+    }
+
+    #[test]
+    fn coverage_and_gaps() {
+        let seg = 16 << 20;
+        let names: Vec<String> = [
+            "wal/00000001/000000010000000000000002",
+            "wal/00000001/000000010000000000000003",
+            "wal/00000001/000000010000000000000005",
+            "wal/00000002.history",
+            "wal/00000002/000000020000000000000005",
+            "wal/00000001/000000010000000000000005.partial",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let cov = wal_coverage(&names, seg);
+        assert_eq!(cov[&1], vec![(2, 3), (5, 5)]);
+        assert_eq!(cov[&2], vec![(5, 5)]);
+        assert_eq!(first_missing(&cov, 1, 2, 3), None);
+        assert_eq!(first_missing(&cov, 1, 2, 5), Some(4));
+        assert_eq!(first_missing(&cov, 1, 5, 6), Some(6));
+        assert_eq!(first_missing(&cov, 1, 1, 2), Some(1));
+        assert_eq!(first_missing(&cov, 3, 1, 1), Some(1));
     }
 
     #[test]

@@ -1,0 +1,128 @@
+//! `tidewal list` (alias `info`): backups, WAL coverage per timeline with gaps, and the
+//! window the repository can restore.
+
+use serde::Serialize;
+
+use crate::config::Settings;
+use crate::error::{Code, Fail, Result};
+use crate::pg::lsn::{format_size, SegmentId};
+use crate::repo::catalog::{first_missing, list_backups, wal_coverage, BackupInfo, Coverage};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Machine-readable output (stable field names)
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Serialize)]
+struct WalRun {
+    timeline: u32,
+    first: String,
+    last: String,
+    segments: u64,
+}
+
+#[derive(Serialize)]
+struct Listing<'a> {
+    backups: &'a [BackupInfo],
+    wal: Vec<WalRun>,
+    /// Oldest moment a restore can reach: the end of the oldest backup with complete WAL.
+    restorable_from: Option<String>,
+    /// Newest WAL segment reachable without a gap from that backup.
+    restorable_to_wal: Option<String>,
+}
+
+pub async fn run(settings: &Settings, args: &Args) -> Result<()> {
+    let repo = super::open_repo(settings).await?;
+    let seg = repo.identity.wal_segment_size;
+    let backups = list_backups(&repo).await?;
+    let cov = wal_coverage(&repo.store.list("wal").await?, seg);
+    let name = |tli: u32, segno: u64| SegmentId { tli, segno }.file_name(seg);
+    let wal: Vec<WalRun> = cov
+        .iter()
+        .flat_map(|(tli, runs)| {
+            runs.iter().map(move |&(a, b)| WalRun {
+                timeline: *tli,
+                first: name(*tli, a),
+                last: name(*tli, b),
+                segments: b - a + 1,
+            })
+        })
+        .collect();
+    let anchor = backups.iter().find(|b| backup_wal_complete(b, &cov, seg));
+    let reach = anchor.and_then(|b| {
+        let end = SegmentId::parse(&b.end_wal, seg).ok()?;
+        let run = cov.get(&end.tli)?.iter().find(|(a, z)| *a <= end.segno && end.segno <= *z)?;
+        Some(name(end.tli, run.1))
+    });
+    let listing = Listing {
+        backups: &backups,
+        wal,
+        restorable_from: anchor.map(|b| b.finished_at.clone()),
+        restorable_to_wal: reach,
+    };
+    if args.json {
+        let text = serde_json::to_string_pretty(&listing).map_err(|e| Fail::new(Code::Internal, e.to_string()))?;
+        println!("{text}");
+        return Ok(());
+    }
+    println!("repository {} (database system {})", repo.store.url(), repo.identity.system_identifier);
+    println!("\nbackups");
+    if backups.is_empty() {
+        println!("  none yet: run tidewal backup");
+    }
+    for b in &backups {
+        let size: u64 = b.objects.iter().map(|o| o.bytes).sum();
+        let stored: u64 = b.objects.iter().map(|o| o.stored_bytes).sum();
+        println!(
+            "  {}  finished {}  {:>6.1}s  {} ({} stored)  LSN {} - {}  timeline {}{}",
+            b.id,
+            b.finished_at,
+            b.duration_seconds,
+            human(size),
+            human(stored),
+            b.start_lsn,
+            b.end_lsn,
+            b.timeline,
+            if backup_wal_complete(b, &cov, seg) { "" } else { "  (WAL incomplete: cannot be restored)" }
+        );
+    }
+    println!("\nWAL");
+    if listing.wal.is_empty() {
+        println!("  none yet: check archive_command (tidewal check)");
+    }
+    let mut prev: Option<&WalRun> = None;
+    for r in &listing.wal {
+        if let Some(p) = prev.filter(|p| p.timeline == r.timeline) {
+            println!("  gap: segments after {} up to {} are missing", p.last, r.first);
+        }
+        println!("  timeline {}: {} .. {} ({} segments)", r.timeline, r.first, r.last, r.segments);
+        prev = Some(r);
+    }
+    match (&listing.restorable_from, &listing.restorable_to_wal) {
+        (Some(from), Some(to)) => println!("\nrestorable from {from} to the end of WAL segment {to}"),
+        _ => println!("\nnothing is restorable yet: a backup and its WAL are needed"),
+    }
+    Ok(())
+}
+
+/// Every segment from the backup's start to its end is archived.
+pub fn backup_wal_complete(b: &BackupInfo, cov: &Coverage, seg: u64) -> bool {
+    match (SegmentId::parse(&b.start_wal, seg), SegmentId::parse(&b.end_wal, seg)) {
+        (Ok(s), Ok(e)) if s.tli == e.tli => first_missing(cov, s.tli, s.segno, e.segno).is_none(),
+        (Ok(s), Ok(e)) => {
+            first_missing(cov, s.tli, s.segno, s.segno).is_none()
+                && first_missing(cov, e.tli, e.segno, e.segno).is_none()
+        }
+        _ => false,
+    }
+}
+
+fn human(bytes: u64) -> String {
+    match bytes {
+        b if b >= 1 << 30 => format!("{:.1} GiB", b as f64 / (1u64 << 30) as f64),
+        b if b >= 1 << 20 => format!("{:.1} MiB", b as f64 / (1u64 << 20) as f64),
+        b => format_size(b),
+    }
+}
