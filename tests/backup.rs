@@ -110,3 +110,54 @@ fn backup_and_restore_to_the_end_and_to_a_time() {
     expect_exit(&out, 1, &["cannot be reached", &last]);
     assert!(!dir.join("pgdata").exists(), "a refused restore must not write anything");
 }
+
+#[test]
+fn restore_targets_and_damaged_backups() {
+    let a = Archiving::start("targets", RepoKind::File);
+    let c = &a.cluster;
+    c.psql("CREATE TABLE marks (batch text, n int)");
+    c.psql("INSERT INTO marks SELECT 'base', g FROM generate_series(1, 10) g");
+    let out = a.env.tidewal(&["backup"]);
+    expect_exit(&out, 0, &[]);
+    let id = stdout(&out).split_whitespace().nth(1).unwrap().to_string();
+    c.psql("INSERT INTO marks SELECT 'a', g FROM generate_series(1, 20) g");
+    c.psql("SELECT pg_create_restore_point('before-b')");
+    c.psql("INSERT INTO marks SELECT 'b', g FROM generate_series(1, 30) g");
+    let xid =
+        c.psql("BEGIN; INSERT INTO marks SELECT 'c', g FROM generate_series(1, 40) g; SELECT txid_current(); COMMIT;");
+    let xid = xid.lines().find(|l| l.chars().all(|ch| ch.is_ascii_digit()) && !l.is_empty()).unwrap().to_string();
+    c.psql("INSERT INTO marks SELECT 'd', g FROM generate_series(1, 50) g");
+    let last = c.switch_wal();
+    c.wait_archived(&last);
+    let mut primary = a.cluster;
+    primary.stop_immediate();
+    let a = Archiving { cluster: primary, ..a };
+
+    let counts = |r: &Cluster| {
+        r.psql("SELECT string_agg(batch || '=' || n, ',' ORDER BY batch) FROM (SELECT batch, count(*) n FROM marks GROUP BY batch) s")
+    };
+    let r = restore_and_start(&a, "by-name", &["--target-name", "before-b", "--target-action", "promote"]);
+    wait_promoted(&r);
+    assert_eq!(counts(&r), "a=20,base=10");
+    drop(r);
+    let r = restore_and_start(&a, "by-xid", &["--target-xid", &xid, "--target-action", "promote"]);
+    wait_promoted(&r);
+    assert_eq!(counts(&r), "a=20,b=30,base=10,c=40");
+    drop(r);
+    let r = restore_and_start(&a, "immediate", &["--immediate", "--target-action", "promote"]);
+    wait_promoted(&r);
+    assert_eq!(counts(&r), "base=10");
+    drop(r);
+
+    // A damaged archive is named, and nothing is declared restored.
+    let obj = format!("backups/{id}/base.tar");
+    let path = a.repo_dir.as_ref().unwrap().join(&obj);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x40;
+    std::fs::write(&path, &bytes).unwrap();
+    let dir = a.env.pg_dir("damaged");
+    let out = a.env.tidewal(&["restore", "--to", dir.join("pgdata").to_str().unwrap()]);
+    expect_exit(&out, 5, &[&obj, "failed authentication"]);
+    assert!(!dir.join("pgdata/recovery.signal").exists());
+}

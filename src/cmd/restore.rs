@@ -192,10 +192,9 @@ async fn unpack(repo: &Repo, obj: &str, dest: &Path) -> Result<()> {
         let mut archive = tar::Archive::new(r);
         archive.set_preserve_permissions(true);
         archive.set_overwrite(true);
-        archive.unpack(&dest).map_err(|e| {
-            let e = crate::codec::CodecError::from_io(e);
-            let code = if matches!(e, crate::codec::CodecError::Io(_)) { Code::Storage } else { Code::Integrity };
-            Fail::new(code, format!("object {name}: {e}"))
+        archive.unpack(&dest).map_err(|e| match crate::codec::CodecError::find_in(&e) {
+            Some(c) if c.is_integrity() => Fail::new(Code::Integrity, format!("object {name}: {c}")),
+            _ => Fail::new(Code::Storage, format!("object {name}: {e}")),
         })
     })
     .await

@@ -75,6 +75,23 @@ impl CodecError {
         }
     }
 
+    /// A codec error anywhere in an error's chain of causes (readers such as `tar` wrap it).
+    pub fn find_in<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a CodecError> {
+        let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+        while let Some(err) = cur {
+            if let Some(c) = err.downcast_ref::<CodecError>() {
+                return Some(c);
+            }
+            if let Some(io) = err.downcast_ref::<io::Error>() {
+                if let Some(c) = io.get_ref().and_then(|i| i.downcast_ref::<CodecError>()) {
+                    return Some(c);
+                }
+            }
+            cur = err.source();
+        }
+        None
+    }
+
     /// Errors that say the stored bytes are bad (as opposed to I/O or configuration).
     pub fn is_integrity(&self) -> bool {
         !matches!(self, CodecError::Io(_) | CodecError::WrongKey { .. } | CodecError::KeyRequired { .. })
