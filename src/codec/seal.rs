@@ -66,12 +66,15 @@ impl<W: Write> Write for ChunkWriter<W> {
     }
 }
 
+/// Plaintext gathered before it is compressed on all cores as independent lz4 frames.
+const BATCH: usize = 8 << 20;
+
 enum Stage<W: Write> {
-    Lz4(Box<FrameEncoder<ChunkWriter<W>>>),
+    Lz4 { batch: Vec<u8>, chunks: ChunkWriter<W>, frames: u64 },
     Raw(ChunkWriter<W>),
 }
 
-/// A `Write` that seals everything written to it. Call [`SealWriter::finish`] to end the object;
+/// A `Write` that seals everything written to it, compressing 8 MiB batches on all cores. Call [`SealWriter::finish`] to end the object;
 /// an object that is dropped unfinished has no final chunk and never opens.
 pub struct SealWriter<W: Write> {
     stage: Stage<W>,
@@ -102,7 +105,7 @@ impl<W: Write> SealWriter<W> {
             written: HEADER_LEN as u64,
         };
         let stage = if opts.lz4 {
-            Stage::Lz4(Box::new(FrameEncoder::with_frame_info(frame_info(), chunks)))
+            Stage::Lz4 { batch: Vec::with_capacity(BATCH), chunks, frames: 0 }
         } else {
             Stage::Raw(chunks)
         };
@@ -115,7 +118,13 @@ impl<W: Write> SealWriter<W> {
             return Err(CodecError::SourceChanged.into_io());
         }
         let chunks = match self.stage {
-            Stage::Lz4(enc) => enc.finish().map_err(io::Error::other)?,
+            Stage::Lz4 { batch, mut chunks, frames } => {
+                // An empty object still needs one (empty) frame to be a valid lz4 stream.
+                if !batch.is_empty() || frames == 0 {
+                    chunks.write_all(&compress_parallel(&batch, threads())?)?;
+                }
+                chunks
+            }
             Stage::Raw(c) => c,
         };
         let (out, sealed_len) = chunks.finish(&digest)?;
@@ -126,7 +135,16 @@ impl<W: Write> SealWriter<W> {
 impl<W: Write> Write for SealWriter<W> {
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
         let n = match &mut self.stage {
-            Stage::Lz4(enc) => enc.write(data)?,
+            Stage::Lz4 { batch, chunks, frames } => {
+                let take = data.len().min(BATCH - batch.len());
+                batch.extend_from_slice(&data[..take]);
+                if batch.len() == BATCH {
+                    chunks.write_all(&compress_parallel(batch, threads())?)?;
+                    batch.clear();
+                    *frames += 1;
+                }
+                take
+            }
             Stage::Raw(c) => c.write(data)?,
         };
         self.hasher.update(&data[..n]);
@@ -144,7 +162,7 @@ impl<W: Write> Write for SealWriter<W> {
 /// the chunks are then sealed in parallel (STREAM positions are independent). The header
 /// always carries the digest. If `opts.digest` is given it must match the data.
 pub fn seal_to_vec(data: &[u8], key: Option<&Key>, name: &str, opts: SealOptions) -> io::Result<Sealed<Vec<u8>>> {
-    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).min(8);
+    let threads = threads();
     let (digest, compressed) = std::thread::scope(|s| {
         let hasher = s.spawn(|| *blake3::hash(data).as_bytes());
         let compressed = if opts.lz4 { Some(compress_parallel(data, threads)) } else { None };
@@ -180,6 +198,10 @@ pub fn seal_to_vec(data: &[u8], key: Option<&Key>, name: &str, opts: SealOptions
     });
     results.into_iter().collect::<io::Result<()>>()?;
     Ok(Sealed { out, digest, plain_len: data.len() as u64, sealed_len: total as u64 })
+}
+
+fn threads() -> usize {
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).min(8)
 }
 
 /// Compress in pieces of at least 1 MiB, each an independent lz4 frame.

@@ -220,10 +220,15 @@ impl Repo {
     }
 
     /// A blocking reader over an object's stored bytes, for use inside `spawn_blocking`.
-    pub async fn reader(&self, obj: &str) -> Result<impl Read + Send + 'static> {
+    /// Local files are read directly; remote objects are streamed through a bridge.
+    pub async fn reader(&self, obj: &str) -> Result<Box<dyn Read + Send + 'static>> {
         let get = self.store.get(obj).await?;
-        let stream = get.into_stream().map_err(std::io::Error::other);
-        Ok(SyncIoBridge::new(StreamReader::new(stream)))
+        Ok(match get.payload {
+            object_store::GetResultPayload::File(file, _) => Box::new(std::io::BufReader::with_capacity(1 << 20, file)),
+            object_store::GetResultPayload::Stream(s) => {
+                Box::new(SyncIoBridge::new(StreamReader::new(s.map_err(std::io::Error::other))))
+            }
+        })
     }
 
     /// Fetch and open an object into `dest` atomically: a temporary file next to it is
