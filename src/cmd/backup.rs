@@ -132,7 +132,7 @@ async fn wait_for_wal(repo: &Repo, first: SegmentId, last: SegmentId, timeout: D
                 ),
             ));
         }
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
     Ok(())
 }

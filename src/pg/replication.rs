@@ -131,6 +131,8 @@ impl ReplConn {
                 }
                 Some(m) => return Ok(m),
                 None => {
+                    // Keep reads large: parsed messages are split off the front of the buffer.
+                    self.buf.reserve(256 * 1024);
                     let n = self.stream.read_buf(&mut self.buf).await.map_err(|e| format!("{}: {e}", self.target))?;
                     if n == 0 {
                         return Err(format!("the server at {} closed the connection", self.target));
