@@ -80,29 +80,11 @@ as_pg "$TIDEWAL" --config "$WORK/s3.toml" -q init
 
 # pgBackRest stanzas (plain lz4, and lz4 + AES).
 for variant in lz4 lz4aes; do
-    mkdir -p "$WORK/pgbr-$variant/repo" "$WORK/pgbr-$variant/log" "$WORK/pgbr-$variant/lock"
     cipher=""
     [ "$variant" = lz4aes ] && cipher="repo1-cipher-type=aes-256-cbc
 repo1-cipher-pass=benchmarkpassphrase0123456789"
-    cat >"$WORK/pgbr-$variant/pgbackrest.conf" <<CONF
-[global]
-repo1-path=$WORK/pgbr-$variant/repo
-$cipher
-compress-type=lz4
-compress-level=1
-log-level-console=warn
-log-level-file=off
-log-path=$WORK/pgbr-$variant/log
-lock-path=$WORK/pgbr-$variant/lock
-archive-async=n
-
-[bench]
-pg1-path=$PGDATA_DIR
-pg1-socket-path=$PGSOCK
-pg1-port=$PGPORT_NUM
-CONF
-    give_pg "$WORK/pgbr-$variant"
-    as_pg pgbackrest --config="$WORK/pgbr-$variant/pgbackrest.conf" --stanza=bench stanza-create >/dev/null
+    pgbackrest_stanza "$WORK/pgbr-$variant" "archive-async=n
+$cipher"
 done
 
 # time_each LABEL CMD...: runs CMD SEG for every segment; records "label ms rss_kb".

@@ -42,30 +42,11 @@ pgbench_c -i -s "$SCALE" -q >/dev/null 2>&1
 psql_c "CHECKPOINT" >/dev/null
 size=$(psql_c "SELECT pg_database_size('postgres')")
 
-mkdir -p "$WORK/pgbr/repo" "$WORK/pgbr/log" "$WORK/pgbr/lock"
-cat >"$WORK/pgbr/pgbackrest.conf" <<CONF
-[global]
-repo1-path=$WORK/pgbr/repo
-repo1-cipher-type=aes-256-cbc
+pgbackrest_stanza "$WORK/pgbr" "repo1-cipher-type=aes-256-cbc
 repo1-cipher-pass=benchmarkpassphrase0123456789
-compress-type=lz4
-compress-level=1
 process-max=2
-log-level-console=warn
-log-level-file=off
-log-path=$WORK/pgbr/log
-lock-path=$WORK/pgbr/lock
 start-fast=y
-archive-check=n
-
-[bench]
-pg1-path=$PGDATA_DIR
-pg1-socket-path=$PGSOCK
-pg1-port=$PGPORT_NUM
-CONF
-give_pg "$WORK/pgbr"
-pgbr() { as_pg pgbackrest --config="$WORK/pgbr/pgbackrest.conf" --stanza=bench "$@"; }
-pgbr stanza-create >/dev/null
+archive-check=n"
 
 results="$WORK/results.txt"
 # measure LABEL CMD...: wall time (ms) and peak RSS (kB) of CMD, run as postgres.

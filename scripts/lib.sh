@@ -65,3 +65,28 @@ psql_c() {
 pgbench_c() {
     as_pg "$PGBIN/pgbench" -h "$PGSOCK" -p "$PGPORT_NUM" -U postgres "$@" postgres
 }
+
+# pgbackrest_stanza DIR [extra [global] lines]: a pgBackRest repository in DIR with stanza
+# "bench" for the running cluster, lz4 at level 1.
+pgbackrest_stanza() {
+    local dir=$1 extra=${2:-}
+    mkdir -p "$dir/repo" "$dir/log" "$dir/lock"
+    cat >"$dir/pgbackrest.conf" <<CONF
+[global]
+repo1-path=$dir/repo
+compress-type=lz4
+compress-level=1
+log-level-console=warn
+log-level-file=off
+log-path=$dir/log
+lock-path=$dir/lock
+$extra
+
+[bench]
+pg1-path=$PGDATA_DIR
+pg1-socket-path=$PGSOCK
+pg1-port=$PGPORT_NUM
+CONF
+    give_pg "$dir"
+    as_pg pgbackrest --config="$dir/pgbackrest.conf" --stanza=bench stanza-create >/dev/null
+}
