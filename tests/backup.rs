@@ -78,6 +78,36 @@ fn backup_and_restore_to_the_end_and_to_a_time() {
     assert_eq!(r.psql("SELECT count(*) FROM marks WHERE batch = 'late'"), "0");
     drop(r);
 
+    // A fork to the same moment: promoted to a new timeline, on its own port, writable,
+    // and it leaves the repository alone.
+    let fork_dir = a.env.pg_dir("fork");
+    let fork_data = fork_dir.join("pgdata");
+    let port = free_port();
+    let out = a.env.tidewal(&[
+        "fork",
+        "--to",
+        fork_data.to_str().unwrap(),
+        "--port",
+        &port.to_string(),
+        "--target-time",
+        &mark,
+        "--start",
+    ]);
+    expect_exit(&out, 0, &[]);
+    assert!(stdout(&out).contains(&format!("fork running on port {port}")), "{}", stdout(&out));
+    let f = Cluster::attach(&fork_data, &a.cluster.sock, port, &fork_data.join("fork.log"));
+    wait_promoted(&f);
+    assert_eq!(f.psql("SELECT count(*) FROM marks WHERE batch = 'early'"), "400");
+    assert_eq!(f.psql("SELECT count(*) FROM marks WHERE batch = 'late'"), "0");
+    f.psql("INSERT INTO marks VALUES ('fork', 1)");
+    assert_eq!(f.psql("SELECT substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8)"), "00000002");
+    f.switch_wal();
+    assert!(
+        !a.repo_dir.as_ref().unwrap().join("wal/00000002").exists(),
+        "the fork archived into the source repository"
+    );
+    drop(f);
+
     // Refusals: a non-empty directory, and a target before the first backup.
     let busy = a.env.pg_dir("busy");
     std::fs::write(busy.join("keep.txt"), "mine").unwrap();

@@ -3,6 +3,7 @@
 
 pub mod backup;
 pub mod check;
+pub mod fork;
 pub mod init;
 pub mod keygen;
 pub mod list;
@@ -82,6 +83,8 @@ pub enum Command {
     WalFetch(wal_fetch::Args),
     /// Take a base backup over the replication protocol into the repository
     Backup(backup::Args),
+    /// Restore to a point in time as an independent, promoted cluster on its own port
+    Fork(fork::Args),
     /// Show backups, WAL coverage per timeline with gaps, and the restorable window
     #[command(alias = "info")]
     List(list::Args),
@@ -122,6 +125,16 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Backup(a) => backup::run(&settings, a).await,
         Command::Restore(a) => restore::run(&settings, a).await,
         Command::List(a) => list::run(&settings, a).await,
+        Command::Fork(a) => fork::run(&settings, a).await,
         Command::Keygen(_) => unreachable!("handled above"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn command_line_is_consistent() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
     }
 }

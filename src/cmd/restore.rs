@@ -16,7 +16,7 @@ pub enum Action {
     Shutdown,
 }
 
-#[derive(Debug, clap::Args)]
+#[derive(Clone, Debug, clap::Args)]
 pub struct Args {
     /// The new data directory (must be empty unless --force)
     #[arg(long)]
@@ -51,6 +51,11 @@ pub struct Args {
 }
 
 pub async fn run(settings: &Settings, args: &Args) -> Result<()> {
+    restore(settings, args, &[]).await
+}
+
+/// Restore, appending `extra` settings (e.g. a fork's port) to postgresql.auto.conf.
+pub async fn restore(settings: &Settings, args: &Args, extra: &[String]) -> Result<()> {
     check_target_dir(&args.to, args.force)?;
     let repo = super::open_repo(settings).await?;
     let backups = list_backups(&repo).await?;
@@ -98,7 +103,7 @@ pub async fn run(settings: &Settings, args: &Args) -> Result<()> {
         .await
         .map_err(|e| Fail::new(Code::Internal, e.to_string()))?
         .map_err(|e| Fail::new(Code::Integrity, format!("restored files do not match the backup manifest: {e}")))?;
-    write_recovery_config(settings, args)?;
+    write_recovery_config(settings, args, extra)?;
     println!(
         "restored backup {} into {} ({checked} files verified against the manifest); start it with: pg_ctl -D {} start",
         info.id,
@@ -201,7 +206,7 @@ async fn unpack(repo: &Repo, obj: &str, dest: &Path) -> Result<()> {
     .map_err(|e| Fail::new(Code::Internal, e.to_string()))?
 }
 
-fn write_recovery_config(settings: &Settings, args: &Args) -> Result<()> {
+fn write_recovery_config(settings: &Settings, args: &Args, extra: &[String]) -> Result<()> {
     let exe = std::env::current_exe().map(|p| p.display().to_string()).unwrap_or_else(|_| "tidewal".into());
     let config = settings.config_path.as_ref().map(|c| format!(" --config {}", c.display())).unwrap_or_default();
     let mut lines =
@@ -235,6 +240,7 @@ fn write_recovery_config(settings: &Settings, args: &Args) -> Result<()> {
     if let Some(t) = &args.target_timeline {
         lines.push(format!("recovery_target_timeline = '{}'", quote(t)));
     }
+    lines.extend(extra.iter().cloned());
     let auto = args.to.join("postgresql.auto.conf");
     let mut text = std::fs::read_to_string(&auto).unwrap_or_default();
     text.push('\n');

@@ -189,6 +189,11 @@ impl Cluster {
         Cluster { data: data.to_path_buf(), sock, port: free_port(), log: dir.join("postgres.log"), running: false }
     }
 
+    /// Take charge of a cluster something else started (so it is stopped on drop).
+    pub fn attach(data: &Path, sock: &Path, port: u16, log: &Path) -> Cluster {
+        Cluster { data: data.to_path_buf(), sock: sock.to_path_buf(), port, log: log.to_path_buf(), running: true }
+    }
+
     /// Append settings to postgresql.conf (port and sockets always set).
     pub fn configure(&self, extra: &str) {
         use std::io::Write;
