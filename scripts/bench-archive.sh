@@ -52,28 +52,13 @@ S3S=$(command -v s3s-fs || echo "$HOME/.cargo/bin/s3s-fs")
 S3PORT=$(free_port)
 "$S3S" --host 127.0.0.1 --port "$S3PORT" --access-key bench --secret-key benchsecret "$WORK/s3" >/dev/null 2>&1 &
 S3PID=$!
-conn="host=$PGSOCK port=$PGPORT_NUM user=postgres dbname=postgres"
-cat >"$WORK/file.toml" <<CONF
-[repository]
-url = "file://$WORK/repo"
-key_file = "$WORK/repo.key"
-[postgres]
-conninfo = "$conn"
-CONF
-cat >"$WORK/s3.toml" <<CONF
-[repository]
-url = "s3://bench/cluster"
-key_file = "$WORK/repo.key"
-[repository.s3]
-endpoint = "http://127.0.0.1:$S3PORT"
-region = "us-east-1"
-access_key_id = "bench"
-secret_access_key = "benchsecret"
-allow_http = true
-[postgres]
-conninfo = "$conn"
-CONF
-give_pg "$WORK/file.toml" "$WORK/s3.toml"
+write_tidewal_config "$WORK/file.toml" "file://$WORK/repo"
+write_tidewal_config "$WORK/s3.toml" "s3://bench/cluster" "[repository.s3]
+endpoint = \"http://127.0.0.1:$S3PORT\"
+region = \"us-east-1\"
+access_key_id = \"bench\"
+secret_access_key = \"benchsecret\"
+allow_http = true"
 sleep 1
 as_pg "$TIDEWAL" --config "$WORK/file.toml" -q init
 as_pg "$TIDEWAL" --config "$WORK/s3.toml" -q init

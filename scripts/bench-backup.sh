@@ -21,17 +21,9 @@ build_tidewal
 start_cluster "$WORK/cluster" "archive_timeout = 60
 synchronous_commit = off
 max_wal_size = 4GB"
-conn="host=$PGSOCK port=$PGPORT_NUM user=postgres dbname=postgres"
 as_pg "$TIDEWAL" keygen --output "$WORK/repo.key" 2>/dev/null
 mkdir -p "$WORK/repo" && give_pg "$WORK/repo"
-cat >"$WORK/tidewal.toml" <<CONF
-[repository]
-url = "file://$WORK/repo"
-key_file = "$WORK/repo.key"
-[postgres]
-conninfo = "$conn"
-CONF
-give_pg "$WORK/tidewal.toml"
+write_tidewal_config "$WORK/tidewal.toml" "file://$WORK/repo"
 tw() { as_pg "$TIDEWAL" --config "$WORK/tidewal.toml" -q "$@"; }
 tw init
 psql_c "ALTER SYSTEM SET archive_command = '$TIDEWAL --config $WORK/tidewal.toml -q wal-push %p'" >/dev/null

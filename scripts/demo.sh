@@ -24,15 +24,7 @@ mkdir -p "$WORK/repo" && give_pg "$WORK/repo"
 echo "== starting a throwaway PostgreSQL 15 cluster"
 start_cluster "$WORK/cluster" "archive_timeout = 60
 synchronous_commit = off"
-cat >"$WORK/tidewal.toml" <<CONF
-[repository]
-url = "file://$WORK/repo"
-key_file = "$WORK/repo.key"
-
-[postgres]
-conninfo = "host=$PGSOCK port=$PGPORT_NUM user=postgres dbname=postgres"
-CONF
-give_pg "$WORK/tidewal.toml"
+write_tidewal_config "$WORK/tidewal.toml" "file://$WORK/repo"
 tw() { as_pg "$TIDEWAL" --config "$WORK/tidewal.toml" "$@"; }
 
 echo "== tidewal init"

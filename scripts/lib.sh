@@ -90,3 +90,18 @@ CONF
     give_pg "$dir"
     as_pg pgbackrest --config="$dir/pgbackrest.conf" --stanza=bench stanza-create >/dev/null
 }
+
+# write_tidewal_config FILE URL [extra TOML]: a tidewal config for the running cluster with
+# the key $WORK/repo.key, readable by postgres.
+write_tidewal_config() {
+    cat >"$1" <<CONF
+[repository]
+url = "$2"
+key_file = "$WORK/repo.key"
+${3:-}
+
+[postgres]
+conninfo = "host=$PGSOCK port=$PGPORT_NUM user=postgres dbname=postgres"
+CONF
+    give_pg "$1"
+}

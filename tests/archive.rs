@@ -26,20 +26,7 @@ fn archive_and_restore(label: &str, kind: RepoKind) {
     // Base backup without WAL: recovery must get all of it from the repository.
     let base = a.env.pg_dir("base");
     std::fs::remove_dir(&base).unwrap();
-    run_ok(as_pg(pg_bin("pg_basebackup")).args([
-        "-h",
-        c.sock.to_str().unwrap(),
-        "-p",
-        &c.port.to_string(),
-        "-U",
-        PG_USER,
-        "-D",
-        base.to_str().unwrap(),
-        "-X",
-        "none",
-        "-c",
-        "fast",
-    ]));
+    run_ok(c.client("pg_basebackup").args(["-D", base.to_str().unwrap(), "-X", "none", "-c", "fast"]));
     c.psql("INSERT INTO marks SELECT 'archived', g FROM generate_series(1, 700) g");
     c.pgbench(&["-t", "300", "-c", "2", "-n"]);
     let last = c.switch_wal();
@@ -92,10 +79,7 @@ fn compare_archived(a: &Archiving, compared: &mut std::collections::BTreeSet<Str
         if !original.exists() || seg.ends_with(".history") || compared.contains(seg) {
             continue;
         }
-        let dest = a.env.path().join(format!("fetched-{seg}"));
-        let out = a.env.tidewal(&["wal-fetch", seg, dest.to_str().unwrap()]);
-        expect_exit(&out, 0, &[]);
-        assert!(std::fs::read(&original).unwrap() == std::fs::read(&dest).unwrap(), "{seg} differs after a round trip");
+        assert_fetches_identical(&a.env, seg, &original);
         compared.insert(seg.to_string());
     }
 }

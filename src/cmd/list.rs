@@ -6,7 +6,7 @@ use serde::Serialize;
 use crate::config::Settings;
 use crate::error::{Code, Fail, Result};
 use crate::pg::lsn::{format_size, SegmentId};
-use crate::repo::catalog::{first_missing, list_backups, wal_coverage, BackupInfo, Coverage};
+use crate::repo::catalog::{backup_wal_complete, list_backups, wal_coverage, BackupInfo};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -105,18 +105,6 @@ pub async fn run(settings: &Settings, args: &Args) -> Result<()> {
         _ => println!("\nnothing is restorable yet: a backup and its WAL are needed"),
     }
     Ok(())
-}
-
-/// Every segment from the backup's start to its end is archived.
-pub fn backup_wal_complete(b: &BackupInfo, cov: &Coverage, seg: u64) -> bool {
-    match (SegmentId::parse(&b.start_wal, seg), SegmentId::parse(&b.end_wal, seg)) {
-        (Ok(s), Ok(e)) if s.tli == e.tli => first_missing(cov, s.tli, s.segno, e.segno).is_none(),
-        (Ok(s), Ok(e)) => {
-            first_missing(cov, s.tli, s.segno, s.segno).is_none()
-                && first_missing(cov, e.tli, e.segno, e.segno).is_none()
-        }
-        _ => false,
-    }
 }
 
 fn human(bytes: u64) -> String {

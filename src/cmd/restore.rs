@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 use crate::config::Settings;
 use crate::error::{Code, Fail, Result};
 use crate::pg::lsn::{Lsn, SegmentId};
-use crate::repo::catalog::{choose, first_missing, list_backups, wal_coverage, BackupInfo, Target};
+use crate::repo::catalog::{
+    backup_wal_complete, choose, first_missing, list_backups, wal_coverage, BackupInfo, Target,
+};
 use crate::repo::{layout, manifest, Repo};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -57,10 +59,12 @@ pub async fn run(settings: &Settings, args: &Args) -> Result<()> {
 /// Restore, appending `extra` settings (e.g. a fork's port) to postgresql.auto.conf.
 pub async fn restore(settings: &Settings, args: &Args, extra: &[String]) -> Result<()> {
     check_target_dir(&args.to, args.force)?;
+    // Parsed once, before anything is read or written.
+    let target_time = args.target_time.as_deref().map(normalize_time).transpose()?;
     let repo = super::open_repo(settings).await?;
     let backups = list_backups(&repo).await?;
-    let target = match (&args.target_time, args.target_lsn) {
-        (Some(t), _) => Target::Time(normalize_time(t)?),
+    let target = match (&target_time, args.target_lsn) {
+        (Some(t), _) => Target::Time(t.clone()),
         (_, Some(l)) => Target::Lsn(l),
         _ => Target::Latest,
     };
@@ -103,7 +107,7 @@ pub async fn restore(settings: &Settings, args: &Args, extra: &[String]) -> Resu
         .await
         .map_err(|e| Fail::new(Code::Internal, e.to_string()))?
         .map_err(|e| Fail::new(Code::Integrity, format!("restored files do not match the backup manifest: {e}")))?;
-    write_recovery_config(settings, args, extra)?;
+    write_recovery_config(settings, args, target_time.as_deref(), extra)?;
     println!(
         "restored backup {} into {} ({checked} files verified against the manifest); start it with: pg_ctl -D {} start",
         info.id,
@@ -119,7 +123,7 @@ async fn check_reachable(repo: &Repo, info: &BackupInfo, target: Option<Lsn>) ->
     let seg = repo.identity.wal_segment_size;
     let cov = wal_coverage(&repo.store.list("wal").await?, seg);
     let bad = |m: String| Fail::new(Code::NotFound, m);
-    if !super::list::backup_wal_complete(info, &cov, seg) {
+    if !backup_wal_complete(info, &cov, seg) {
         return Err(bad(format!(
             "backup {} cannot be restored: WAL between {} and {} is missing from the repository (see tidewal list)",
             info.id, info.start_wal, info.end_wal
@@ -206,15 +210,15 @@ async fn unpack(repo: &Repo, obj: &str, dest: &Path) -> Result<()> {
     .map_err(|e| Fail::new(Code::Internal, e.to_string()))?
 }
 
-fn write_recovery_config(settings: &Settings, args: &Args, extra: &[String]) -> Result<()> {
+fn write_recovery_config(settings: &Settings, args: &Args, target_time: Option<&str>, extra: &[String]) -> Result<()> {
     let exe = std::env::current_exe().map(|p| p.display().to_string()).unwrap_or_else(|_| "tidewal".into());
     let config = settings.config_path.as_ref().map(|c| format!(" --config {}", c.display())).unwrap_or_default();
     let mut lines =
         vec!["# added by tidewal restore".to_string(), format!("restore_command = '{exe}{config} wal-fetch %f %p'")];
     let quote = |v: &str| v.replace('\'', "''");
-    if let Some(t) = &args.target_time {
+    if let Some(t) = target_time {
         // PostgreSQL wants "YYYY-MM-DD HH:MM:SS+00" here, not the RFC 3339 'T'/'Z' form.
-        let t = normalize_time(t)?.replace('T', " ").replace('Z', "+00");
+        let t = t.replace('T', " ").replace('Z', "+00");
         lines.push(format!("recovery_target_time = '{}'", quote(&t)));
     }
     if let Some(l) = args.target_lsn {

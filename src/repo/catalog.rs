@@ -95,6 +95,18 @@ pub fn first_missing(cov: &Coverage, tli: u32, first: u64, last: u64) -> Option<
     (want <= last).then_some(want)
 }
 
+/// Every segment from the backup's start to its end is archived (pure).
+pub fn backup_wal_complete(b: &BackupInfo, cov: &Coverage, seg: u64) -> bool {
+    match (SegmentId::parse(&b.start_wal, seg), SegmentId::parse(&b.end_wal, seg)) {
+        (Ok(s), Ok(e)) if s.tli == e.tli => first_missing(cov, s.tli, s.segno, e.segno).is_none(),
+        (Ok(s), Ok(e)) => {
+            first_missing(cov, s.tli, s.segno, s.segno).is_none()
+                && first_missing(cov, e.tli, e.segno, e.segno).is_none()
+        }
+        _ => false,
+    }
+}
+
 /// What a restore aims at, as far as choosing a backup is concerned.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Target {

@@ -170,27 +170,7 @@ impl Repo {
             }
             return Err(conflict(obj, &existing, &digest, "already exists with different content"));
         }
-        let (tx, rx) = tokio::sync::mpsc::channel(4);
-        let key = self.keys.write_key().cloned();
-        let name = obj.to_string();
-        let opts = self.seal_options(Some(digest));
-        let producer = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-            let mut w = SealWriter::new(ChannelWriter::new(tx), key.as_ref(), &name, opts)?;
-            std::io::copy(&mut src, &mut w)?;
-            w.finish()?.out.finish()
-        });
-        let uploaded = self.store.put_stream(obj, rx).await;
-        let produced = producer.await.map_err(|e| Fail::new(Code::Internal, e.to_string()))?;
-        if let Err(e) = produced {
-            return Err(match CodecError::from_io(e) {
-                CodecError::SourceChanged => Fail::new(
-                    Code::BadInput,
-                    format!("{obj}: the file changed while it was being archived; nothing was stored"),
-                ),
-                e => Fail::new(Code::Storage, format!("{obj}: {e}")),
-            });
-        }
-        uploaded?;
+        self.sealed_upload(obj, Some(digest), move |w| std::io::copy(&mut src, w).map(|_| ())).wait(obj).await?;
         // Multipart uploads cannot be create-only: confirm that what is stored now is ours.
         let now = self.stored_digest(obj).await?;
         if now != digest {
@@ -244,15 +224,36 @@ impl Repo {
     }
 }
 
+/// A sealed upload under way: sealing on a blocking thread, a multipart upload on a task.
+struct SealedUpload {
+    sealer: tokio::task::JoinHandle<std::io::Result<(Digest, u64, u64)>>,
+    upload: tokio::task::JoinHandle<std::result::Result<(), StoreError>>,
+}
+
+impl SealedUpload {
+    /// Wait for both halves; the producer's error comes first, since it explains an aborted upload.
+    async fn wait(self, obj: &str) -> Result<(Digest, u64, u64)> {
+        let sealed = self.sealer.await.map_err(|e| Fail::new(Code::Internal, e.to_string()))?;
+        let uploaded = self.upload.await.map_err(|e| Fail::new(Code::Internal, e.to_string()))?;
+        let done = sealed.map_err(|e| match CodecError::from_io(e) {
+            CodecError::SourceChanged => Fail::new(
+                Code::BadInput,
+                format!("{obj}: the file changed while it was being archived; nothing was stored"),
+            ),
+            e => Fail::new(Code::Storage, format!("object {obj}: {e}")),
+        })?;
+        uploaded?;
+        Ok(done)
+    }
+}
+
 /// A sealed object written piece by piece from async code, for streams of unknown length
-/// such as a base backup's tar archives: sealing runs on a blocking thread and the
-/// multipart upload on a task, joined by bounded channels. Dropped without
-/// [`ObjectWriter::finish`], the upload is aborted and nothing is stored.
+/// such as a base backup's tar archives. Dropped without [`ObjectWriter::finish`], the
+/// upload is aborted and nothing is stored.
 pub struct ObjectWriter {
     obj: String,
     tx: tokio::sync::mpsc::Sender<Option<Bytes>>,
-    sealer: tokio::task::JoinHandle<std::io::Result<(Digest, u64, u64)>>,
-    upload: tokio::task::JoinHandle<std::result::Result<(), StoreError>>,
+    pending: SealedUpload,
 }
 
 /// What was stored by an [`ObjectWriter`].
@@ -265,33 +266,44 @@ pub struct StoredObject {
 }
 
 impl Repo {
-    /// Start a streamed object. Callers pick names that cannot exist yet (multipart uploads
-    /// cannot be create-only).
-    pub fn create_stream(&self, obj: &str) -> ObjectWriter {
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<Option<Bytes>>(64);
+    /// Seal whatever `fill` writes into a streamed multipart upload of `obj`, with bounded
+    /// channels between the two. The object appears only if `fill` and the seal succeed.
+    fn sealed_upload<F>(&self, obj: &str, digest: Option<Digest>, fill: F) -> SealedUpload
+    where
+        F: FnOnce(&mut SealWriter<ChannelWriter>) -> std::io::Result<()> + Send + 'static,
+    {
         let (piece_tx, piece_rx) = tokio::sync::mpsc::channel(4);
         let key = self.keys.write_key().cloned();
         let name = obj.to_string();
-        let opts = self.seal_options(None);
+        let opts = self.seal_options(digest);
         let sealer = tokio::task::spawn_blocking(move || {
             let mut w = SealWriter::new(ChannelWriter::new(piece_tx), key.as_ref(), &name, opts)?;
-            while let Some(item) = rx.blocking_recv() {
-                match item {
-                    Some(b) => w.write_all(&b)?,
-                    None => {
-                        let s = w.finish()?;
-                        let lens = (s.digest, s.plain_len, s.sealed_len);
-                        s.out.finish()?;
-                        return Ok(lens);
-                    }
-                }
-            }
-            Err(std::io::Error::other("the object was abandoned before its end"))
+            fill(&mut w)?;
+            let s = w.finish()?;
+            let lens = (s.digest, s.plain_len, s.sealed_len);
+            s.out.finish()?;
+            Ok(lens)
         });
         let store = self.store.clone();
         let path = obj.to_string();
         let upload = tokio::spawn(async move { store.put_stream(&path, piece_rx).await });
-        ObjectWriter { obj: obj.to_string(), tx, sealer, upload }
+        SealedUpload { sealer, upload }
+    }
+
+    /// Start a streamed object. Callers pick names that cannot exist yet (multipart uploads
+    /// cannot be create-only).
+    pub fn create_stream(&self, obj: &str) -> ObjectWriter {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Option<Bytes>>(64);
+        let pending = self.sealed_upload(obj, None, move |w| {
+            while let Some(item) = rx.blocking_recv() {
+                match item {
+                    Some(b) => w.write_all(&b)?,
+                    None => return Ok(()),
+                }
+            }
+            Err(std::io::Error::other("the object was abandoned before its end"))
+        });
+        ObjectWriter { obj: obj.to_string(), tx, pending }
     }
 }
 
@@ -307,11 +319,7 @@ impl ObjectWriter {
     pub async fn finish(self) -> Result<StoredObject> {
         let _ = self.tx.send(None).await;
         drop(self.tx);
-        let sealed = self.sealer.await.map_err(|e| Fail::new(Code::Internal, e.to_string()))?;
-        let uploaded = self.upload.await.map_err(|e| Fail::new(Code::Internal, e.to_string()))?;
-        let (digest, bytes, stored_bytes) =
-            sealed.map_err(|e| Fail::new(Code::Storage, format!("object {}: {e}", self.obj)))?;
-        uploaded?;
+        let (digest, bytes, stored_bytes) = self.pending.wait(&self.obj).await?;
         Ok(StoredObject { name: self.obj, digest: digest_hex(&digest), bytes, stored_bytes })
     }
 }

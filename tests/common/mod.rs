@@ -76,6 +76,13 @@ pub struct TestEnv {
     pub config: PathBuf,
 }
 
+/// Fetch `seg` with `tidewal wal-fetch` and check it is byte-identical to `original`.
+pub fn assert_fetches_identical(env: &TestEnv, seg: &str, original: &Path) {
+    let dest = env.path().join(format!("fetched-{seg}"));
+    expect_exit(&env.tidewal(&["wal-fetch", seg, dest.to_str().unwrap()]), 0, &[]);
+    assert!(std::fs::read(original).unwrap() == std::fs::read(&dest).unwrap(), "{seg} differs after a round trip");
+}
+
 impl TestEnv {
     pub fn new(label: &str) -> TestEnv {
         let mut tmp = tempfile::Builder::new().prefix(&format!("tidewal-{label}-")).tempdir().unwrap();
@@ -239,32 +246,19 @@ impl Cluster {
 
     /// Run SQL through psql; returns trimmed unaligned output.
     pub fn psql(&self, sql: &str) -> String {
-        let out = run_ok(as_pg(pg_bin("psql")).args([
-            "-X",
-            "-At",
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-h",
-            self.sock.to_str().unwrap(),
-            "-p",
-            &self.port.to_string(),
-            "-U",
-            PG_USER,
-            "-d",
-            "postgres",
-            "-c",
-            sql,
-        ]));
+        let out = run_ok(self.client("psql").args(["-X", "-At", "-v", "ON_ERROR_STOP=1", "-d", "postgres", "-c", sql]));
         stdout(&out).trim().to_string()
     }
 
     pub fn pgbench(&self, args: &[&str]) {
-        run_ok(
-            as_pg(pg_bin("pgbench"))
-                .args(["-h", self.sock.to_str().unwrap(), "-p", &self.port.to_string(), "-U", PG_USER])
-                .args(args)
-                .arg("postgres"),
-        );
+        run_ok(self.client("pgbench").args(args).arg("postgres"));
+    }
+
+    /// A PostgreSQL client tool, run as postgres, pointed at this cluster.
+    pub fn client(&self, tool: &str) -> Command {
+        let mut c = as_pg(pg_bin(tool));
+        c.args(["-h", self.sock.to_str().unwrap(), "-p", &self.port.to_string(), "-U", PG_USER]);
+        c
     }
 
     pub fn log(&self) -> String {
