@@ -191,3 +191,216 @@ fn restore_targets_and_damaged_backups() {
     expect_exit(&out, 5, &[&obj, "failed authentication"]);
     assert!(!dir.join("pgdata/recovery.signal").exists());
 }
+
+/// The data a mark stands for: every account balance, and the history's size and sum.
+const CHECKSUM: &str = "md5(string_agg(aid::text || ':' || abalance, ',' ORDER BY aid)) || '/' || \
+     (SELECT count(*) FROM pgbench_history) || '/' || (SELECT coalesce(sum(delta), 0) FROM pgbench_history)";
+
+fn backup_id(out: &std::process::Output) -> String {
+    expect_exit(out, 0, &[]);
+    stdout(out).split_whitespace().nth(1).unwrap().to_string()
+}
+
+#[test]
+fn point_in_time_recovery_under_load() {
+    let a = Archiving::start("pitr", RepoKind::File);
+    let c = &a.cluster;
+    c.pgbench(&["-i", "-s", "2", "-q"]);
+    c.psql("CREATE TABLE marks (at text, sum text)");
+    let first = backup_id(&a.env.tidewal(&["backup", "--label", "before-load"]));
+
+    let script = a.env.path().join("load.sql");
+    std::fs::write(
+        &script,
+        "\\set aid random(1, 200000)\n\\set delta random(-5000, 5000)\nBEGIN;\n\
+         UPDATE pgbench_accounts SET abalance = abalance + :delta WHERE aid = :aid;\n\
+         INSERT INTO pgbench_history (tid, bid, aid, delta, mtime) VALUES (1, 1, :aid, :delta, CURRENT_TIMESTAMP);\nEND;\n",
+    )
+    .unwrap();
+    chown_pg(&script);
+    let mut load = c
+        .client("pgbench")
+        .args(["-n", "-c", "2", "-R", "300", "-T", "14", "-f", script.to_str().unwrap(), "postgres"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // A mark is taken with writers locked out, so the moment just before its commit has
+    // exactly the data its checksum describes.
+    let mark = || {
+        c.psql(&format!(
+            "BEGIN; LOCK TABLE pgbench_accounts, pgbench_history IN SHARE MODE; \
+             INSERT INTO marks SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), \
+             {CHECKSUM} FROM pgbench_accounts; COMMIT;"
+        ))
+    };
+    let second = std::thread::scope(|s| {
+        let started = std::time::Instant::now();
+        let mut backup = None;
+        while load.try_wait().unwrap().is_none() {
+            mark();
+            if backup.is_none() && started.elapsed() > Duration::from_secs(4) {
+                backup = Some(s.spawn(|| a.env.tidewal(&["backup", "--label", "under-load"])));
+            }
+            std::thread::sleep(Duration::from_millis(700));
+        }
+        backup_id(&backup.expect("the load ended before the backup started").join().unwrap())
+    });
+    assert!(load.wait().unwrap().success());
+    let last = c.switch_wal();
+    c.wait_archived(&last);
+
+    let listing: serde_json::Value = serde_json::from_str(&stdout(&a.env.tidewal(&["list", "--json"]))).unwrap();
+    let finished = listing["backups"][1]["finished_at"].as_str().unwrap().to_string();
+    assert_eq!(listing["backups"][1]["id"], second.as_str());
+    let marks: Vec<(String, String)> = c
+        .psql("SELECT at || ' ' || sum FROM marks ORDER BY at")
+        .lines()
+        .map(|l| l.split_once(' ').map(|(a, b)| (a.to_string(), b.to_string())).unwrap())
+        .collect();
+    let at = |m: &(String, String)| humantime::parse_rfc3339(&m.0).unwrap();
+    let finished = humantime::parse_rfc3339(&finished).unwrap();
+    let before: Vec<_> = marks.iter().filter(|m| at(m) < finished).collect();
+    let after: Vec<_> = marks.iter().filter(|m| at(m) > finished).collect();
+    assert!(
+        before.len() >= 2 && after.len() >= 2,
+        "marks around the backup: {} before, {} after",
+        before.len(),
+        after.len()
+    );
+    let mut primary = a.cluster;
+    primary.stop_immediate();
+    let a = Archiving { cluster: primary, ..a };
+
+    // One mark while the second backup was still running, one just after it, and the last.
+    let picks = [(before[before.len() - 1], &first), (after[0], &second), (after[after.len() - 1], &second)];
+    for (i, ((when, sum), from)) in picks.into_iter().enumerate() {
+        let dir = a.env.pg_dir(&format!("mark{i}"));
+        let out = a.env.tidewal(&[
+            "restore",
+            "--to",
+            dir.join("pgdata").to_str().unwrap(),
+            "--target-time",
+            when,
+            "--target-action",
+            "promote",
+        ]);
+        expect_exit(&out, 0, &[]);
+        assert!(stdout(&out).contains(&format!("restored backup {from} ")), "mark {when}: {}", stdout(&out));
+        let mut r = Cluster::adopt(&dir, &dir.join("pgdata"));
+        r.configure("archive_mode = off\n");
+        r.start();
+        wait_promoted(&r);
+        assert_eq!(&r.psql(&format!("SELECT {CHECKSUM} FROM pgbench_accounts")), sum, "data at mark {when}");
+    }
+
+    // A moment the archive does not reach yet is refused with the reachable window.
+    let dir = a.env.pg_dir("future");
+    let tomorrow = humantime::format_rfc3339_seconds(std::time::SystemTime::now() + Duration::from_secs(86400));
+    let out = a.env.tidewal(&[
+        "restore",
+        "--to",
+        dir.join("pgdata").to_str().unwrap(),
+        "--target-time",
+        &tomorrow.to_string(),
+    ]);
+    expect_exit(&out, 1, &["cannot be reached", "reaches", &last]);
+    assert!(!dir.join("pgdata").exists());
+
+    // The wrong key opens nothing, and says which object it could not open.
+    let config = std::fs::read_to_string(&a.env.config).unwrap();
+    let key_line = config.lines().find(|l| l.starts_with("key_file")).unwrap().to_string();
+    let wrong = a.env.keygen("wrong.key");
+    a.env.write_config(&config.replace(&key_line, &format!("key_file = \"{}\"", wrong.display())));
+    let dir = a.env.pg_dir("wrong-key");
+    let out = a.env.tidewal(&["restore", "--to", dir.join("pgdata").to_str().unwrap()]);
+    expect_exit(&out, 5, &["tidewal.json", "sealed with key"]);
+    assert!(!dir.join("pgdata").exists());
+}
+
+#[test]
+fn tablespaces_are_restored_where_asked() {
+    let a = Archiving::start("tblspc", RepoKind::File);
+    let c = &a.cluster;
+    let space = a.env.pg_dir("space");
+    c.psql(&format!("CREATE TABLESPACE outside LOCATION '{}'", space.display()));
+    c.psql("CREATE TABLE far (n int) TABLESPACE outside");
+    c.psql("INSERT INTO far SELECT generate_series(1, 1000)");
+    let oid = c.psql("SELECT oid FROM pg_tablespace WHERE spcname = 'outside'");
+    backup_id(&a.env.tidewal(&["backup"]));
+    c.psql("INSERT INTO far SELECT generate_series(1001, 1500)");
+    let last = c.switch_wal();
+    c.wait_archived(&last);
+
+    // The original location is in use: refused, and the message says how to map it.
+    let dir = a.env.pg_dir("unmapped");
+    let out = a.env.tidewal(&["restore", "--to", dir.join("pgdata").to_str().unwrap()]);
+    expect_exit(&out, 4, &[&format!("tablespace {oid}"), "--tablespace-map"]);
+    let out =
+        a.env.tidewal(&["restore", "--to", dir.join("pgdata").to_str().unwrap(), "--tablespace-map", "999=/nowhere"]);
+    expect_exit(&out, 2, &["no tablespace 999", &oid]);
+
+    let moved = a.env.pg_dir("moved");
+    let map = format!("{oid}={}", moved.display());
+    let r = restore_and_start(&a, "mapped", &["--tablespace-map", &map, "--target-action", "promote"]);
+    wait_promoted(&r);
+    assert_eq!(r.psql("SELECT count(*) FROM far"), "1500");
+    assert_eq!(std::fs::read_link(r.data.join("pg_tblspc").join(&oid)).unwrap(), moved);
+    assert_eq!(
+        r.psql("SELECT pg_tablespace_location(oid) FROM pg_tablespace WHERE spcname = 'outside'"),
+        moved.display().to_string()
+    );
+}
+
+#[test]
+fn restore_follows_a_promotion_to_the_new_timeline() {
+    let a = Archiving::start("timeline", RepoKind::File);
+    let c = &a.cluster;
+    c.psql("CREATE TABLE t (tli int, n int)");
+    c.psql("INSERT INTO t SELECT 1, generate_series(1, 100)");
+    let id = backup_id(&a.env.tidewal(&["backup"]));
+    c.psql("INSERT INTO t SELECT 1, generate_series(101, 200)");
+    let last = c.switch_wal();
+    c.wait_archived(&last);
+    let mut primary = a.cluster;
+    primary.stop_immediate();
+    let a = Archiving { cluster: primary, ..a };
+
+    // A failover: a copy is restored, promoted to timeline 2, and archives into the same repository.
+    let dir = a.env.pg_dir("promoted");
+    let out = a.env.tidewal(&["restore", "--to", dir.join("pgdata").to_str().unwrap(), "--target-action", "promote"]);
+    expect_exit(&out, 0, &[]);
+    let mut p = Cluster::adopt(&dir, &dir.join("pgdata"));
+    p.configure("");
+    p.start();
+    wait_promoted(&p);
+    p.psql("INSERT INTO t SELECT 2, generate_series(1, 50)");
+    let on_two = p.switch_wal();
+    assert!(on_two.starts_with("00000002"), "{on_two}");
+    p.wait_archived(&on_two);
+    let repo = a.repo_dir.clone().unwrap();
+    assert!(repo.join("wal/00000002.history").exists());
+    // Timeline 1's segments are all still there, next to timeline 2's.
+    assert!(repo.join(format!("wal/00000001/{last}")).exists());
+    p.stop_immediate();
+
+    let out = a.env.tidewal(&["list"]);
+    expect_exit(&out, 0, &[]);
+    assert!(stdout(&out).contains(&on_two) && stdout(&out).contains("timeline 2)"), "{}", stdout(&out));
+
+    // A restore of the timeline-1 backup follows the promotion by default...
+    let r = restore_and_start(&a, "latest", &["--backup", &id, "--target-action", "promote"]);
+    wait_promoted(&r);
+    assert_eq!(
+        r.psql(
+            "SELECT string_agg(tli || ':' || c, ',') FROM (SELECT tli, count(*) c FROM t GROUP BY tli ORDER BY tli) s"
+        ),
+        "1:200,2:50"
+    );
+    assert_eq!(r.psql("SELECT substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8)"), "00000003");
+    drop(r);
+    // ...and stays on timeline 1 when asked.
+    let r = restore_and_start(&a, "current", &["--target-timeline", "current", "--target-action", "promote"]);
+    wait_promoted(&r);
+    assert_eq!(r.psql("SELECT count(*) FROM t WHERE tli = 2"), "0");
+    assert_eq!(r.psql("SELECT count(*) FROM t"), "200");
+}

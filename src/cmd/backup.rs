@@ -84,7 +84,7 @@ pub async fn run(settings: &Settings, args: &Args) -> Result<()> {
         start_wal: first.file_name(seg_size),
         end_wal: last.file_name(seg_size),
         started_at: humantime::format_rfc3339_seconds(started_at).to_string(),
-        finished_at: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
+        finished_at: humantime::format_rfc3339_micros(SystemTime::now()).to_string(),
         duration_seconds: began.elapsed().as_secs_f64(),
         tablespaces: start.tablespaces.clone(),
         objects,

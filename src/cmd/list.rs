@@ -6,7 +6,7 @@ use serde::Serialize;
 use crate::config::Settings;
 use crate::error::{Code, Fail, Result};
 use crate::pg::lsn::{format_size, SegmentId};
-use crate::repo::catalog::{backup_wal_complete, list_backups, wal_coverage, BackupInfo};
+use crate::repo::catalog::{backup_wal_complete, follow, list_backups, wal_coverage, BackupInfo};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -29,15 +29,21 @@ struct Listing<'a> {
     wal: Vec<WalRun>,
     /// Oldest moment a restore can reach: the end of the oldest backup with complete WAL.
     restorable_from: Option<String>,
-    /// Newest WAL segment reachable without a gap from that backup.
+    /// Newest WAL segment reachable without a gap from the newest restorable backup, on the
+    /// timeline recovery would follow.
     restorable_to_wal: Option<String>,
+    /// When that segment was archived: no commit in it is newer.
+    restorable_to: Option<String>,
+    restorable_timeline: Option<u32>,
 }
 
 pub async fn run(settings: &Settings, args: &Args) -> Result<()> {
     let repo = super::open_repo(settings).await?;
     let seg = repo.identity.wal_segment_size;
     let backups = list_backups(&repo).await?;
-    let cov = wal_coverage(&repo.store.list("wal").await?, seg);
+    let listing = repo.store.list_meta("wal").await?;
+    let names: Vec<String> = listing.iter().map(|o| o.name.clone()).collect();
+    let cov = wal_coverage(&names, seg);
     let name = |tli: u32, segno: u64| SegmentId { tli, segno }.file_name(seg);
     let wal: Vec<WalRun> = cov
         .iter()
@@ -51,16 +57,17 @@ pub async fn run(settings: &Settings, args: &Args) -> Result<()> {
         })
         .collect();
     let anchor = backups.iter().find(|b| backup_wal_complete(b, &cov, seg));
-    let reach = anchor.and_then(|b| {
-        let end = SegmentId::parse(&b.end_wal, seg).ok()?;
-        let run = cov.get(&end.tli)?.iter().find(|(a, z)| *a <= end.segno && end.segno <= *z)?;
-        Some(name(end.tli, run.1))
-    });
+    let followed = match backups.iter().rev().find(|b| backup_wal_complete(b, &cov, seg)) {
+        Some(b) => follow(&repo, b, &listing, None).await.ok(),
+        None => None,
+    };
     let listing = Listing {
         backups: &backups,
         wal,
         restorable_from: anchor.map(|b| b.finished_at.clone()),
-        restorable_to_wal: reach,
+        restorable_to_wal: followed.as_ref().map(|f| f.last.file_name(seg)),
+        restorable_to: followed.as_ref().map(|f| humantime::format_rfc3339_seconds(f.last_written).to_string()),
+        restorable_timeline: followed.as_ref().map(|f| f.tli),
     };
     if args.json {
         let text = serde_json::to_string_pretty(&listing).map_err(|e| Fail::new(Code::Internal, e.to_string()))?;
@@ -100,8 +107,11 @@ pub async fn run(settings: &Settings, args: &Args) -> Result<()> {
         println!("  timeline {}: {} .. {} ({} segments)", r.timeline, r.first, r.last, r.segments);
         prev = Some(r);
     }
-    match (&listing.restorable_from, &listing.restorable_to_wal) {
-        (Some(from), Some(to)) => println!("\nrestorable from {from} to the end of WAL segment {to}"),
+    match (&listing.restorable_from, &listing.restorable_to, &listing.restorable_to_wal) {
+        (Some(from), Some(to), Some(wal)) => println!(
+            "\nrestorable from {from} to {to} (the end of WAL segment {wal}, timeline {})",
+            listing.restorable_timeline.unwrap_or(1)
+        ),
         _ => println!("\nnothing is restorable yet: a backup and its WAL are needed"),
     }
     Ok(())

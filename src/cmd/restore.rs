@@ -2,13 +2,12 @@
 //! against its manifest, with recovery configured to replay WAL from the repository.
 
 use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
 
 use crate::config::Settings;
 use crate::error::{Code, Fail, Result};
-use crate::pg::lsn::{Lsn, SegmentId};
-use crate::repo::catalog::{
-    backup_wal_complete, choose, first_missing, list_backups, wal_coverage, BackupInfo, Target,
-};
+use crate::pg::lsn::Lsn;
+use crate::repo::catalog::{backup_wal_complete, choose, follow, list_backups, wal_coverage, BackupInfo, Target};
 use crate::repo::{layout, manifest, Repo};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -26,7 +25,7 @@ pub struct Args {
     /// Backup id, or "latest" (the newest one before the target)
     #[arg(long, default_value = "latest")]
     pub backup: String,
-    /// Recover to this time (RFC 3339, e.g. 2026-11-24T13:05:00Z)
+    /// Recover to this time, in UTC (e.g. 2026-11-24T13:05:00Z or 2026-11-24 13:05:00.25+00)
     #[arg(long, group = "target")]
     pub target_time: Option<String>,
     /// Recover to this WAL location (e.g. 0/5A000028)
@@ -47,10 +46,17 @@ pub struct Args {
     /// Timeline to follow: "latest", "current" or a number
     #[arg(long)]
     pub target_timeline: Option<String>,
+    /// Put tablespace OID in DIR instead of its original location (repeatable)
+    #[arg(long, value_name = "OID=DIR")]
+    pub tablespace_map: Vec<String>,
     /// Restore into a non-empty directory (never into a running cluster)
     #[arg(long)]
     pub force: bool,
 }
+
+/// How far past the newest archived segment's upload a time target may lie: the server's
+/// and the store's clocks need not agree to the second.
+const CLOCK_GRACE: Duration = Duration::from_secs(60);
 
 pub async fn run(settings: &Settings, args: &Args) -> Result<()> {
     restore(settings, args, &[]).await
@@ -58,13 +64,13 @@ pub async fn run(settings: &Settings, args: &Args) -> Result<()> {
 
 /// Restore, appending `extra` settings (e.g. a fork's port) to postgresql.auto.conf.
 pub async fn restore(settings: &Settings, args: &Args, extra: &[String]) -> Result<()> {
-    check_target_dir(&args.to, args.force)?;
+    check_target_dir(&args.to, args.force, "")?;
     // Parsed once, before anything is read or written.
-    let target_time = args.target_time.as_deref().map(normalize_time).transpose()?;
+    let target_time = args.target_time.as_deref().map(parse_time).transpose()?;
     let repo = super::open_repo(settings).await?;
     let backups = list_backups(&repo).await?;
-    let target = match (&target_time, args.target_lsn) {
-        (Some(t), _) => Target::Time(t.clone()),
+    let target = match (target_time, args.target_lsn) {
+        (Some(t), _) => Target::Time(t),
         (_, Some(l)) => Target::Lsn(l),
         _ => Target::Latest,
     };
@@ -84,21 +90,34 @@ pub async fn restore(settings: &Settings, args: &Args, extra: &[String]) -> Resu
             .find(|b| b.id == args.backup)
             .ok_or_else(|| Fail::new(Code::NotFound, format!("no complete backup with id {}", args.backup)))?
     };
-    check_reachable(&repo, info, args.target_lsn).await?;
+    let spaces = tablespace_destinations(info, &args.tablespace_map)?;
+    for (oid, dir) in &spaces {
+        check_target_dir(dir, args.force, &format!("tablespace {oid}: "))?;
+    }
+    check_reachable(&repo, info, args, target_time).await?;
     tracing::info!("restoring backup {} (finished {}, ends at {})", info.id, info.finished_at, info.end_lsn);
-    std::fs::create_dir_all(&args.to).map_err(|e| local(&args.to, e))?;
-    std::fs::set_permissions(&args.to, std::os::unix::fs::PermissionsExt::from_mode(0o700))
-        .map_err(|e| local(&args.to, e))?;
+    for dir in std::iter::once(&args.to).chain(spaces.iter().map(|(_, d)| d)) {
+        std::fs::create_dir_all(dir).map_err(|e| local(dir, e))?;
+        std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .map_err(|e| local(dir, e))?;
+    }
+    // Every archive downloads and unpacks at the same time.
+    let mut jobs = Vec::new();
     for obj in &info.objects {
         let file = obj.name.rsplit('/').next().unwrap_or_default();
-        if file == "base.tar" {
-            unpack(&repo, &obj.name, &args.to).await?;
+        let dest = if file == "base.tar" {
+            args.to.clone()
         } else if let Some(oid) = file.strip_suffix(".tar") {
-            let location = tablespace_location(info, oid)?;
-            std::fs::create_dir_all(&location).map_err(|e| local(&location, e))?;
-            unpack(&repo, &obj.name, &location).await?;
-        }
+            spaces.iter().find(|(o, _)| o.to_string() == oid).map(|(_, d)| d.clone()).ok_or_else(|| {
+                Fail::new(Code::Integrity, format!("backup {} has {oid}.tar but no such tablespace", info.id))
+            })?
+        } else {
+            continue;
+        };
+        jobs.push(unpack(&repo, &obj.name, dest));
     }
+    futures::future::try_join_all(jobs).await?;
+    link_tablespaces(&args.to, &spaces)?;
     let manifest_path = args.to.join("backup_manifest");
     repo.fetch_to_path(&layout::backup_object(&info.id, "backup_manifest"), &manifest_path).await?;
     let text = std::fs::read(&manifest_path).map_err(|e| local(&manifest_path, e))?;
@@ -107,7 +126,7 @@ pub async fn restore(settings: &Settings, args: &Args, extra: &[String]) -> Resu
         .await
         .map_err(|e| Fail::new(Code::Internal, e.to_string()))?
         .map_err(|e| Fail::new(Code::Integrity, format!("restored files do not match the backup manifest: {e}")))?;
-    write_recovery_config(settings, args, target_time.as_deref(), extra)?;
+    write_recovery_config(settings, args, target_time, extra)?;
     println!(
         "restored backup {} into {} ({checked} files verified against the manifest); start it with: pg_ctl -D {} start",
         info.id,
@@ -117,11 +136,60 @@ pub async fn restore(settings: &Settings, args: &Args, extra: &[String]) -> Resu
     Ok(())
 }
 
+/// Where each of the backup's tablespaces goes: its original location unless mapped.
+fn tablespace_destinations(info: &BackupInfo, map: &[String]) -> Result<Vec<(u32, PathBuf)>> {
+    let known = || info.tablespaces.iter().map(|(o, l)| format!("{o} ({l})")).collect::<Vec<_>>().join(", ");
+    let mut mapped = Vec::new();
+    for m in map {
+        let usage = |why: String| Fail::new(Code::Usage, format!("--tablespace-map {m:?}: {why}"));
+        let (oid, dir) = m.split_once('=').ok_or_else(|| usage("give OID=DIR".into()))?;
+        let oid: u32 = oid.trim().parse().map_err(|_| usage(format!("{oid:?} is not a tablespace OID")))?;
+        if !info.tablespaces.iter().any(|(o, _)| *o == oid) {
+            let have = if info.tablespaces.is_empty() { "none".into() } else { known() };
+            return Err(usage(format!("backup {} has no tablespace {oid}; its tablespaces: {have}", info.id)));
+        }
+        let dir = PathBuf::from(dir);
+        if !dir.is_absolute() {
+            return Err(usage("the directory must be an absolute path".into()));
+        }
+        mapped.push((oid, dir));
+    }
+    Ok(info
+        .tablespaces
+        .iter()
+        .map(|(oid, loc)| {
+            let dir = mapped.iter().find(|(o, _)| o == oid).map(|(_, d)| d.clone());
+            (*oid, dir.unwrap_or_else(|| PathBuf::from(loc)))
+        })
+        .collect())
+}
+
+/// `pg_tblspc/<oid>` must point where the tablespace was unpacked (the tar holds the old target).
+fn link_tablespaces(data: &Path, spaces: &[(u32, PathBuf)]) -> Result<()> {
+    let tblspc = data.join("pg_tblspc");
+    std::fs::create_dir_all(&tblspc).map_err(|e| local(&tblspc, e))?;
+    for (oid, dir) in spaces {
+        let link = tblspc.join(oid.to_string());
+        if std::fs::read_link(&link).ok().as_deref() == Some(dir.as_path()) {
+            continue;
+        }
+        match std::fs::remove_file(&link) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(local(&link, e)),
+        }
+        std::os::unix::fs::symlink(dir, &link).map_err(|e| local(&link, e))?;
+    }
+    Ok(())
+}
+
 /// Refuse what cannot work before writing anything: the backup's own WAL must be complete,
-/// and a target LSN must be reachable from the backup's end without a gap.
-async fn check_reachable(repo: &Repo, info: &BackupInfo, target: Option<Lsn>) -> Result<()> {
+/// and the target must lie within the WAL that follows it on the timeline recovery takes.
+async fn check_reachable(repo: &Repo, info: &BackupInfo, args: &Args, time: Option<SystemTime>) -> Result<()> {
     let seg = repo.identity.wal_segment_size;
-    let cov = wal_coverage(&repo.store.list("wal").await?, seg);
+    let listing = repo.store.list_meta("wal").await?;
+    let names: Vec<String> = listing.iter().map(|o| o.name.clone()).collect();
+    let cov = wal_coverage(&names, seg);
     let bad = |m: String| Fail::new(Code::NotFound, m);
     if !backup_wal_complete(info, &cov, seg) {
         return Err(bad(format!(
@@ -129,18 +197,24 @@ async fn check_reachable(repo: &Repo, info: &BackupInfo, target: Option<Lsn>) ->
             info.id, info.start_wal, info.end_wal
         )));
     }
-    if let (Some(lsn), Ok(end)) = (target, SegmentId::parse(&info.end_wal, seg)) {
-        let want = SegmentId::containing(end.tli, lsn, seg);
-        if let Some(missing) = first_missing(&cov, end.tli, end.segno, want.segno) {
-            let reach = if missing > end.segno {
-                format!("the WAL reaches {}", SegmentId { tli: end.tli, segno: missing - 1 }.file_name(seg))
-            } else {
-                "no WAL follows the backup".into()
-            };
+    let f = follow(repo, info, &listing, args.target_timeline.as_deref()).await?;
+    let window = format!(
+        "WAL segment {} is missing; the WAL from backup {} reaches {} (archived {}) (see tidewal list)",
+        f.missing.file_name(seg),
+        info.id,
+        f.last.file_name(seg),
+        humantime::format_rfc3339_seconds(f.last_written)
+    );
+    if let Some(lsn) = args.target_lsn {
+        if lsn.0 / seg > f.last.segno {
+            return Err(bad(format!("target {lsn} cannot be reached: {window}")));
+        }
+    }
+    if let Some(t) = time {
+        if t > f.last_written + CLOCK_GRACE {
             return Err(bad(format!(
-                "target {lsn} cannot be reached from backup {}: WAL segment {} is missing; {reach} (see tidewal list)",
-                info.id,
-                SegmentId { tli: end.tli, segno: missing }.file_name(seg)
+                "target time {} cannot be reached: {window}; omit the target to restore everything archived",
+                humantime::format_rfc3339_seconds(t)
             )));
         }
     }
@@ -152,7 +226,7 @@ fn local(p: &Path, e: std::io::Error) -> Fail {
 }
 
 /// Never write into a running cluster; into a non-empty directory only with --force.
-fn check_target_dir(dir: &Path, force: bool) -> Result<()> {
+fn check_target_dir(dir: &Path, force: bool, what: &str) -> Result<()> {
     if let Ok(pid) = std::fs::read_to_string(dir.join("postmaster.pid")) {
         let alive = pid
             .lines()
@@ -160,41 +234,41 @@ fn check_target_dir(dir: &Path, force: bool) -> Result<()> {
             .and_then(|l| l.trim().parse::<i32>().ok())
             .is_some_and(|p| unsafe { libc::kill(p, 0) } == 0);
         if alive {
-            return Err(Fail::new(Code::Conflict, format!("{} holds a running cluster: stop it first", dir.display())));
+            return Err(Fail::new(
+                Code::Conflict,
+                format!("{what}{} holds a running cluster: stop it first", dir.display()),
+            ));
         }
     }
     let non_empty = std::fs::read_dir(dir).map(|mut d| d.next().is_some()).unwrap_or(false);
     if non_empty && !force {
         return Err(Fail::new(
             Code::Conflict,
-            format!("{} is not empty: restore into an empty directory, or pass --force to overwrite", dir.display()),
+            format!(
+                "{what}{} is not empty: restore into an empty directory{}, or pass --force to overwrite",
+                dir.display(),
+                if what.is_empty() { "" } else { " (--tablespace-map OID=DIR)" }
+            ),
         ));
     }
     Ok(())
 }
 
-fn normalize_time(t: &str) -> Result<String> {
-    let parsed = humantime::parse_rfc3339_weak(t.trim_end_matches('Z')).map_err(|e| {
+/// A target time in UTC: RFC 3339 or PostgreSQL's form, fractions of a second kept.
+fn parse_time(t: &str) -> Result<SystemTime> {
+    let bare = ["Z", "z", "+00:00", "+00", " UTC"].iter().find_map(|z| t.strip_suffix(z)).unwrap_or(t);
+    humantime::parse_rfc3339_weak(bare).map_err(|e| {
         Fail::new(
             Code::Usage,
             format!("--target-time {t:?}: {e}; give UTC in RFC 3339 form, e.g. 2026-11-24T13:05:00Z"),
         )
-    })?;
-    Ok(humantime::format_rfc3339_seconds(parsed).to_string())
+    })
 }
 
-fn tablespace_location(info: &BackupInfo, oid: &str) -> Result<PathBuf> {
-    info.tablespaces
-        .iter()
-        .find(|(o, _)| o.to_string() == oid)
-        .map(|(_, loc)| PathBuf::from(loc))
-        .ok_or_else(|| Fail::new(Code::Integrity, format!("backup {} has {oid}.tar but no such tablespace", info.id)))
-}
-
-async fn unpack(repo: &Repo, obj: &str, dest: &Path) -> Result<()> {
+async fn unpack(repo: &Repo, obj: &str, dest: PathBuf) -> Result<()> {
     let reader = repo.reader(obj).await?;
     let keys = repo.keys.clone();
-    let (name, dest) = (obj.to_string(), dest.to_path_buf());
+    let name = obj.to_string();
     tokio::task::spawn_blocking(move || {
         let r = crate::codec::OpenReader::new(reader, &keys, &name)
             .map_err(|e| Fail::new(Code::Integrity, format!("object {name}: {e}")))?;
@@ -210,15 +284,20 @@ async fn unpack(repo: &Repo, obj: &str, dest: &Path) -> Result<()> {
     .map_err(|e| Fail::new(Code::Internal, e.to_string()))?
 }
 
-fn write_recovery_config(settings: &Settings, args: &Args, target_time: Option<&str>, extra: &[String]) -> Result<()> {
+fn write_recovery_config(
+    settings: &Settings,
+    args: &Args,
+    target_time: Option<SystemTime>,
+    extra: &[String],
+) -> Result<()> {
     let exe = std::env::current_exe().map(|p| p.display().to_string()).unwrap_or_else(|_| "tidewal".into());
     let config = settings.config_path.as_ref().map(|c| format!(" --config {}", c.display())).unwrap_or_default();
     let mut lines =
         vec!["# added by tidewal restore".to_string(), format!("restore_command = '{exe}{config} wal-fetch %f %p'")];
     let quote = |v: &str| v.replace('\'', "''");
     if let Some(t) = target_time {
-        // PostgreSQL wants "YYYY-MM-DD HH:MM:SS+00" here, not the RFC 3339 'T'/'Z' form.
-        let t = t.replace('T', " ").replace('Z', "+00");
+        // PostgreSQL wants "YYYY-MM-DD HH:MM:SS.ffffff+00" here, not the RFC 3339 'T'/'Z' form.
+        let t = humantime::format_rfc3339_micros(t).to_string().replace('T', " ").replace('Z', "+00");
         lines.push(format!("recovery_target_time = '{}'", quote(&t)));
     }
     if let Some(l) = args.target_lsn {

@@ -5,7 +5,12 @@ use serde::{Deserialize, Serialize};
 use super::{Repo, StoredObject};
 use crate::codec::open_to_vec;
 use crate::error::{Code, Fail, Result};
+use std::time::SystemTime;
+
+use crate::pg::history::{parse_history, HistoryEntry};
 use crate::pg::lsn::{Lsn, SegmentId};
+use crate::pg::walfile::WalFile;
+use crate::store::ObjectInfo;
 
 /// `backup.json`: the record that makes a backup exist.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -30,6 +35,10 @@ pub struct BackupInfo {
 impl BackupInfo {
     pub fn end(&self) -> Lsn {
         self.end_lsn.parse().unwrap_or_default()
+    }
+
+    pub fn finished(&self) -> Option<SystemTime> {
+        humantime::parse_rfc3339(&self.finished_at).ok()
     }
 }
 
@@ -111,8 +120,7 @@ pub fn backup_wal_complete(b: &BackupInfo, cov: &Coverage, seg: u64) -> bool {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Target {
     Latest,
-    /// RFC 3339 UTC, comparable as text with `finished_at`.
-    Time(String),
+    Time(SystemTime),
     Lsn(Lsn),
 }
 
@@ -120,9 +128,173 @@ pub enum Target {
 pub fn choose<'a>(backups: &'a [BackupInfo], target: &Target) -> Option<&'a BackupInfo> {
     backups.iter().rev().find(|b| match target {
         Target::Latest => true,
-        Target::Time(t) => b.finished_at.as_str() <= t.as_str(),
+        Target::Time(t) => b.finished().is_some_and(|f| f <= *t),
         Target::Lsn(l) => b.end() <= *l,
     })
+}
+
+/// One timeline's stretch of the WAL that recovery reads: segments `first..=last` on `tli`
+/// (`last` is `None` on the final, open-ended timeline).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Leg {
+    pub tli: u32,
+    pub first: u64,
+    pub last: Option<u64>,
+}
+
+/// The segments recovery reads from a backup's end to the newest WAL of `target_tli`, given
+/// that timeline's history (pure). Recovery reads each segment from the newest timeline that
+/// had begun by then, so a switch's own segment comes from the new timeline.
+pub fn wal_route(
+    end: SegmentId,
+    end_lsn: Lsn,
+    target_tli: u32,
+    history: &[HistoryEntry],
+    seg_size: u64,
+) -> Result<Vec<Leg>, String> {
+    if target_tli == end.tli {
+        return Ok(vec![Leg { tli: end.tli, first: end.segno, last: None }]);
+    }
+    let start = history
+        .iter()
+        .position(|h| h.parent_tli == end.tli)
+        .ok_or_else(|| format!("timeline {target_tli} does not descend from timeline {} of the backup", end.tli))?;
+    if end_lsn > history[start].switchpoint {
+        return Err(format!(
+            "the backup ends at {end_lsn}, after timeline {target_tli}'s history left timeline {} at {}",
+            end.tli, history[start].switchpoint
+        ));
+    }
+    let mut legs = Vec::new();
+    let mut first = end.segno;
+    for h in &history[start..] {
+        let switch_seg = h.switchpoint.0 / seg_size;
+        if switch_seg > first {
+            legs.push(Leg { tli: h.parent_tli, first, last: Some(switch_seg - 1) });
+        }
+        first = first.max(switch_seg);
+    }
+    legs.push(Leg { tli: target_tli, first, last: None });
+    Ok(legs)
+}
+
+/// How far recovery can follow a route through the archived WAL (pure): the last segment
+/// reachable without a gap, and the first one missing inside a closed leg, if any.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Reach {
+    pub last: Option<SegmentId>,
+    pub gap: Option<SegmentId>,
+}
+
+pub fn reach(route: &[Leg], cov: &Coverage) -> Reach {
+    let mut last = None;
+    for leg in route {
+        let runs = cov.get(&leg.tli).map(Vec::as_slice).unwrap_or(&[]);
+        match leg.last {
+            Some(end) => match first_missing(cov, leg.tli, leg.first, end) {
+                None => last = Some(SegmentId { tli: leg.tli, segno: end }),
+                Some(m) => {
+                    if m > leg.first {
+                        last = Some(SegmentId { tli: leg.tli, segno: m - 1 });
+                    }
+                    return Reach { last, gap: Some(SegmentId { tli: leg.tli, segno: m }) };
+                }
+            },
+            None => {
+                if let Some(&(_, z)) = runs.iter().find(|(a, z)| *a <= leg.first && leg.first <= *z) {
+                    last = Some(SegmentId { tli: leg.tli, segno: z });
+                }
+            }
+        }
+    }
+    Reach { last, gap: None }
+}
+
+/// The timeline recovery follows for `recovery_target_timeline` (pure): `latest` probes
+/// history files upward from the backup's timeline as PostgreSQL does.
+pub fn target_timeline(spec: Option<&str>, backup_tli: u32, histories: &[u32]) -> Result<u32, String> {
+    match spec.unwrap_or("latest") {
+        "current" => Ok(backup_tli),
+        "latest" => {
+            let mut tli = backup_tli;
+            while histories.contains(&(tli + 1)) {
+                tli += 1;
+            }
+            Ok(tli)
+        }
+        n => n.parse().map_err(|_| format!("--target-timeline {n:?}: give latest, current or a timeline number")),
+    }
+}
+
+/// Timelines with a history file among object names under `wal/` (pure).
+pub fn history_timelines(names: &[String]) -> Vec<u32> {
+    names
+        .iter()
+        .filter_map(|n| n.rsplit('/').next())
+        .filter_map(|f| match WalFile::parse(f, 16 << 20) {
+            Ok(WalFile::History(t)) => Some(t),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Where recovery from a backup can get to along the WAL in the repository.
+#[derive(Clone, Debug)]
+pub struct Followed {
+    pub tli: u32,
+    /// The last segment reachable without a gap.
+    pub last: SegmentId,
+    /// When that segment was stored: no WAL record in it is newer.
+    pub last_written: SystemTime,
+    /// The first segment recovery would need next (a gap, or the end of the archive).
+    pub missing: SegmentId,
+}
+
+/// Follow the WAL from a backup's end onto the timeline `recovery_target_timeline` picks.
+pub async fn follow(
+    repo: &Repo,
+    info: &BackupInfo,
+    listing: &[ObjectInfo],
+    tli_spec: Option<&str>,
+) -> Result<Followed> {
+    let seg = repo.identity.wal_segment_size;
+    let names: Vec<String> = listing.iter().map(|o| o.name.clone()).collect();
+    let cov = wal_coverage(&names, seg);
+    let bad = |m: String| Fail::new(Code::NotFound, m);
+    let end = SegmentId::parse(&info.end_wal, seg)
+        .map_err(|e| Fail::new(Code::Integrity, format!("backup {}: end segment: {e}", info.id)))?;
+    let tli = target_timeline(tli_spec, end.tli, &history_timelines(&names)).map_err(|e| Fail::new(Code::Usage, e))?;
+    let history = load_history(repo, tli).await?;
+    let route = wal_route(end, info.end(), tli, &history, seg)
+        .map_err(|e| bad(format!("backup {} cannot be recovered onto timeline {tli}: {e}", info.id)))?;
+    let r = reach(&route, &cov);
+    let last = r.last.ok_or_else(|| bad(format!("no WAL follows backup {} on timeline {tli}", info.id)))?;
+    let stored = super::layout::wal_object(&WalFile::Segment(last), seg);
+    let last_written = listing.iter().find(|o| o.name == stored).map(|o| o.modified).unwrap_or(SystemTime::UNIX_EPOCH);
+    let missing = r.gap.unwrap_or(SegmentId { tli: route.last().map_or(tli, |l| l.tli), segno: last.segno + 1 });
+    Ok(Followed { tli, last, last_written, missing })
+}
+
+/// A timeline's history from the repository (timeline 1 has none).
+pub async fn load_history(repo: &Repo, tli: u32) -> Result<Vec<HistoryEntry>> {
+    if tli <= 1 {
+        return Ok(Vec::new());
+    }
+    let name = super::layout::wal_object(&WalFile::History(tli), repo.identity.wal_segment_size);
+    let raw = match repo.store.get_bytes(&name).await {
+        Ok(raw) => raw,
+        Err(crate::store::StoreError::NotFound(_)) => {
+            return Err(Fail::new(
+                Code::NotFound,
+                format!("timeline {tli} has no history file ({name}) in the repository"),
+            ))
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let plain =
+        open_to_vec(&raw, &repo.keys, &name).map_err(|e| Fail::new(Code::Integrity, format!("object {name}: {e}")))?;
+    parse_history(&String::from_utf8_lossy(&plain))
+        .map_err(|e| Fail::new(Code::Integrity, format!("object {name}: not a timeline history: {e}")))
 }
 
 #[cfg(test)]
@@ -177,9 +349,96 @@ mod tests {
     fn chooses_newest_before_target() {
         let b = vec![info("a", "2026-11-20T00:00:00Z", "0/3000000"), info("b", "2026-11-22T00:00:00Z", "0/9000000")];
         assert_eq!(choose(&b, &Target::Latest).unwrap().id, "b");
-        assert_eq!(choose(&b, &Target::Time("2026-11-21T00:00:00Z".into())).unwrap().id, "a");
-        assert_eq!(choose(&b, &Target::Time("2026-11-23T00:00:00Z".into())).unwrap().id, "b");
-        assert!(choose(&b, &Target::Time("2026-11-19T00:00:00Z".into())).is_none());
+        let t = |s: &str| Target::Time(humantime::parse_rfc3339(s).unwrap());
+        assert_eq!(choose(&b, &t("2026-11-21T00:00:00Z")).unwrap().id, "a");
+        assert_eq!(choose(&b, &t("2026-11-22T00:00:00.5Z")).unwrap().id, "b");
+        assert_eq!(choose(&b, &t("2026-11-21T23:59:59.999Z")).unwrap().id, "a");
+        assert!(choose(&b, &t("2026-11-19T00:00:00Z")).is_none());
         assert_eq!(choose(&b, &Target::Lsn("0/5000000".parse().unwrap())).unwrap().id, "a");
+    }
+
+    fn hist(entries: &[(u32, u64)]) -> Vec<HistoryEntry> {
+        entries
+            .iter()
+            .map(|&(t, l)| HistoryEntry { parent_tli: t, switchpoint: Lsn(l), reason: String::new() })
+            .collect()
+    }
+
+    #[test]
+    fn routes_across_promotions() {
+        let seg = 16u64 << 20;
+        let end = SegmentId { tli: 1, segno: 3 };
+        // Same timeline: open-ended from the backup's end.
+        assert_eq!(
+            wal_route(end, Lsn(3 * seg + 100), 1, &[], seg).unwrap(),
+            vec![Leg { tli: 1, first: 3, last: None }]
+        );
+        // Timeline 3 = 1 until segment 6 (mid-segment), 2 until segment 9, then 3.
+        let h = hist(&[(1, 6 * seg + 0x28), (2, 9 * seg)]);
+        assert_eq!(
+            wal_route(end, Lsn(3 * seg + 100), 3, &h, seg).unwrap(),
+            vec![
+                Leg { tli: 1, first: 3, last: Some(5) },
+                Leg { tli: 2, first: 6, last: Some(8) },
+                Leg { tli: 3, first: 9, last: None }
+            ]
+        );
+        // A switch inside the backup's last segment: everything after comes from the new timeline.
+        let h = hist(&[(1, 3 * seg + 200)]);
+        assert_eq!(wal_route(end, Lsn(3 * seg + 100), 2, &h, seg).unwrap(), vec![Leg { tli: 2, first: 3, last: None }]);
+        // The backup ran past the branch point, or on a timeline outside the history.
+        assert!(wal_route(end, Lsn(3 * seg + 300), 2, &h, seg).unwrap_err().contains("after timeline 2"));
+        assert!(wal_route(SegmentId { tli: 5, segno: 3 }, Lsn(0), 2, &h, seg).is_err());
+    }
+
+    #[test]
+    fn reach_follows_the_route() {
+        let seg = 16u64 << 20;
+        let names = |v: &[(u32, u64)]| -> Vec<String> {
+            v.iter().map(|&(t, n)| format!("wal/{t:08X}/{}", SegmentId { tli: t, segno: n }.file_name(seg))).collect()
+        };
+        let route = vec![Leg { tli: 1, first: 3, last: Some(5) }, Leg { tli: 2, first: 6, last: None }];
+        let full = wal_coverage(&names(&[(1, 3), (1, 4), (1, 5), (1, 6), (2, 6), (2, 7)]), seg);
+        assert_eq!(reach(&route, &full), Reach { last: Some(SegmentId { tli: 2, segno: 7 }), gap: None });
+        let gap = wal_coverage(&names(&[(1, 3), (1, 5), (2, 6)]), seg);
+        assert_eq!(
+            reach(&route, &gap),
+            Reach { last: Some(SegmentId { tli: 1, segno: 3 }), gap: Some(SegmentId { tli: 1, segno: 4 }) }
+        );
+        let none_after = wal_coverage(&names(&[(1, 3), (1, 4), (1, 5)]), seg);
+        assert_eq!(reach(&route, &none_after), Reach { last: Some(SegmentId { tli: 1, segno: 5 }), gap: None });
+    }
+
+    #[test]
+    fn target_timelines() {
+        assert_eq!(target_timeline(None, 1, &[2, 3, 5]), Ok(3));
+        assert_eq!(target_timeline(Some("current"), 2, &[2, 3]), Ok(2));
+        assert_eq!(target_timeline(Some("5"), 1, &[]), Ok(5));
+        assert!(target_timeline(Some("newest"), 1, &[]).is_err());
+        let names = vec!["wal/00000002.history".to_string(), "wal/00000001/000000010000000000000001".into()];
+        assert_eq!(history_timelines(&names), vec![2]);
+    }
+
+    proptest::proptest! {
+        /// Legs follow each other without overlap or hole, in segment order, ending open.
+        #[test]
+        fn routes_are_contiguous(end_seg in 0u64..50, switches in proptest::collection::vec(0u64..4000, 1..5)) {
+            let seg = 1u64 << 24;
+            let mut at = end_seg * seg + 10;
+            let mut entries = Vec::new();
+            for (i, step) in switches.iter().enumerate() {
+                at += step * (seg / 16);
+                entries.push((i as u32 + 1, at));
+            }
+            let target = entries.len() as u32 + 1;
+            let route = wal_route(SegmentId { tli: 1, segno: end_seg }, Lsn(end_seg * seg + 10), target, &hist(&entries), seg).unwrap();
+            proptest::prop_assert_eq!(route.first().unwrap().first, end_seg);
+            proptest::prop_assert_eq!(route.last().unwrap().tli, target);
+            proptest::prop_assert!(route.last().unwrap().last.is_none());
+            for w in route.windows(2) {
+                proptest::prop_assert!(w[0].tli < w[1].tli);
+                proptest::prop_assert_eq!(w[0].last.unwrap() + 1, w[1].first);
+            }
+        }
     }
 }

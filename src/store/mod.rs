@@ -121,6 +121,14 @@ pub enum Created {
     AlreadyExists,
 }
 
+/// One listed object.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ObjectInfo {
+    pub name: String,
+    pub size: u64,
+    pub modified: std::time::SystemTime,
+}
+
 #[derive(Clone, Debug)]
 pub struct Store {
     inner: Arc<dyn ObjectStore>,
@@ -311,16 +319,29 @@ impl Store {
 
     /// Names of all objects under a prefix.
     pub async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        Ok(self.list_meta(prefix).await?.into_iter().map(|o| o.name).collect())
+    }
+
+    /// All objects under a prefix with their size and modification time, sorted by name.
+    pub async fn list_meta(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StoreError> {
         let p = ObjPath::from(prefix);
         let mut s = self.inner.list(Some(&p));
         let mut out = Vec::new();
         while let Some(m) = s.next().await {
             match m {
-                Ok(m) => out.push(m.location.to_string()),
+                Ok(m) => {
+                    let secs = m.last_modified.timestamp().max(0) as u64;
+                    let nanos = m.last_modified.timestamp_subsec_nanos();
+                    out.push(ObjectInfo {
+                        name: m.location.to_string(),
+                        size: m.size,
+                        modified: std::time::UNIX_EPOCH + std::time::Duration::new(secs, nanos),
+                    })
+                }
                 Err(e) => return Err(self.unavailable("list", prefix, e)),
             }
         }
-        out.sort();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(out)
     }
 
