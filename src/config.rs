@@ -20,7 +20,18 @@ struct FileConfig {
     repository: RepoSection,
     #[serde(default)]
     postgres: PgSection,
+    #[serde(default)]
+    restore: RestoreSection,
 }
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RestoreSection {
+    prefetch: Option<usize>,
+}
+
+/// Segments `wal-fetch` downloads ahead of recovery by default.
+pub const DEFAULT_PREFETCH: usize = 8;
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -76,6 +87,8 @@ pub struct Settings {
     pub keys: Keyring,
     pub store: StoreOptions,
     pub conninfo: Option<String>,
+    /// How many segments wal-fetch downloads ahead (0: none).
+    pub prefetch: usize,
 }
 
 fn usage(msg: String) -> Fail {
@@ -140,7 +153,16 @@ impl Settings {
         }
 
         let conninfo = env("TIDEWAL_PG_CONNINFO").or(file.postgres.conninfo);
-        Ok(Settings { config_path, repo_url, lz4: compression == Compression::Lz4, keys, store, conninfo })
+        let prefetch = match env("TIDEWAL_PREFETCH") {
+            Some(v) => {
+                v.parse().map_err(|_| usage(format!("TIDEWAL_PREFETCH={v:?}: expected a number of segments")))?
+            }
+            None => file.restore.prefetch.unwrap_or(DEFAULT_PREFETCH),
+        };
+        if prefetch > 64 {
+            return Err(usage(format!("restore.prefetch = {prefetch}: at most 64 segments")));
+        }
+        Ok(Settings { config_path, repo_url, lz4: compression == Compression::Lz4, keys, store, conninfo, prefetch })
     }
 }
 

@@ -37,6 +37,7 @@ fn archive_and_restore(label: &str, kind: RepoKind) {
 
     compare_archived(&a, &mut compared);
     assert!(compared.len() >= 5, "only {} archived segments were compared", compared.len());
+    check_prefetch(&a, compared.iter().next().unwrap());
     assert_eq!(c.psql("SELECT failed_count FROM pg_stat_archiver"), "0", "archiver failures:\n{}", c.log());
 
     // A file PostgreSQL asks for that was never archived: exit 1, quietly.
@@ -82,6 +83,25 @@ fn compare_archived(a: &Archiving, compared: &mut std::collections::BTreeSet<Str
         assert_fetches_identical(&a.env, seg, &original);
         compared.insert(seg.to_string());
     }
+}
+
+/// After serving one segment, wal-fetch has the next ones downloaded ahead into a spool
+/// beside %p; the next call hands over the spooled copy, identical to a direct download.
+fn check_prefetch(a: &Archiving, first: &str) {
+    let seg = tidewal::pg::lsn::SegmentId::parse(first, 16 << 20).unwrap();
+    let next = tidewal::pg::lsn::SegmentId { tli: seg.tli, segno: seg.segno + 1 }.file_name(16 << 20);
+    let wal = a.env.pg_dir("prefetch").join("pg_wal");
+    std::fs::create_dir_all(&wal).unwrap();
+    chown_pg(&wal);
+    let target = wal.join("RECOVERYXLOG");
+    expect_exit(&a.env.tidewal(&["wal-fetch", first, target.to_str().unwrap()]), 0, &[]);
+    let spooled = wal.join(".tidewal-prefetch").join(&next);
+    wait_for("the next segment to be prefetched", Duration::from_secs(60), || spooled.exists());
+    expect_exit(&a.env.tidewal(&["wal-fetch", &next, target.to_str().unwrap()]), 0, &["prefetched"]);
+    assert!(!spooled.exists(), "the spooled copy is handed over, not copied");
+    let direct = a.env.pg_dir("direct").join("RECOVERYXLOG");
+    expect_exit(&a.env.tidewal(&["wal-fetch", &next, direct.to_str().unwrap()]), 0, &[]);
+    assert!(std::fs::read(&target).unwrap() == std::fs::read(&direct).unwrap(), "prefetched copy differs");
 }
 
 fn restored_cluster(dir: &std::path::Path, data: &std::path::Path) -> Cluster {

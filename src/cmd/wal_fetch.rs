@@ -1,11 +1,20 @@
 //! `tidewal wal-fetch %f %p`: PostgreSQL's restore_command.
+//!
+//! Recovery asks for one segment at a time and waits for each. So after serving a segment,
+//! wal-fetch leaves a detached worker downloading the next few into a spool next to `%p`
+//! (`pg_wal/.tidewal-prefetch`); the next call then only renames a file that was already
+//! authenticated and written in full.
 
-use std::path::PathBuf;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+
+use futures::StreamExt;
 
 use crate::config::Settings;
 use crate::error::{Code, Fail, Result};
+use crate::pg::lsn::SegmentId;
 use crate::pg::walfile::WalFile;
-use crate::repo::layout;
+use crate::repo::{layout, Repo};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -13,7 +22,12 @@ pub struct Args {
     pub name: String,
     /// Where to put it (%p)
     pub path: PathBuf,
+    /// Internal: download the segments after NAME into the spool, then exit
+    #[arg(long, hide = true)]
+    pub prefetch_worker: bool,
 }
+
+const SPOOL: &str = ".tidewal-prefetch";
 
 pub async fn run(settings: &Settings, args: &Args) -> Result<()> {
     let repo = super::open_repo(settings).await?;
@@ -21,16 +35,92 @@ pub async fn run(settings: &Settings, args: &Args) -> Result<()> {
     let kind = WalFile::parse(&args.name, seg_size).map_err(|e| {
         Fail::new(Code::BadInput, format!("{e}: wal-fetch takes the file name PostgreSQL asks for (%f)"))
     })?;
-    let obj = layout::wal_object(&kind, seg_size);
-    match repo.fetch_to_path(&obj, &args.path).await {
-        Ok(bytes) => {
-            tracing::info!("restored {} ({bytes} bytes)", args.name);
-            Ok(())
+    let spool = args.path.parent().unwrap_or(Path::new(".")).join(SPOOL);
+    if args.prefetch_worker {
+        if let WalFile::Segment(seg) = kind {
+            prefetch(&repo, seg, &spool, settings.prefetch).await;
         }
-        Err(f) if f.code == Code::NotFound => {
+        return Ok(());
+    }
+    let spooled = spool.join(&args.name);
+    if matches!(kind, WalFile::Segment(_)) && std::fs::rename(&spooled, &args.path).is_ok() {
+        sync_dir(&args.path);
+        tracing::info!("restored {} (prefetched)", args.name);
+    } else {
+        let obj = layout::wal_object(&kind, seg_size);
+        match repo.fetch_to_path(&obj, &args.path).await {
+            Ok(bytes) => tracing::info!("restored {} ({bytes} bytes)", args.name),
             // PostgreSQL probes for files that do not exist as part of normal recovery.
-            Err(Fail::new(Code::NotFound, format!("{} is not in the repository", args.name)))
+            Err(f) if f.code == Code::NotFound => {
+                return Err(Fail::new(Code::NotFound, format!("{} is not in the repository", args.name)))
+            }
+            Err(f) => return Err(f),
         }
-        Err(f) => Err(f),
+    }
+    if matches!(kind, WalFile::Segment(_)) && settings.prefetch > 0 {
+        start_worker();
+    }
+    Ok(())
+}
+
+/// Re-run this command line as a detached worker. Best effort: recovery works without it.
+fn start_worker() {
+    let Ok(exe) = std::env::current_exe() else { return };
+    let spawned = std::process::Command::new(exe)
+        .args(std::env::args_os().skip(1))
+        .arg("--prefetch-worker")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        // Its own process group, so it neither holds up nor gets the signals meant for the caller.
+        .process_group(0)
+        .spawn();
+    if let Err(e) = spawned {
+        tracing::debug!("no prefetch worker: {e}");
+    }
+}
+
+/// Download the `depth` segments after `current` into the spool, several at once, and drop
+/// spooled segments recovery has passed. One worker at a time (an flock on the spool).
+async fn prefetch(repo: &Repo, current: SegmentId, spool: &Path, depth: usize) {
+    if std::fs::create_dir_all(spool).is_err() {
+        return;
+    }
+    let Ok(lock) = std::fs::File::create(spool.join(".lock")) else { return };
+    // SAFETY: flock on a file descriptor this function owns.
+    if unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&lock), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        return;
+    }
+    let seg_size = repo.identity.wal_segment_size;
+    if let Ok(entries) = std::fs::read_dir(spool) {
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let stale = match SegmentId::parse(&name, seg_size) {
+                Ok(s) => s.tli != current.tli || s.segno <= current.segno,
+                Err(_) => name != ".lock",
+            };
+            if stale {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+    let wanted: Vec<SegmentId> = (1..=depth as u64)
+        .map(|i| SegmentId { tli: current.tli, segno: current.segno + i })
+        .filter(|s| !spool.join(s.file_name(seg_size)).exists())
+        .collect();
+    let fetches = wanted.into_iter().map(|s| async move {
+        let obj = layout::wal_object(&WalFile::Segment(s), seg_size);
+        if let Err(f) = repo.fetch_to_path(&obj, &spool.join(s.file_name(seg_size))).await {
+            tracing::debug!("prefetch of {} stopped: {f}", s.file_name(seg_size));
+        }
+    });
+    futures::stream::iter(fetches).buffer_unordered(4).collect::<Vec<()>>().await;
+}
+
+fn sync_dir(file: &Path) {
+    if let Some(dir) = file.parent() {
+        if let Ok(d) = std::fs::File::open(if dir.as_os_str().is_empty() { Path::new(".") } else { dir }) {
+            let _ = d.sync_all();
+        }
     }
 }
