@@ -8,5 +8,6 @@ pub mod codec;
 pub mod config;
 pub mod error;
 pub mod pg;
+pub mod progress;
 pub mod repo;
 pub mod store;

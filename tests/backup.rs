@@ -326,7 +326,20 @@ fn tablespaces_are_restored_where_asked() {
     c.psql("CREATE TABLE far (n int) TABLESPACE outside");
     c.psql("INSERT INTO far SELECT generate_series(1, 1000)");
     let oid = c.psql("SELECT oid FROM pg_tablespace WHERE spcname = 'outside'");
-    backup_id(&a.env.tidewal(&["backup"]));
+    // Leftovers of interrupted backups: one from two days ago is removed, a recent one is not.
+    let repo = a.repo_dir.clone().unwrap();
+    for (id, age) in [("20200101T000000Z", 2 * 86400), ("20200102T000000Z", 3600)] {
+        let obj = repo.join("backups").join(id).join("base.tar");
+        std::fs::create_dir_all(obj.parent().unwrap()).unwrap();
+        let f = std::fs::File::create(&obj).unwrap();
+        f.set_modified(std::time::SystemTime::now() - Duration::from_secs(age)).unwrap();
+    }
+    chown_pg(&repo.join("backups"));
+    let out = a.env.tidewal(&["backup"]);
+    backup_id(&out);
+    assert!(stderr(&out).contains("removed interrupted backup 20200101T000000Z"), "{}", stderr(&out));
+    assert!(!repo.join("backups/20200101T000000Z/base.tar").exists());
+    assert!(repo.join("backups/20200102T000000Z/base.tar").exists());
     c.psql("INSERT INTO far SELECT generate_series(1001, 1500)");
     let last = c.switch_wal();
     c.wait_archived(&last);

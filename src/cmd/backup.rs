@@ -10,8 +10,12 @@ use crate::pg::lsn::{Lsn, SegmentId};
 use crate::pg::replication::{BackupEvent, ReplConn};
 use crate::pg::sql;
 use crate::pg::walfile::WalFile;
-use crate::repo::catalog::BackupInfo;
+use crate::progress::Progress;
+use crate::repo::catalog::{abandoned_backups, BackupInfo};
 use crate::repo::{layout, ObjectWriter, Repo, StoredObject};
+
+/// A backup without `backup.json` whose objects are this old was interrupted, not running.
+pub const ABANDONED_AFTER: Duration = Duration::from_secs(24 * 3600);
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -36,6 +40,7 @@ pub async fn run(settings: &Settings, args: &Args) -> Result<()> {
     let ident = conn.identify_system().await.map_err(pg)?;
     repo.ensure_cluster(ident.system_identifier, "the server")?;
     let timescaledb = timescaledb_version(settings).await;
+    remove_abandoned(&repo).await;
 
     let id = layout::backup_id(&humantime::format_rfc3339_seconds(started_at).to_string());
     if repo.store.exists(&layout::backup_object(&id, "backup.json")).await? {
@@ -45,6 +50,7 @@ pub async fn run(settings: &Settings, args: &Args) -> Result<()> {
     let start = conn.start_base_backup(&label, !args.spread_checkpoint).await.map_err(pg)?;
     tracing::info!("backup {id} started at {} on timeline {}", start.start_lsn, start.timeline);
 
+    let progress = Progress::start(&format!("backup {id}"), start.estimated_bytes);
     let mut objects = Vec::new();
     let mut current: Option<ObjectWriter> = None;
     while let Some(event) = conn.next_backup_event().await.map_err(pg)? {
@@ -58,13 +64,17 @@ pub async fn run(settings: &Settings, args: &Args) -> Result<()> {
                 current = Some(repo.create_stream(&layout::backup_object(&id, "backup_manifest")));
             }
             BackupEvent::Data(b) => match current.as_mut() {
-                Some(w) => w.write(b).await?,
+                Some(w) => {
+                    progress.add(b.len() as u64);
+                    w.write(b).await?
+                }
                 None => return Err(pg("BASE_BACKUP sent data before naming an archive".into())),
             },
             BackupEvent::Progress(done) => tracing::debug!("backup {id}: {done} bytes streamed"),
         }
     }
     finish(&mut current, &mut objects).await?;
+    progress.finish();
     let (end_lsn, end_tli) = conn.finish_base_backup().await.map_err(pg)?;
 
     let seg_size = repo.identity.wal_segment_size;
@@ -135,6 +145,25 @@ async fn wait_for_wal(repo: &Repo, first: SegmentId, last: SegmentId, timeout: D
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     Ok(())
+}
+
+/// Objects of backups interrupted more than a day ago (best effort: a failure here must not
+/// stop today's backup).
+async fn remove_abandoned(repo: &Repo) {
+    let listing = match repo.store.list_meta("backups").await {
+        Ok(l) => l,
+        Err(e) => return tracing::warn!("cannot look for interrupted backups: {e}"),
+    };
+    for (id, objects) in abandoned_backups(&listing, SystemTime::now(), ABANDONED_AFTER) {
+        let mut removed = 0;
+        for obj in &objects {
+            match repo.store.delete(obj).await {
+                Ok(()) => removed += 1,
+                Err(e) => tracing::warn!("cannot remove {obj} of interrupted backup {id}: {e}"),
+            }
+        }
+        tracing::info!("removed interrupted backup {id} ({removed} of {} objects)", objects.len());
+    }
 }
 
 async fn timescaledb_version(settings: &Settings) -> Option<String> {

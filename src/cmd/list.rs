@@ -5,7 +5,8 @@ use serde::Serialize;
 
 use crate::config::Settings;
 use crate::error::{Code, Fail, Result};
-use crate::pg::lsn::{format_size, SegmentId};
+use crate::pg::lsn::SegmentId;
+use crate::progress::human_size;
 use crate::repo::catalog::{backup_wal_complete, follow, list_backups, wal_coverage, BackupInfo};
 
 #[derive(Debug, clap::Args)]
@@ -87,8 +88,8 @@ pub async fn run(settings: &Settings, args: &Args) -> Result<()> {
             b.id,
             b.finished_at,
             b.duration_seconds,
-            human(size),
-            human(stored),
+            human_size(size),
+            human_size(stored),
             b.start_lsn,
             b.end_lsn,
             b.timeline,
@@ -115,12 +116,4 @@ pub async fn run(settings: &Settings, args: &Args) -> Result<()> {
         _ => println!("\nnothing is restorable yet: a backup and its WAL are needed"),
     }
     Ok(())
-}
-
-fn human(bytes: u64) -> String {
-    match bytes {
-        b if b >= 1 << 30 => format!("{:.1} GiB", b as f64 / (1u64 << 30) as f64),
-        b if b >= 1 << 20 => format!("{:.1} MiB", b as f64 / (1u64 << 20) as f64),
-        b => format_size(b),
-    }
 }

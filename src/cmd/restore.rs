@@ -7,6 +7,7 @@ use std::time::{Duration, SystemTime};
 use crate::config::Settings;
 use crate::error::{Code, Fail, Result};
 use crate::pg::lsn::Lsn;
+use crate::progress::Progress;
 use crate::repo::catalog::{backup_wal_complete, choose, follow, list_backups, wal_coverage, BackupInfo, Target};
 use crate::repo::{layout, manifest, Repo};
 
@@ -102,6 +103,8 @@ pub async fn restore(settings: &Settings, args: &Args, extra: &[String]) -> Resu
             .map_err(|e| local(dir, e))?;
     }
     // Every archive downloads and unpacks at the same time.
+    let total = info.objects.iter().filter(|o| o.name.ends_with(".tar")).map(|o| o.bytes).sum();
+    let progress = Progress::start(&format!("restore {}", info.id), total);
     let mut jobs = Vec::new();
     for obj in &info.objects {
         let file = obj.name.rsplit('/').next().unwrap_or_default();
@@ -114,9 +117,11 @@ pub async fn restore(settings: &Settings, args: &Args, extra: &[String]) -> Resu
         } else {
             continue;
         };
-        jobs.push(unpack(&repo, &obj.name, dest));
+        jobs.push(unpack(&repo, &obj.name, dest, progress.clone()));
     }
-    futures::future::try_join_all(jobs).await?;
+    let unpacked = futures::future::try_join_all(jobs).await;
+    progress.finish();
+    unpacked?;
     link_tablespaces(&args.to, &spaces)?;
     let manifest_path = args.to.join("backup_manifest");
     repo.fetch_to_path(&layout::backup_object(&info.id, "backup_manifest"), &manifest_path).await?;
@@ -265,14 +270,14 @@ fn parse_time(t: &str) -> Result<SystemTime> {
     })
 }
 
-async fn unpack(repo: &Repo, obj: &str, dest: PathBuf) -> Result<()> {
+async fn unpack(repo: &Repo, obj: &str, dest: PathBuf, progress: Progress) -> Result<()> {
     let reader = repo.reader(obj).await?;
     let keys = repo.keys.clone();
     let name = obj.to_string();
     tokio::task::spawn_blocking(move || {
         let r = crate::codec::OpenReader::new(reader, &keys, &name)
             .map_err(|e| Fail::new(Code::Integrity, format!("object {name}: {e}")))?;
-        let mut archive = tar::Archive::new(r);
+        let mut archive = tar::Archive::new(progress.wrap(r));
         archive.set_preserve_permissions(true);
         archive.set_overwrite(true);
         archive.unpack(&dest).map_err(|e| match crate::codec::CodecError::find_in(&e) {

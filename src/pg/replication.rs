@@ -35,6 +35,8 @@ pub struct BackupStart {
     pub timeline: u32,
     /// (oid, location) of every tablespace other than the main data directory.
     pub tablespaces: Vec<(u32, String)>,
+    /// The server's estimate of the whole backup's size.
+    pub estimated_bytes: u64,
 }
 
 /// One piece of the BASE_BACKUP copy stream (PostgreSQL 15 and later).
@@ -286,10 +288,16 @@ impl ReplConn {
                     .collect()
             })
             .unwrap_or_default();
+        // PROGRESS adds each tablespace's size in kB as the third column.
+        let kb: u64 = sets
+            .get(1)
+            .map(|rows| rows.iter().filter_map(|r| r.get(2).cloned().flatten()?.parse::<u64>().ok()).sum())
+            .unwrap_or(0);
         Ok(BackupStart {
             start_lsn: col(0).parse()?,
             timeline: col(1).parse().map_err(|_| "BASE_BACKUP sent a bad timeline")?,
             tablespaces,
+            estimated_bytes: kb * 1024,
         })
     }
 

@@ -238,6 +238,28 @@ pub fn history_timelines(names: &[String]) -> Vec<u32> {
         .collect()
 }
 
+/// Backups that never completed (no `backup.json`) and whose newest object is older than
+/// `age` at `now`: left by an interrupted run, since a running backup keeps writing (pure).
+/// Each with the names of its objects.
+pub fn abandoned_backups(
+    listing: &[ObjectInfo],
+    now: SystemTime,
+    age: std::time::Duration,
+) -> Vec<(String, Vec<String>)> {
+    let mut by_id: std::collections::BTreeMap<&str, Vec<&ObjectInfo>> = Default::default();
+    for o in listing {
+        if let Some(id) = o.name.strip_prefix("backups/").and_then(|r| r.split('/').next()) {
+            by_id.entry(id).or_default().push(o);
+        }
+    }
+    by_id
+        .into_iter()
+        .filter(|(_, objs)| !objs.iter().any(|o| o.name.ends_with("/backup.json")))
+        .filter(|(_, objs)| objs.iter().map(|o| o.modified).max().is_some_and(|m| m + age < now))
+        .map(|(id, objs)| (id.to_string(), objs.iter().map(|o| o.name.clone()).collect()))
+        .collect()
+}
+
 /// Where recovery from a backup can get to along the WAL in the repository.
 #[derive(Clone, Debug)]
 pub struct Followed {
@@ -440,5 +462,27 @@ mod tests {
                 proptest::prop_assert_eq!(w[0].last.unwrap() + 1, w[1].first);
             }
         }
+    }
+
+    #[test]
+    fn abandoned_backups_are_old_and_incomplete() {
+        let t0 = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000);
+        let day = std::time::Duration::from_secs(86400);
+        let o = |name: &str, at: SystemTime| ObjectInfo { name: name.into(), size: 1, modified: at };
+        let listing = vec![
+            o("backups/A/base.tar", t0),
+            o("backups/A/backup.json", t0),
+            o("backups/B/base.tar", t0),
+            o("backups/B/backup_manifest", t0 + day),
+            o("backups/C/base.tar", t0),
+            o("backups/C/16384.tar", t0),
+        ];
+        let now = t0 + day + day / 2;
+        let gone = abandoned_backups(&listing, now, day);
+        assert_eq!(
+            gone,
+            vec![("C".to_string(), vec!["backups/C/base.tar".to_string(), "backups/C/16384.tar".to_string()])]
+        );
+        assert!(abandoned_backups(&listing, t0 + day / 2, day).is_empty());
     }
 }

@@ -231,19 +231,22 @@ struct SealedUpload {
 }
 
 impl SealedUpload {
-    /// Wait for both halves; the producer's error comes first, since it explains an aborted upload.
+    /// Wait for both halves. When the producer failed, the upload was aborted because of it,
+    /// so the producer's error explains; otherwise the store's own error does.
     async fn wait(self, obj: &str) -> Result<(Digest, u64, u64)> {
         let sealed = self.sealer.await.map_err(|e| Fail::new(Code::Internal, e.to_string()))?;
         let uploaded = self.upload.await.map_err(|e| Fail::new(Code::Internal, e.to_string()))?;
-        let done = sealed.map_err(|e| match CodecError::from_io(e) {
-            CodecError::SourceChanged => Fail::new(
-                Code::BadInput,
-                format!("{obj}: the file changed while it was being archived; nothing was stored"),
-            ),
-            e => Fail::new(Code::Storage, format!("object {obj}: {e}")),
-        })?;
-        uploaded?;
-        Ok(done)
+        match (sealed, uploaded) {
+            (Ok(done), Ok(())) => Ok(done),
+            (Err(e), Ok(()) | Err(StoreError::Incomplete(_))) => Err(match CodecError::from_io(e) {
+                CodecError::SourceChanged => Fail::new(
+                    Code::BadInput,
+                    format!("{obj}: the file changed while it was being archived; nothing was stored"),
+                ),
+                e => Fail::new(Code::Storage, format!("object {obj}: {e}")),
+            }),
+            (_, Err(e)) => Err(e.into()),
+        }
     }
 }
 
@@ -253,7 +256,7 @@ impl SealedUpload {
 pub struct ObjectWriter {
     obj: String,
     tx: tokio::sync::mpsc::Sender<Option<Bytes>>,
-    pending: SealedUpload,
+    pending: Option<SealedUpload>,
 }
 
 /// What was stored by an [`ObjectWriter`].
@@ -303,15 +306,19 @@ impl Repo {
             }
             Err(std::io::Error::other("the object was abandoned before its end"))
         });
-        ObjectWriter { obj: obj.to_string(), tx, pending }
+        ObjectWriter { obj: obj.to_string(), tx, pending: Some(pending) }
     }
 }
 
 impl ObjectWriter {
     pub async fn write(&mut self, data: Bytes) -> Result<()> {
         if self.tx.send(Some(data)).await.is_err() {
-            // The sealer stopped; its error is reported by finish.
-            return Err(Fail::new(Code::Storage, format!("object {}: the upload stopped", self.obj)));
+            // The sealer stopped: report why.
+            let stopped = Fail::new(Code::Storage, format!("object {}: the upload stopped", self.obj));
+            return Err(match self.pending.take() {
+                Some(p) => p.wait(&self.obj).await.err().unwrap_or(stopped),
+                None => stopped,
+            });
         }
         Ok(())
     }
@@ -319,7 +326,8 @@ impl ObjectWriter {
     pub async fn finish(self) -> Result<StoredObject> {
         let _ = self.tx.send(None).await;
         drop(self.tx);
-        let (digest, bytes, stored_bytes) = self.pending.wait(&self.obj).await?;
+        let pending = self.pending.ok_or_else(|| Fail::new(Code::Internal, format!("object {}: finished twice", self.obj)))?;
+        let (digest, bytes, stored_bytes) = pending.wait(&self.obj).await?;
         Ok(StoredObject { name: self.obj, digest: digest_hex(&digest), bytes, stored_bytes })
     }
 }
