@@ -60,6 +60,7 @@ struct S3Section {
 #[serde(deny_unknown_fields)]
 struct PgSection {
     conninfo: Option<String>,
+    standby_conninfo: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
@@ -87,6 +88,8 @@ pub struct Settings {
     pub keys: Keyring,
     pub store: StoreOptions,
     pub conninfo: Option<String>,
+    /// A standby to take base backups from, keeping their I/O off the primary.
+    pub standby_conninfo: Option<String>,
     /// How many segments wal-fetch downloads ahead (0: none).
     pub prefetch: usize,
 }
@@ -153,6 +156,7 @@ impl Settings {
         }
 
         let conninfo = env("TIDEWAL_PG_CONNINFO").or(file.postgres.conninfo);
+        let standby_conninfo = env("TIDEWAL_PG_STANDBY_CONNINFO").or(file.postgres.standby_conninfo);
         let prefetch = match env("TIDEWAL_PREFETCH") {
             Some(v) => {
                 v.parse().map_err(|_| usage(format!("TIDEWAL_PREFETCH={v:?}: expected a number of segments")))?
@@ -162,7 +166,16 @@ impl Settings {
         if prefetch > 64 {
             return Err(usage(format!("restore.prefetch = {prefetch}: at most 64 segments")));
         }
-        Ok(Settings { config_path, repo_url, lz4: compression == Compression::Lz4, keys, store, conninfo, prefetch })
+        Ok(Settings {
+            config_path,
+            repo_url,
+            lz4: compression == Compression::Lz4,
+            keys,
+            store,
+            conninfo,
+            standby_conninfo,
+            prefetch,
+        })
     }
 }
 

@@ -24,6 +24,8 @@ fn restore_and_start(a: &Archiving, name: &str, extra: &[&str]) -> Cluster {
         "recovery.signal",
         "-i",
         "postgresql.auto.conf",
+        "-i",
+        "standby.signal",
         data.to_str().unwrap(),
     ]));
     let mut r = Cluster::adopt(&dir, &data);
@@ -416,4 +418,40 @@ fn restore_follows_a_promotion_to_the_new_timeline() {
     wait_promoted(&r);
     assert_eq!(r.psql("SELECT count(*) FROM t WHERE tli = 2"), "0");
     assert_eq!(r.psql("SELECT count(*) FROM t"), "200");
+}
+
+#[test]
+fn backup_from_a_standby() {
+    let a = Archiving::start("standby", RepoKind::File);
+    let c = &a.cluster;
+    c.psql("CREATE TABLE t (n int)");
+    c.psql("INSERT INTO t SELECT generate_series(1, 100)");
+    let dir = a.env.pg_dir("standby");
+    let data = dir.join("pgdata");
+    run_ok(c.client("pg_basebackup").args(["-D", data.to_str().unwrap(), "-R", "-X", "stream", "-c", "fast"]));
+    let mut standby = Cluster::adopt(&dir, &data);
+    standby.configure("hot_standby = on\n");
+    standby.start();
+    c.psql("INSERT INTO t SELECT generate_series(101, 200)");
+    wait_for("the standby to catch up", Duration::from_secs(60), || standby.psql("SELECT count(*) FROM t") == "200");
+    assert_eq!(standby.psql("SELECT pg_is_in_recovery()"), "t");
+
+    let config = std::fs::read_to_string(&a.env.config).unwrap();
+    a.env.write_config(
+        &config.replace("[postgres]\n", &format!("[postgres]\nstandby_conninfo = \"{}\"\n", standby.conninfo())),
+    );
+    let out = a.env.tidewal(&["backup", "--wal-timeout", "30s"]);
+    let id = backup_id(&out);
+    assert!(stderr(&out).contains("the primary switched away from WAL segment"), "{}", stderr(&out));
+    c.psql("INSERT INTO t SELECT generate_series(201, 300)");
+    let last = c.switch_wal();
+    c.wait_archived(&last);
+    drop(standby);
+    let mut primary = a.cluster;
+    primary.stop_immediate();
+    let a = Archiving { cluster: primary, ..a };
+
+    let r = restore_and_start(&a, "from-standby", &["--backup", &id, "--target-action", "promote"]);
+    wait_promoted(&r);
+    assert_eq!(r.psql("SELECT count(*) FROM t"), "300");
 }

@@ -35,11 +35,14 @@ pub async fn run(settings: &Settings, args: &Args) -> Result<()> {
     let started_at = SystemTime::now();
     let repo = super::open_repo(settings).await?;
     let pg = |e: String| Fail::new(Code::Postgres, e);
-    let cfg = sql::resolve_config(settings.conninfo.as_deref(), true).map_err(pg)?;
+    // From a standby when one is configured: the same files, without the primary's I/O.
+    let source = settings.standby_conninfo.as_deref().or(settings.conninfo.as_deref());
+    let from_standby = settings.standby_conninfo.is_some();
+    let cfg = sql::resolve_config(source, true).map_err(pg)?;
     let mut conn = ReplConn::connect(&cfg).await.map_err(pg)?;
     let ident = conn.identify_system().await.map_err(pg)?;
-    repo.ensure_cluster(ident.system_identifier, "the server")?;
-    let timescaledb = timescaledb_version(settings).await;
+    repo.ensure_cluster(ident.system_identifier, if from_standby { "the standby" } else { "the server" })?;
+    let timescaledb = timescaledb_version(source).await;
     remove_abandoned(&repo).await;
 
     let id = layout::backup_id(&humantime::format_rfc3339_seconds(started_at).to_string());
@@ -76,6 +79,11 @@ pub async fn run(settings: &Settings, args: &Args) -> Result<()> {
     finish(&mut current, &mut objects).await?;
     progress.finish();
     let (end_lsn, end_tli) = conn.finish_base_backup().await.map_err(pg)?;
+    if from_standby {
+        // A standby does not archive, and its stop position lies in a segment the primary
+        // is still writing: ask the primary to finish that segment so it gets archived now.
+        switch_primary_wal(settings).await;
+    }
 
     let seg_size = repo.identity.wal_segment_size;
     let first = SegmentId::containing(start.timeline, start.start_lsn, seg_size);
@@ -166,8 +174,21 @@ async fn remove_abandoned(repo: &Repo) {
     }
 }
 
-async fn timescaledb_version(settings: &Settings) -> Option<String> {
-    let client = sql::connect(settings.conninfo.as_deref()).await.ok()?;
+async fn switch_primary_wal(settings: &Settings) {
+    let switched = match sql::connect(settings.conninfo.as_deref()).await {
+        Ok(c) => c.query_one("SELECT pg_walfile_name(pg_switch_wal())", &[]).await.map_err(|e| sql::error_chain(&e)),
+        Err(e) => Err(e),
+    };
+    match switched {
+        Ok(row) => tracing::info!("the primary switched away from WAL segment {}", row.get::<_, String>(0)),
+        Err(e) => tracing::warn!(
+            "cannot ask the primary to switch WAL ({e}); waiting for it to archive the backup's last segment (archive_timeout)"
+        ),
+    }
+}
+
+async fn timescaledb_version(conninfo: Option<&str>) -> Option<String> {
+    let client = sql::connect(conninfo).await.ok()?;
     let row = client.query_opt("SELECT extversion FROM pg_extension WHERE extname = 'timescaledb'", &[]).await.ok()?;
     row.map(|r| r.get(0))
 }

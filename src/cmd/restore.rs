@@ -335,5 +335,12 @@ fn write_recovery_config(
     text.push_str(&lines.join("\n"));
     text.push('\n');
     std::fs::write(&auto, text).map_err(|e| local(&auto, e))?;
+    // A backup taken from a standby carries its standby.signal, which would make the copy
+    // wait for a primary forever instead of recovering to the target.
+    let standby = args.to.join("standby.signal");
+    if standby.exists() {
+        std::fs::remove_file(&standby).map_err(|e| local(&standby, e))?;
+        tracing::info!("removed standby.signal (the backup was taken from a standby)");
+    }
     std::fs::write(args.to.join("recovery.signal"), "").map_err(|e| local(&args.to, e))
 }

@@ -326,7 +326,8 @@ impl ObjectWriter {
     pub async fn finish(self) -> Result<StoredObject> {
         let _ = self.tx.send(None).await;
         drop(self.tx);
-        let pending = self.pending.ok_or_else(|| Fail::new(Code::Internal, format!("object {}: finished twice", self.obj)))?;
+        let pending =
+            self.pending.ok_or_else(|| Fail::new(Code::Internal, format!("object {}: finished twice", self.obj)))?;
         let (digest, bytes, stored_bytes) = pending.wait(&self.obj).await?;
         Ok(StoredObject { name: self.obj, digest: digest_hex(&digest), bytes, stored_bytes })
     }
