@@ -6,7 +6,7 @@ mod common;
 use common::*;
 use tidewal::pg::replication::ReplConn;
 
-fn config(c: &Cluster, user: &str, password: Option<&str>) -> tokio_postgres::Config {
+fn config(c: &Cluster, user: &str, password: Option<&str>) -> tidewal::pg::conninfo::ConnConfig {
     let mut info = format!("host={} port={} user={user}", c.sock.display(), c.port);
     if let Some(p) = password {
         info.push_str(&format!(" password={p}"));

@@ -1,24 +1,47 @@
 //! libpq conventions for finding the server: a conninfo string or URI, then the PG*
-//! environment, then `.pgpass`. Pure: the caller passes the environment and file contents.
+//! environment, then `.pgpass`; and the TLS settings (sslmode, sslrootcert, sslcert, sslkey).
+//! Pure: the caller passes the environment and file contents.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use tokio_postgres::config::{Host, SslMode};
+use tokio_postgres::config::{Host, SslNegotiation};
 use tokio_postgres::Config;
+
+use super::tls::{RootCert, SslMode, TlsSettings};
 
 /// Debian's compiled-in socket directory, libpq's default host.
 pub const DEFAULT_SOCKET_DIR: &str = "/var/run/postgresql";
 
+/// Connection settings: tokio-postgres' config, and the TLS settings it cannot hold.
+#[derive(Clone, Debug)]
+pub struct ConnConfig {
+    pub pg: Config,
+    pub tls: TlsSettings,
+}
+
+/// The keywords handled here rather than by tokio-postgres, which knows only three sslmodes.
+const TLS_KEYWORDS: [&str; 4] = ["sslmode", "sslrootcert", "sslcert", "sslkey"];
+
 /// Build a connection config the way libpq would: explicit settings first, then PG* variables.
-pub fn resolve(conninfo: Option<&str>, env: &dyn Fn(&str) -> Option<String>, os_user: &str) -> Result<Config, String> {
+pub fn resolve(
+    conninfo: Option<&str>,
+    env: &dyn Fn(&str) -> Option<String>,
+    os_user: &str,
+) -> Result<ConnConfig, String> {
     let text = conninfo.unwrap_or("").trim();
-    let mut cfg: Config = if text.is_empty() {
+    let (rest, tls_params) = take_tls_params(text)?;
+    let mut cfg: Config = if rest.is_empty() {
         Config::new()
     } else {
-        text.parse().map_err(|e| format!("invalid connection string: {e}"))?
+        rest.parse().map_err(|e| format!("invalid connection string: {e}"))?
     };
-    if cfg.get_hosts().is_empty() {
+    if cfg.get_ssl_negotiation() == SslNegotiation::Direct {
+        return Err("sslnegotiation=direct is not supported: leave it out (tidewal asks for SSL first, which every \
+                    PostgreSQL version understands)"
+            .into());
+    }
+    if cfg.get_hosts().is_empty() && cfg.get_hostaddrs().is_empty() {
         let hosts = env("PGHOST").unwrap_or_else(|| DEFAULT_SOCKET_DIR.to_string());
         for h in hosts.split(',') {
             if h.starts_with('/') {
@@ -39,16 +62,6 @@ pub fn resolve(conninfo: Option<&str>, env: &dyn Fn(&str) -> Option<String>, os_
     if cfg.get_dbname().is_none() {
         cfg.dbname(env("PGDATABASE").unwrap_or_else(|| cfg.get_user().unwrap_or("postgres").to_string()));
     }
-    if !text.contains("sslmode") {
-        if let Some(mode) = env("PGSSLMODE") {
-            cfg.ssl_mode(match mode.as_str() {
-                "disable" => SslMode::Disable,
-                "allow" | "prefer" => SslMode::Prefer,
-                "require" | "verify-ca" | "verify-full" => SslMode::Require,
-                other => return Err(format!("PGSSLMODE={other:?} is not a valid sslmode")),
-            });
-        }
-    }
     if cfg.get_connect_timeout().is_none() {
         let secs = env("PGCONNECT_TIMEOUT").and_then(|v| v.parse::<u64>().ok()).unwrap_or(10);
         cfg.connect_timeout(Duration::from_secs(secs.max(2)));
@@ -61,7 +74,141 @@ pub fn resolve(conninfo: Option<&str>, env: &dyn Fn(&str) -> Option<String>, os_
             cfg.password(pw);
         }
     }
-    Ok(cfg)
+    let tls = resolve_tls(&tls_params, env)?;
+    Ok(ConnConfig { pg: cfg, tls })
+}
+
+/// The TLS settings from conninfo keywords, else PGSSL* variables, else libpq's defaults
+/// under ~/.postgresql. Empty values count as unset.
+fn resolve_tls(given: &[(String, String)], env: &dyn Fn(&str) -> Option<String>) -> Result<TlsSettings, String> {
+    let pick = |key: &str, var: &str| {
+        // The last occurrence of a keyword wins, as in libpq.
+        let value = match given.iter().rev().find(|(k, _)| k == key) {
+            Some((_, v)) => Some(v.clone()),
+            None => env(var),
+        };
+        value.filter(|v| !v.is_empty())
+    };
+    let dir = env("HOME").filter(|h| !h.is_empty()).map(|h| PathBuf::from(h).join(".postgresql"));
+    let root_cert = match pick("sslrootcert", "PGSSLROOTCERT") {
+        Some(v) if v == "system" => Some(RootCert::System),
+        Some(v) => Some(RootCert::File(v.into())),
+        None => dir.as_ref().map(|d| RootCert::File(d.join("root.crt"))),
+    };
+    let mode = match pick("sslmode", "PGSSLMODE") {
+        Some(m) => SslMode::parse(&m).ok_or_else(|| {
+            format!("sslmode={m:?} is not valid: use disable, allow, prefer, require, verify-ca or verify-full")
+        })?,
+        // Trusting the whole system store only makes sense if the name is checked too.
+        None if root_cert == Some(RootCert::System) => SslMode::VerifyFull,
+        None => SslMode::Prefer,
+    };
+    if root_cert == Some(RootCert::System) && mode != SslMode::VerifyFull {
+        return Err(format!("weak sslmode={mode} may not be used with sslrootcert=system (use sslmode=verify-full)"));
+    }
+    let file = |key: &str, var: &str, default: &str| {
+        pick(key, var).map(PathBuf::from).or_else(|| dir.as_ref().map(|d| d.join(default)))
+    };
+    Ok(TlsSettings {
+        mode,
+        root_cert,
+        cert: file("sslcert", "PGSSLCERT", "postgresql.crt"),
+        key: file("sslkey", "PGSSLKEY", "postgresql.key"),
+    })
+}
+
+/// Take the TLS keywords out of a conninfo string or URI: what is left, for tokio-postgres,
+/// and the (keyword, value) pairs taken.
+fn take_tls_params(text: &str) -> Result<(String, Vec<(String, String)>), String> {
+    if text.starts_with("postgres://") || text.starts_with("postgresql://") {
+        // Parameters follow the first '?' after the credentials (as tokio-postgres reads them).
+        let after_at = text.find('@').map(|i| i + 1).unwrap_or(0);
+        let Some(q) = text[after_at..].find('?').map(|i| i + after_at) else {
+            return Ok((text.to_string(), Vec::new()));
+        };
+        let (mut kept, mut taken) = (Vec::new(), Vec::new());
+        for part in text[q + 1..].split('&').filter(|p| !p.is_empty()) {
+            let (k, v) = part.split_once('=').unwrap_or((part, ""));
+            let key = percent_decode(k)?;
+            if TLS_KEYWORDS.contains(&key.as_str()) {
+                taken.push((key, percent_decode(v)?));
+            } else {
+                kept.push(part);
+            }
+        }
+        let mut rest = text[..q].to_string();
+        if !kept.is_empty() {
+            rest.push('?');
+            rest.push_str(&kept.join("&"));
+        }
+        return Ok((rest, taken));
+    }
+    let (mut kept, mut taken) = (Vec::new(), Vec::new());
+    for (key, value) in parse_keywords(text)? {
+        let quoted = format!("{key}='{}'", value.replace('\\', "\\\\").replace('\'', "\\'"));
+        if TLS_KEYWORDS.contains(&key.as_str()) {
+            taken.push((key, value));
+        } else {
+            kept.push(quoted);
+        }
+    }
+    Ok((kept.join(" "), taken))
+}
+
+/// `key = value` pairs, values bare or single-quoted, `\` escaping the next character.
+fn parse_keywords(text: &str) -> Result<Vec<(String, String)>, String> {
+    let mut out = Vec::new();
+    let mut chars = text.chars().peekable();
+    loop {
+        while chars.next_if(|c| c.is_whitespace()).is_some() {}
+        let mut key = String::new();
+        while let Some(c) = chars.next_if(|c| !c.is_whitespace() && *c != '=') {
+            key.push(c);
+        }
+        if key.is_empty() {
+            if chars.peek().is_some() {
+                return Err("invalid connection string: a value without a keyword".into());
+            }
+            return Ok(out);
+        }
+        while chars.next_if(|c| c.is_whitespace()).is_some() {}
+        if chars.next() != Some('=') {
+            return Err(format!("invalid connection string: missing \"=\" after {key:?}"));
+        }
+        while chars.next_if(|c| c.is_whitespace()).is_some() {}
+        let quoted = chars.next_if_eq(&'\'').is_some();
+        let mut value = String::new();
+        loop {
+            match chars.next() {
+                Some('\'') if quoted => break,
+                Some(c) if c.is_whitespace() && !quoted => break,
+                Some('\\') => value.extend(chars.next()),
+                Some(c) => value.push(c),
+                None if quoted => {
+                    return Err(format!("invalid connection string: unterminated quoted value for {key}"))
+                }
+                None => break,
+            }
+        }
+        out.push((key, value));
+    }
+}
+
+fn percent_decode(s: &str) -> Result<String, String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = s.get(i + 1..i + 3).and_then(|h| u8::from_str_radix(h, 16).ok());
+            out.push(hex.ok_or_else(|| format!("invalid percent-encoding in connection URI: {s:?}"))?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).map_err(|_| format!("connection URI parameter {s:?} is not UTF-8"))
 }
 
 /// The `.pgpass` file libpq would read: PGPASSFILE, else ~/.pgpass.
@@ -127,30 +274,105 @@ mod tests {
     #[test]
     fn env_fills_gaps_only() {
         let env = env_of(&[("PGHOST", "/tmp/sock"), ("PGPORT", "6543"), ("PGUSER", "alice"), ("PGDATABASE", "app")]);
-        let c = resolve(None, &env, "root").unwrap();
+        let c = resolve(None, &env, "root").unwrap().pg;
         assert_eq!(c.get_hosts(), &[Host::Unix("/tmp/sock".into())]);
         assert_eq!(c.get_ports(), &[6543]);
         assert_eq!(c.get_user(), Some("alice"));
         assert_eq!(c.get_dbname(), Some("app"));
-        let c = resolve(Some("host=db1 port=5433 user=bob"), &env, "root").unwrap();
+        let c = resolve(Some("host=db1 port=5433 user=bob"), &env, "root").unwrap().pg;
         assert_eq!(c.get_hosts(), &[Host::Tcp("db1".into())]);
         assert_eq!(c.get_ports(), &[5433]);
         assert_eq!(c.get_user(), Some("bob"));
         assert_eq!(c.get_dbname(), Some("app"));
-        let c = resolve(Some("postgresql://carol@db2:5999/x"), &env_of(&[]), "root").unwrap();
+        let c = resolve(Some("postgresql://carol@db2:5999/x"), &env_of(&[]), "root").unwrap().pg;
         assert_eq!(c.get_user(), Some("carol"));
         assert_eq!(c.get_dbname(), Some("x"));
+        // A hostaddr alone is a host: no default socket added next to it.
+        let c = resolve(Some("hostaddr=127.0.0.1"), &env, "root").unwrap().pg;
+        assert!(c.get_hosts().is_empty());
     }
 
     #[test]
     fn defaults_like_libpq() {
         let c = resolve(None, &env_of(&[]), "postgres").unwrap();
-        assert_eq!(c.get_hosts(), &[Host::Unix(DEFAULT_SOCKET_DIR.into())]);
-        assert_eq!(c.get_ports(), &[5432]);
-        assert_eq!(c.get_user(), Some("postgres"));
-        assert_eq!(c.get_dbname(), Some("postgres"));
+        assert_eq!(c.pg.get_hosts(), &[Host::Unix(DEFAULT_SOCKET_DIR.into())]);
+        assert_eq!(c.pg.get_ports(), &[5432]);
+        assert_eq!(c.pg.get_user(), Some("postgres"));
+        assert_eq!(c.pg.get_dbname(), Some("postgres"));
+        assert_eq!(c.tls, TlsSettings::default());
         assert!(resolve(None, &env_of(&[("PGPORT", "x")]), "u").is_err());
         assert!(resolve(None, &env_of(&[("PGSSLMODE", "sometimes")]), "u").is_err());
+    }
+
+    #[test]
+    fn tls_settings_from_conninfo_env_and_home() {
+        let home = env_of(&[("HOME", "/home/u")]);
+        let t = resolve(Some("host=db"), &home, "u").unwrap().tls;
+        assert_eq!(t.mode, SslMode::Prefer);
+        assert_eq!(t.root_cert, Some(RootCert::File("/home/u/.postgresql/root.crt".into())));
+        assert_eq!(t.cert, Some("/home/u/.postgresql/postgresql.crt".into()));
+        assert_eq!(t.key, Some("/home/u/.postgresql/postgresql.key".into()));
+
+        // Every libpq mode survives (tokio-postgres alone would turn verify-* into require).
+        for mode in ["disable", "allow", "prefer", "require", "verify-ca", "verify-full"] {
+            let t = resolve(Some(&format!("host=db sslmode={mode}")), &home, "u").unwrap().tls;
+            assert_eq!(t.mode.as_str(), mode);
+            let t = resolve(Some("host=db"), &env_of(&[("PGSSLMODE", mode)]), "u").unwrap().tls;
+            assert_eq!(t.mode.as_str(), mode);
+        }
+
+        // The conninfo beats the environment, which beats the defaults; quoting and spaces as libpq.
+        let env = env_of(&[
+            ("HOME", "/home/u"),
+            ("PGSSLMODE", "require"),
+            ("PGSSLROOTCERT", "/env/ca.pem"),
+            ("PGSSLCERT", "/env/c.crt"),
+            ("PGSSLKEY", "/env/c.key"),
+        ]);
+        let c = resolve(
+            Some(r"host=db sslmode = verify-full sslrootcert='/my certs/ca.pem' sslkey=/k\\ey user='o\'brien'"),
+            &env,
+            "u",
+        )
+        .unwrap();
+        assert_eq!(c.tls.mode, SslMode::VerifyFull);
+        assert_eq!(c.tls.root_cert, Some(RootCert::File("/my certs/ca.pem".into())));
+        assert_eq!(c.tls.cert, Some("/env/c.crt".into()));
+        assert_eq!(c.tls.key, Some("/k\\ey".into()));
+        assert_eq!(c.pg.get_user(), Some("o'brien"));
+        assert_eq!(c.pg.get_hosts(), &[Host::Tcp("db".into())]);
+        let t = resolve(Some("host=db"), &env, "u").unwrap().tls;
+        assert_eq!(t.mode, SslMode::Require);
+        assert_eq!(t.root_cert, Some(RootCert::File("/env/ca.pem".into())));
+        assert_eq!(t.key, Some("/env/c.key".into()));
+
+        // URIs: the TLS parameters come out, percent-decoded; the others stay for tokio-postgres.
+        let c = resolve(
+            Some(
+                "postgresql://rep:pw@db:5433/app?sslmode=verify-ca&application_name=x&sslrootcert=%2Fca%20dir%2Fca.pem",
+            ),
+            &home,
+            "u",
+        )
+        .unwrap();
+        assert_eq!(c.tls.mode, SslMode::VerifyCa);
+        assert_eq!(c.tls.root_cert, Some(RootCert::File("/ca dir/ca.pem".into())));
+        assert_eq!(c.pg.get_application_name(), Some("x"));
+        assert_eq!(c.pg.get_ports(), &[5433]);
+        assert_eq!(c.pg.get_password(), Some(&b"pw"[..]));
+
+        // sslrootcert=system means verify-full, and refuses weaker modes, as libpq 16.
+        let t = resolve(Some("host=db sslrootcert=system"), &home, "u").unwrap().tls;
+        assert_eq!((t.mode, t.root_cert), (SslMode::VerifyFull, Some(RootCert::System)));
+        let e = resolve(Some("host=db sslrootcert=system sslmode=require"), &home, "u").unwrap_err();
+        assert!(e.contains("weak sslmode=require"), "{e}");
+
+        // No home directory: no default files.
+        let t = resolve(Some("host=db"), &env_of(&[]), "u").unwrap().tls;
+        assert_eq!((t.root_cert, t.cert, t.key), (None, None, None));
+        assert!(resolve(Some("host=db sslmode=sometimes"), &home, "u").unwrap_err().contains("verify-full"));
+        assert!(resolve(Some("host=db sslnegotiation=direct"), &home, "u").is_err());
+        assert!(resolve(Some("host='db"), &home, "u").is_err());
     }
 
     #[test]

@@ -1,9 +1,10 @@
 //! Everything that speaks PostgreSQL: LSN and file-name arithmetic, history files,
-//! segment validation, and SQL connections with libpq conventions.
+//! segment validation, and SQL and replication connections (with TLS) with libpq conventions.
 
 pub mod conninfo;
 pub mod history;
 pub mod lsn;
 pub mod replication;
 pub mod sql;
+pub mod tls;
 pub mod walfile;

@@ -1,10 +1,7 @@
 //! A replication-protocol connection (`replication=true`), which tokio-postgres cannot open:
 //! startup, authentication (trust, cleartext, md5, SCRAM-SHA-256), and the simple-query
 //! commands of the streaming replication protocol (IDENTIFY_SYSTEM, TIMELINE_HISTORY).
-//! Connection settings come from the same libpq-style `Config` as SQL connections.
-
-use std::pin::Pin;
-use std::time::Duration;
+//! Connection settings (and TLS) come from the same libpq-style `ConnConfig` as SQL connections.
 
 use bytes::{Buf, Bytes, BytesMut};
 use fallible_iterator::FallibleIterator;
@@ -12,17 +9,15 @@ use postgres_protocol::authentication::md5_hash;
 use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256, SCRAM_SHA_256};
 use postgres_protocol::message::backend::Message;
 use postgres_protocol::message::frontend;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio_postgres::config::{Host, SslMode};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_postgres::Config;
 
+use super::conninfo::ConnConfig;
 use super::lsn::Lsn;
-
-trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
-impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
+use super::tls::{self, BoxStream};
 
 pub struct ReplConn {
-    stream: Pin<Box<dyn Stream>>,
+    stream: BoxStream,
     buf: BytesMut,
     pub server_version: String,
     target: String,
@@ -81,37 +76,15 @@ fn db_error(body: &postgres_protocol::message::backend::ErrorResponseBody) -> St
 }
 
 impl ReplConn {
-    /// Open a physical replication connection.
-    pub async fn connect(cfg: &Config) -> Result<ReplConn, String> {
-        if cfg.get_ssl_mode() == SslMode::Require {
-            return Err("sslmode=require is not supported for replication connections yet; use a local socket or sslmode=prefer".into());
-        }
-        let port = cfg.get_ports().first().copied().unwrap_or(5432);
-        let host = cfg.get_hosts().first().cloned().ok_or("no host to connect to")?;
-        let timeout = cfg.get_connect_timeout().copied().unwrap_or(Duration::from_secs(10));
-        let target = match &host {
-            Host::Tcp(h) => format!("{h}:{port}"),
-            Host::Unix(p) => p.join(format!(".s.PGSQL.{port}")).display().to_string(),
-        };
-        let connect = async {
-            let s: Pin<Box<dyn Stream>> = match &host {
-                Host::Tcp(h) => {
-                    let s = tokio::net::TcpStream::connect((h.as_str(), port)).await?;
-                    s.set_nodelay(true)?;
-                    Box::pin(s)
-                }
-                Host::Unix(p) => Box::pin(tokio::net::UnixStream::connect(p.join(format!(".s.PGSQL.{port}"))).await?),
-            };
-            Ok::<_, std::io::Error>(s)
-        };
-        let stream = tokio::time::timeout(timeout, connect)
-            .await
-            .map_err(|_| format!("cannot connect to {target}: timed out after {timeout:?}"))?
-            .map_err(|e| format!("cannot connect to {target}: {e}"))?;
-        let mut conn =
-            ReplConn { stream, buf: BytesMut::with_capacity(64 * 1024), server_version: String::new(), target };
-        conn.startup(cfg).await?;
-        Ok(conn)
+    /// Open a physical replication connection (over TLS as `sslmode` says).
+    pub async fn connect(cfg: &ConnConfig) -> Result<ReplConn, String> {
+        tls::connect(cfg, |stream, target| async move {
+            let mut conn =
+                ReplConn { stream, buf: BytesMut::with_capacity(64 * 1024), server_version: String::new(), target };
+            conn.startup(&cfg.pg).await?;
+            Ok(conn)
+        })
+        .await
     }
 
     async fn send(&mut self, msg: BytesMut) -> Result<(), String> {

@@ -1,17 +1,22 @@
-//! SQL connections (tokio-postgres) set up with libpq conventions.
+//! SQL connections (tokio-postgres) set up with libpq conventions. TLS is negotiated by
+//! `tls::connect`, shared with replication connections; tokio-postgres then speaks the
+//! protocol over that stream.
 
 use std::os::unix::fs::PermissionsExt;
 
+use tokio_postgres::config::{SslMode, TargetSessionAttrs};
 use tokio_postgres::{Client, NoTls};
 
-use super::conninfo::{pgpass_host, pgpass_lookup, pgpass_path, resolve};
+use super::conninfo::{pgpass_host, pgpass_lookup, pgpass_path, resolve, ConnConfig};
+use super::tls;
 
 /// Resolve connection settings like libpq: conninfo, PG* variables, then `.pgpass` (where a
 /// replication connection matches the database name `replication`, as in libpq).
-pub fn resolve_config(conninfo: Option<&str>, replication: bool) -> Result<tokio_postgres::Config, String> {
+pub fn resolve_config(conninfo: Option<&str>, replication: bool) -> Result<ConnConfig, String> {
     let env = |k: &str| std::env::var(k).ok();
     let os_user = std::env::var("USER").or_else(|_| std::env::var("LOGNAME")).unwrap_or_else(|_| "postgres".into());
-    let mut cfg = resolve(conninfo, &env, &os_user)?;
+    let mut conn = resolve(conninfo, &env, &os_user)?;
+    let cfg = &mut conn.pg;
     if cfg.get_password().is_none() {
         if let Some(path) = pgpass_path(&env) {
             if let Ok(meta) = std::fs::metadata(&path) {
@@ -21,7 +26,12 @@ pub fn resolve_config(conninfo: Option<&str>, replication: bool) -> Result<tokio
                         path.display()
                     );
                 } else if let Ok(text) = std::fs::read_to_string(&path) {
-                    let host = cfg.get_hosts().first().map(pgpass_host).unwrap_or_else(|| "localhost".into());
+                    // libpq matches the host name, else the hostaddr.
+                    let host = match (cfg.get_hosts().first(), cfg.get_hostaddrs().first()) {
+                        (Some(h), _) => pgpass_host(h),
+                        (None, Some(addr)) => addr.to_string(),
+                        (None, None) => "localhost".into(),
+                    };
                     let port = cfg.get_ports().first().copied().unwrap_or(5432);
                     let db = if replication { "replication" } else { cfg.get_dbname().unwrap_or("") };
                     let user = cfg.get_user().unwrap_or("");
@@ -32,26 +42,45 @@ pub fn resolve_config(conninfo: Option<&str>, replication: bool) -> Result<tokio
             }
         }
     }
-    Ok(cfg)
+    Ok(conn)
 }
 
 /// Connect with a conninfo string (or none) and the process environment.
 pub async fn connect(conninfo: Option<&str>) -> Result<Client, String> {
     let cfg = resolve_config(conninfo, false)?;
-    let target = describe(&cfg);
-    let (client, conn) = cfg.connect(NoTls).await.map_err(|e| {
-        let detail = match e.as_db_error() {
-            Some(d) => d.message().to_string(),
-            None => error_chain(&e),
+    let user = cfg.pg.get_user().unwrap_or("?").to_string();
+    // The stream arrives with TLS already settled: tokio-postgres must not ask again.
+    let mut plain = cfg.pg.clone();
+    plain.ssl_mode(SslMode::Disable);
+    let (plain, user) = (&plain, user.as_str());
+    tls::connect(&cfg, |stream, target| async move {
+        let (client, conn) = plain.connect_raw(stream, NoTls).await.map_err(|e| match e.as_db_error() {
+            Some(d) => format!("the server at {target} refused the connection for user {user}: {}", d.message()),
+            None => format!("{target}: {}", error_chain(&e)),
+        })?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!("connection closed: {e}");
+            }
+        });
+        // connect_raw skips target_session_attrs (Config::connect would check it): as libpq, a
+        // server that does not match is passed over for the next host.
+        let want_writable = match plain.get_target_session_attrs() {
+            TargetSessionAttrs::ReadWrite => true,
+            TargetSessionAttrs::ReadOnly => false,
+            _ => return Ok(client),
         };
-        format!("cannot connect to PostgreSQL at {target}: {detail} (set [postgres] conninfo or PGHOST/PGPORT/PGUSER)")
-    })?;
-    tokio::spawn(async move {
-        if let Err(e) = conn.await {
-            tracing::debug!("connection closed: {e}");
+        let row = client
+            .query_one("SHOW transaction_read_only", &[])
+            .await
+            .map_err(|e| format!("{target}: cannot check target_session_attrs: {e}"))?;
+        match (row.get::<_, String>(0) == "off") == want_writable {
+            true => Ok(client),
+            false => Err(format!("the server at {target} does not match target_session_attrs")),
         }
-    });
-    Ok(client)
+    })
+    .await
+    .map_err(|e| format!("cannot connect to PostgreSQL: {e} (check [postgres] conninfo and the PG* variables)"))
 }
 
 /// An error and its causes on one line ("error connecting to server: No such file or directory").
@@ -67,16 +96,6 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
         cur = s.source();
     }
     out
-}
-
-fn describe(cfg: &tokio_postgres::Config) -> String {
-    let host = match cfg.get_hosts().first() {
-        Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
-        Some(tokio_postgres::config::Host::Unix(p)) => p.display().to_string(),
-        None => "?".into(),
-    };
-    let port = cfg.get_ports().first().copied().unwrap_or(5432);
-    format!("{host}:{port} as {}", cfg.get_user().unwrap_or("?"))
 }
 
 /// What tidewal needs to know about a running server.
