@@ -2,6 +2,7 @@
 //! against its manifest, with recovery configured to replay WAL from the repository.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use crate::config::Settings;
@@ -102,35 +103,43 @@ pub async fn restore(settings: &Settings, args: &Args, extra: &[String]) -> Resu
         std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))
             .map_err(|e| local(dir, e))?;
     }
+    // The manifest comes first, so every file is checked as it is written.
+    let manifest_path = args.to.join("backup_manifest");
+    repo.fetch_to_path(&layout::backup_object(&info.id, "backup_manifest"), &manifest_path).await?;
+    let text = std::fs::read(&manifest_path).map_err(|e| local(&manifest_path, e))?;
+    let checker = manifest::parse(&text)
+        .and_then(manifest::Checker::new)
+        .map_err(|e| Fail::new(Code::Integrity, format!("backup {}: {e}", info.id)))?;
+    let checker = Arc::new(checker);
     // Every archive downloads and unpacks at the same time.
     let total = info.objects.iter().filter(|o| o.name.ends_with(".tar")).map(|o| o.bytes).sum();
     let progress = Progress::start(&format!("restore {}", info.id), total);
     let mut jobs = Vec::new();
     for obj in &info.objects {
         let file = obj.name.rsplit('/').next().unwrap_or_default();
-        let dest = if file == "base.tar" {
-            args.to.clone()
+        let (dest, prefix) = if file == "base.tar" {
+            (args.to.clone(), String::new())
         } else if let Some(oid) = file.strip_suffix(".tar") {
-            spaces.iter().find(|(o, _)| o.to_string() == oid).map(|(_, d)| d.clone()).ok_or_else(|| {
+            let dir = spaces.iter().find(|(o, _)| o.to_string() == oid).map(|(_, d)| d.clone()).ok_or_else(|| {
                 Fail::new(Code::Integrity, format!("backup {} has {oid}.tar but no such tablespace", info.id))
-            })?
+            })?;
+            (dir, format!("pg_tblspc/{oid}/"))
         } else {
             continue;
         };
-        jobs.push(unpack(&repo, &obj.name, dest, progress.clone()));
+        jobs.push(unpack(&repo, &obj.name, dest, prefix, checker.clone(), progress.clone()));
     }
     let unpacked = futures::future::try_join_all(jobs).await;
     progress.finish();
     unpacked?;
-    link_tablespaces(&args.to, &spaces)?;
-    let manifest_path = args.to.join("backup_manifest");
-    repo.fetch_to_path(&layout::backup_object(&info.id, "backup_manifest"), &manifest_path).await?;
-    let text = std::fs::read(&manifest_path).map_err(|e| local(&manifest_path, e))?;
-    let dir = args.to.clone();
-    let checked = tokio::task::spawn_blocking(move || manifest::parse(&text).and_then(|m| manifest::verify(&m, &dir)))
-        .await
-        .map_err(|e| Fail::new(Code::Internal, e.to_string()))?
+    let checked = checker
+        .complete()
         .map_err(|e| Fail::new(Code::Integrity, format!("restored files do not match the backup manifest: {e}")))?;
+    link_tablespaces(&args.to, &spaces)?;
+    // Durable before it is declared restored (one syncfs per file system).
+    for dir in std::iter::once(&args.to).chain(spaces.iter().map(|(_, d)| d)) {
+        sync_filesystem(dir)?;
+    }
     write_recovery_config(settings, args, target_time, extra)?;
     println!(
         "restored backup {} into {} ({checked} files verified against the manifest); start it with: pg_ctl -D {} start",
@@ -270,23 +279,31 @@ fn parse_time(t: &str) -> Result<SystemTime> {
     })
 }
 
-async fn unpack(repo: &Repo, obj: &str, dest: PathBuf, progress: Progress) -> Result<()> {
+async fn unpack(
+    repo: &Repo,
+    obj: &str,
+    dest: PathBuf,
+    prefix: String,
+    checker: Arc<manifest::Checker>,
+    progress: Progress,
+) -> Result<()> {
     let reader = repo.reader(obj).await?;
     let keys = repo.keys.clone();
     let name = obj.to_string();
     tokio::task::spawn_blocking(move || {
-        let r = crate::codec::OpenReader::new(reader, &keys, &name)
-            .map_err(|e| Fail::new(Code::Integrity, format!("object {name}: {e}")))?;
-        let mut archive = tar::Archive::new(progress.wrap(r));
-        archive.set_preserve_permissions(true);
-        archive.set_overwrite(true);
-        archive.unpack(&dest).map_err(|e| match crate::codec::CodecError::find_in(&e) {
-            Some(c) if c.is_integrity() => Fail::new(Code::Integrity, format!("object {name}: {c}")),
-            _ => Fail::new(Code::Storage, format!("object {name}: {e}")),
-        })
+        crate::repo::unpack::unpack(reader, keys, &name, &dest, &prefix, checker, move |n| progress.add(n))
     })
     .await
     .map_err(|e| Fail::new(Code::Internal, e.to_string()))?
+}
+
+fn sync_filesystem(dir: &Path) -> Result<()> {
+    let f = std::fs::File::open(dir).map_err(|e| local(dir, e))?;
+    // SAFETY: syncfs on a descriptor owned by `f`.
+    if unsafe { libc::syncfs(std::os::fd::AsRawFd::as_raw_fd(&f)) } != 0 {
+        return Err(local(dir, std::io::Error::last_os_error()));
+    }
+    Ok(())
 }
 
 fn write_recovery_config(

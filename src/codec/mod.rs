@@ -18,6 +18,7 @@
 
 mod envelope;
 pub mod keys;
+mod lz4;
 mod open;
 mod seal;
 

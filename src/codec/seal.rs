@@ -2,14 +2,14 @@
 
 use std::io::{self, Write};
 
-use lz4_flex::frame::FrameEncoder;
-
 use super::envelope::{
     frame_prefix, CodecError, Header, Protector, SliceBuf, CHUNK, DIGEST_LEN, FRAME_PREFIX, HEADER_LEN, TAG,
 };
 use super::keys::Key;
+use super::lz4;
 use super::Digest;
 use aead_stream::aead::Buffer;
+use rayon::prelude::*;
 
 #[derive(Clone, Copy, Debug, Default)]
 pub struct SealOptions {
@@ -69,16 +69,30 @@ impl<W: Write> Write for ChunkWriter<W> {
 /// Plaintext gathered before it is compressed on all cores as independent lz4 frames.
 const BATCH: usize = 8 << 20;
 
+/// A batch handed to the rayon pool: hashed and compressed there while the next one fills.
+type InFlight = std::sync::mpsc::Receiver<(Vec<u8>, Vec<u8>, usize, blake3::Hasher)>;
+
 enum Stage<W: Write> {
-    Lz4 { batch: Vec<u8>, chunks: ChunkWriter<W>, frames: u64 },
+    Lz4 {
+        batch: Vec<u8>,
+        chunks: ChunkWriter<W>,
+        frames: u64,
+        inflight: Option<InFlight>,
+        /// Buffers coming back from the pool, reused so steady state allocates nothing.
+        spare_in: Vec<u8>,
+        spare_out: Vec<u8>,
+    },
     Raw(ChunkWriter<W>),
 }
 
-/// A `Write` that seals everything written to it, compressing 8 MiB batches on all cores. Call [`SealWriter::finish`] to end the object;
-/// an object that is dropped unfinished has no final chunk and never opens.
+/// A `Write` that seals everything written to it. With lz4, input is gathered into 8 MiB
+/// batches; each full batch is hashed and compressed on the rayon pool while the next one
+/// fills (two batches at most), so the producer rarely waits. Call [`SealWriter::finish`]
+/// to end the object; an object dropped unfinished has no final chunk and never opens.
 pub struct SealWriter<W: Write> {
     stage: Stage<W>,
-    hasher: blake3::Hasher,
+    /// `None` while a batch (which carries it, since hashing is in order) is in flight.
+    hasher: Option<blake3::Hasher>,
     expected: Option<Digest>,
     plain_len: u64,
 }
@@ -105,28 +119,80 @@ impl<W: Write> SealWriter<W> {
             written: HEADER_LEN as u64,
         };
         let stage = if opts.lz4 {
-            Stage::Lz4 { batch: Vec::with_capacity(BATCH), chunks, frames: 0 }
+            Stage::Lz4 {
+                batch: Vec::with_capacity(BATCH),
+                chunks,
+                frames: 0,
+                inflight: None,
+                spare_in: Vec::new(),
+                spare_out: Vec::new(),
+            }
         } else {
             Stage::Raw(chunks)
         };
-        Ok(SealWriter { stage, hasher: blake3::Hasher::new(), expected: opts.digest, plain_len: 0 })
+        Ok(SealWriter { stage, hasher: Some(blake3::Hasher::new()), expected: opts.digest, plain_len: 0 })
     }
 
-    pub fn finish(self) -> io::Result<Sealed<W>> {
-        let digest: Digest = *self.hasher.finalize().as_bytes();
-        if self.expected.is_some_and(|e| e != digest) {
-            return Err(CodecError::SourceChanged.into_io());
+    /// Wait for the batch in flight, if any, and seal its compressed bytes.
+    fn drain(&mut self) -> io::Result<()> {
+        if let Stage::Lz4 { chunks, inflight, spare_in, spare_out, .. } = &mut self.stage {
+            if let Some(rx) = inflight.take() {
+                let (mut data, out, len, hasher) =
+                    rx.recv().map_err(|_| io::Error::other("the compression worker stopped"))?;
+                chunks.write_all(&out[..len])?;
+                data.clear();
+                *spare_in = data;
+                *spare_out = out;
+                self.hasher = Some(hasher);
+            }
         }
+        Ok(())
+    }
+
+    /// Hand the full batch to the pool (after the previous one is written out).
+    fn submit(&mut self) -> io::Result<()> {
+        self.drain()?;
+        let mut hasher = self.hasher.take().expect("hasher is home after drain");
+        if let Stage::Lz4 { batch, frames, inflight, spare_in, spare_out, .. } = &mut self.stage {
+            let mut next = std::mem::take(spare_in);
+            next.reserve(BATCH);
+            let data = std::mem::replace(batch, next);
+            let mut out = std::mem::take(spare_out);
+            let (tx, rx) = std::sync::mpsc::sync_channel(1);
+            rayon::spawn(move || {
+                let ((), len) = rayon::join(
+                    || {
+                        hasher.update(&data);
+                    },
+                    || lz4::compress_parallel_into(&data, &mut out),
+                );
+                let _ = tx.send((data, out, len, hasher));
+            });
+            *inflight = Some(rx);
+            *frames += 1;
+        }
+        Ok(())
+    }
+
+    pub fn finish(mut self) -> io::Result<Sealed<W>> {
+        self.drain()?;
+        let mut hasher = self.hasher.take().expect("hasher is home after drain");
         let chunks = match self.stage {
-            Stage::Lz4 { batch, mut chunks, frames } => {
+            Stage::Lz4 { batch, mut chunks, frames, mut spare_out, .. } => {
+                hasher.update(&batch);
                 // An empty object still needs one (empty) frame to be a valid lz4 stream.
                 if !batch.is_empty() || frames == 0 {
-                    chunks.write_all(&compress_parallel(&batch, threads())?)?;
+                    let len = lz4::compress_parallel_into(&batch, &mut spare_out);
+                    chunks.write_all(&spare_out[..len])?;
                 }
                 chunks
             }
             Stage::Raw(c) => c,
         };
+        let digest: Digest = *hasher.finalize().as_bytes();
+        if self.expected.is_some_and(|e| e != digest) {
+            return Err(CodecError::SourceChanged.into_io());
+        }
         let (out, sealed_len) = chunks.finish(&digest)?;
         Ok(Sealed { out, digest, plain_len: self.plain_len, sealed_len })
     }
@@ -134,21 +200,22 @@ impl<W: Write> SealWriter<W> {
 
 impl<W: Write> Write for SealWriter<W> {
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
-        let n = match &mut self.stage {
-            Stage::Lz4 { batch, chunks, frames } => {
+        let (n, full) = match &mut self.stage {
+            Stage::Lz4 { batch, .. } => {
                 let take = data.len().min(BATCH - batch.len());
                 batch.extend_from_slice(&data[..take]);
-                if batch.len() == BATCH {
-                    chunks.write_all(&compress_parallel(batch, threads())?)?;
-                    batch.clear();
-                    *frames += 1;
-                }
-                take
+                (take, batch.len() == BATCH)
             }
-            Stage::Raw(c) => c.write(data)?,
+            Stage::Raw(c) => {
+                let n = c.write(data)?;
+                self.hasher.as_mut().expect("raw mode keeps its hasher").update(&data[..n]);
+                (n, false)
+            }
         };
-        self.hasher.update(&data[..n]);
         self.plain_len += n as u64;
+        if full {
+            self.submit()?;
+        }
         Ok(n)
     }
 
@@ -162,13 +229,17 @@ impl<W: Write> Write for SealWriter<W> {
 /// the chunks are then sealed in parallel (STREAM positions are independent). The header
 /// always carries the digest. If `opts.digest` is given it must match the data.
 pub fn seal_to_vec(data: &[u8], key: Option<&Key>, name: &str, opts: SealOptions) -> io::Result<Sealed<Vec<u8>>> {
-    let threads = threads();
-    let (digest, compressed) = std::thread::scope(|s| {
-        let hasher = s.spawn(|| *blake3::hash(data).as_bytes());
-        let compressed = if opts.lz4 { Some(compress_parallel(data, threads)) } else { None };
-        (hasher.join().expect("hash thread"), compressed)
-    });
-    let compressed = compressed.transpose()?;
+    let (digest, compressed) = rayon::join(
+        || *blake3::hash(data).as_bytes(),
+        || {
+            opts.lz4.then(|| {
+                let mut out = Vec::new();
+                let len = lz4::compress_parallel_into(data, &mut out);
+                out.truncate(len);
+                out
+            })
+        },
+    );
     if opts.digest.is_some_and(|d| d != digest) {
         return Err(CodecError::SourceChanged.into_io());
     }
@@ -181,54 +252,22 @@ pub fn seal_to_vec(data: &[u8], key: Option<&Key>, name: &str, opts: SealOptions
     let total = HEADER_LEN + (n_chunks - 1) * full + last_len;
     let mut out = vec![0u8; total];
     out[..HEADER_LEN].copy_from_slice(&header.raw);
-    let per = n_chunks.div_ceil(threads).max(16);
-    let results: Vec<io::Result<()>> = std::thread::scope(|s| {
-        let mut rest = &mut out[HEADER_LEN..];
-        let mut handles = Vec::new();
-        for first in (0..n_chunks).step_by(per) {
-            let end = (first + per).min(n_chunks);
-            let bytes = if end == n_chunks { rest.len() } else { (end - first) * full };
-            let (region, tail) = std::mem::take(&mut rest).split_at_mut(bytes);
-            rest = tail;
-            let (prot, aad) = (&prot, &header.raw);
-            let digest = &digest;
-            handles.push(s.spawn(move || seal_range(prot, aad, payload, first..end, n_chunks, digest, region)));
-        }
-        handles.into_iter().map(|h| h.join().expect("seal thread")).collect()
-    });
+    let per = n_chunks.div_ceil(rayon::current_num_threads().max(1)).max(16);
+    let mut jobs = Vec::new();
+    let mut rest = &mut out[HEADER_LEN..];
+    for first in (0..n_chunks).step_by(per) {
+        let end = (first + per).min(n_chunks);
+        let bytes = if end == n_chunks { rest.len() } else { (end - first) * full };
+        let (region, tail) = std::mem::take(&mut rest).split_at_mut(bytes);
+        rest = tail;
+        jobs.push((first..end, region));
+    }
+    let results: Vec<io::Result<()>> = jobs
+        .into_par_iter()
+        .map(|(range, region)| seal_range(&prot, &header.raw, payload, range, n_chunks, &digest, region))
+        .collect();
     results.into_iter().collect::<io::Result<()>>()?;
     Ok(Sealed { out, digest, plain_len: data.len() as u64, sealed_len: total as u64 })
-}
-
-fn threads() -> usize {
-    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).min(8)
-}
-
-/// Compress in pieces of at least 1 MiB, each an independent lz4 frame.
-fn compress_parallel(data: &[u8], threads: usize) -> io::Result<Vec<u8>> {
-    let piece = data.len().div_ceil(threads).max(1 << 20);
-    let frames: Vec<io::Result<Vec<u8>>> = std::thread::scope(|s| {
-        let handles: Vec<_> = data.chunks(piece).map(|p| s.spawn(move || compress_frame(p))).collect();
-        handles.into_iter().map(|h| h.join().expect("compress thread")).collect()
-    });
-    if frames.is_empty() {
-        return compress_frame(&[]);
-    }
-    let mut out = Vec::new();
-    for f in frames {
-        out.extend_from_slice(&f?);
-    }
-    Ok(out)
-}
-
-fn compress_frame(data: &[u8]) -> io::Result<Vec<u8>> {
-    let mut enc = FrameEncoder::with_frame_info(frame_info(), Vec::with_capacity(data.len() / 2 + 64));
-    enc.write_all(data)?;
-    enc.finish().map_err(io::Error::other)
-}
-
-fn frame_info() -> lz4_flex::frame::FrameInfo {
-    lz4_flex::frame::FrameInfo::new().block_size(lz4_flex::frame::BlockSize::Max1MB)
 }
 
 /// Seal chunks `range` of `payload` into `region`, which holds exactly their frames; chunk

@@ -225,11 +225,12 @@ impl ReplConn {
     }
 
     /// Start `BASE_BACKUP` and read up to its copy stream.
-    pub async fn start_base_backup(&mut self, label: &str, fast: bool) -> Result<BackupStart, String> {
+    /// `checksums` is the manifest's algorithm (`CRC32C`, `SHA256`, ...).
+    pub async fn start_base_backup(&mut self, label: &str, fast: bool, checksums: &str) -> Result<BackupStart, String> {
         let label = label.replace('\'', "''");
         let checkpoint = if fast { "fast" } else { "spread" };
         let sql = format!(
-            "BASE_BACKUP (LABEL '{label}', PROGRESS, CHECKPOINT '{checkpoint}', WAIT true, MANIFEST 'yes', MANIFEST_CHECKSUMS 'SHA256')"
+            "BASE_BACKUP (LABEL '{label}', PROGRESS, CHECKPOINT '{checkpoint}', WAIT false, MANIFEST 'yes', MANIFEST_CHECKSUMS '{checksums}')"
         );
         let mut msg = BytesMut::new();
         frontend::query(&sql, &mut msg).map_err(|e| e.to_string())?;

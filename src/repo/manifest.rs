@@ -1,7 +1,9 @@
-//! PostgreSQL's backup manifest: parse it and check restored files against it.
+//! PostgreSQL's backup manifest: what every restored file must be. Files are checked as they
+//! are written (size and checksum, CRC32C or SHA-256), so nothing is read back from disk,
+//! and at the end every file the manifest lists must have been seen.
 
-use std::io::Read;
-use std::path::Path;
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
 
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
@@ -28,61 +30,139 @@ pub fn parse(text: &[u8]) -> Result<Manifest, String> {
     serde_json::from_slice(text).map_err(|e| format!("backup_manifest is not a valid manifest: {e}"))
 }
 
-/// Check every file of the manifest under `dir`: present, same size, same SHA-256.
-/// Returns how many files were checked.
-pub fn verify(manifest: &Manifest, dir: &Path) -> Result<usize, String> {
-    let mut checked = 0;
-    for f in &manifest.files {
-        let Some(rel) = &f.path else { continue };
-        let path = dir.join(rel);
-        let meta = std::fs::metadata(&path).map_err(|e| format!("{rel}: listed in the manifest but {e}"))?;
-        if meta.len() != f.size {
-            return Err(format!("{rel}: {} bytes, the manifest says {}", meta.len(), f.size));
+/// A running checksum in one of the manifest's algorithms.
+pub enum FileSum {
+    None,
+    Crc32c(u32),
+    Sha256(Box<Sha256>),
+}
+
+impl FileSum {
+    pub fn update(&mut self, data: &[u8]) {
+        match self {
+            FileSum::None => {}
+            FileSum::Crc32c(c) => *c = crc32c::crc32c_append(*c, data),
+            FileSum::Sha256(h) => h.update(data),
         }
-        match (f.algorithm.as_deref(), f.checksum.as_deref()) {
-            (Some("SHA256"), Some(want)) => {
-                let mut h = Sha256::new();
-                let mut file = std::fs::File::open(&path).map_err(|e| format!("{rel}: {e}"))?;
-                let mut buf = vec![0u8; 256 * 1024];
-                loop {
-                    let n = file.read(&mut buf).map_err(|e| format!("{rel}: {e}"))?;
-                    if n == 0 {
-                        break;
-                    }
-                    h.update(&buf[..n]);
-                }
-                let got = hex::encode(h.finalize());
-                if !got.eq_ignore_ascii_case(want) {
-                    return Err(format!("{rel}: SHA-256 {got} does not match the manifest's {want}"));
-                }
-            }
-            (None | Some("NONE"), _) => {}
-            (Some(other), _) => {
-                return Err(format!("{rel}: manifest checksum {other} is not supported (tidewal backups use SHA256)"))
-            }
-        }
-        checked += 1;
     }
-    Ok(checked)
+
+    /// Hex as PostgreSQL writes it (CRC32C: the value's bytes in little-endian order).
+    fn hex(self) -> Option<String> {
+        match self {
+            FileSum::None => None,
+            FileSum::Crc32c(c) => Some(hex::encode(c.to_le_bytes())),
+            FileSum::Sha256(h) => Some(hex::encode(h.finalize())),
+        }
+    }
+}
+
+/// Checks files against a manifest; shared by the unpackers of all archives.
+pub struct Checker {
+    files: HashMap<String, ManifestFile>,
+    seen: Mutex<HashSet<String>>,
+}
+
+impl Checker {
+    pub fn new(manifest: Manifest) -> Result<Checker, String> {
+        let mut files = HashMap::new();
+        for f in manifest.files {
+            match f.algorithm.as_deref() {
+                None | Some("NONE") | Some("CRC32C") | Some("SHA256") => {}
+                Some(other) => {
+                    return Err(format!(
+                        "{}: manifest checksum {other} is not supported (tidewal backups use CRC32C or SHA256)",
+                        f.path.as_deref().unwrap_or("?")
+                    ))
+                }
+            }
+            if let Some(p) = f.path.clone() {
+                files.insert(p, f);
+            }
+        }
+        Ok(Checker { files, seen: Mutex::new(HashSet::new()) })
+    }
+
+    /// The checksum to compute for `path` while it is written.
+    pub fn start(&self, path: &str) -> FileSum {
+        match self.files.get(path).and_then(|f| f.algorithm.as_deref()) {
+            Some("CRC32C") => FileSum::Crc32c(0),
+            Some("SHA256") => FileSum::Sha256(Box::default()),
+            _ => FileSum::None,
+        }
+    }
+
+    /// A file was written in full: it must be what the manifest says. Files the manifest does
+    /// not list (there are none in a PostgreSQL backup) pass.
+    pub fn finish(&self, path: &str, size: u64, sum: FileSum) -> Result<(), String> {
+        let Some(f) = self.files.get(path) else { return Ok(()) };
+        if size != f.size {
+            return Err(format!("{path}: {size} bytes, the manifest says {}", f.size));
+        }
+        if let (Some(got), Some(want)) = (sum.hex(), f.checksum.as_deref()) {
+            if !got.eq_ignore_ascii_case(want) {
+                let algo = f.algorithm.as_deref().unwrap_or("checksum");
+                return Err(format!("{path}: {algo} {got} does not match the manifest's {want}"));
+            }
+        }
+        self.seen.lock().expect("not poisoned").insert(path.to_string());
+        Ok(())
+    }
+
+    /// After every archive: nothing the manifest lists may be missing. Returns the file count.
+    pub fn complete(&self) -> Result<usize, String> {
+        let seen = self.seen.lock().expect("not poisoned");
+        let mut missing: Vec<&String> = self.files.keys().filter(|p| !seen.contains(*p)).collect();
+        missing.sort();
+        match missing.first() {
+            Some(p) => Err(format!("{p}: listed in the manifest but not in the backup ({} missing)", missing.len())),
+            None => Ok(seen.len()),
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn verifies_files() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("PG_VERSION"), "15\n").unwrap();
-        let sum = hex::encode(Sha256::digest(b"15\n"));
+    fn manifest(algo: &str, sum: &str) -> Manifest {
         let text = format!(
-            r#"{{"PostgreSQL-Backup-Manifest-Version": 1, "Files": [{{"Path": "PG_VERSION", "Size": 3, "Last-Modified": "x", "Checksum-Algorithm": "SHA256", "Checksum": "{sum}"}}]}}"#
+            r#"{{"PostgreSQL-Backup-Manifest-Version": 1, "Files": [
+                {{"Path": "PG_VERSION", "Size": 3, "Last-Modified": "x", "Checksum-Algorithm": "{algo}", "Checksum": "{sum}"}},
+                {{"Path": "global/pg_control", "Size": 1, "Last-Modified": "x", "Checksum-Algorithm": "NONE"}}]}}"#
         );
-        let m = parse(text.as_bytes()).unwrap();
-        assert_eq!(verify(&m, dir.path()).unwrap(), 1);
-        std::fs::write(dir.path().join("PG_VERSION"), "16\n").unwrap();
-        assert!(verify(&m, dir.path()).unwrap_err().contains("does not match"));
-        std::fs::remove_file(dir.path().join("PG_VERSION")).unwrap();
-        assert!(verify(&m, dir.path()).unwrap_err().contains("listed in the manifest"));
+        parse(text.as_bytes()).unwrap()
+    }
+
+    fn feed(c: &Checker, path: &str, data: &[u8]) -> Result<(), String> {
+        let mut sum = c.start(path);
+        for piece in data.chunks(2) {
+            sum.update(piece);
+        }
+        c.finish(path, data.len() as u64, sum)
+    }
+
+    #[test]
+    fn checks_crc32c_and_sha256_as_postgres_writes_them() {
+        // PostgreSQL's CRC32C of "15\n", as its manifest prints it.
+        let crc = hex::encode(crc32c::crc32c(b"15\n").to_le_bytes());
+        let sha = hex::encode(Sha256::digest(b"15\n"));
+        for (algo, sum) in [("CRC32C", crc), ("SHA256", sha)] {
+            let c = Checker::new(manifest(algo, &sum)).unwrap();
+            assert!(feed(&c, "PG_VERSION", b"16\n").unwrap_err().contains("does not match"), "{algo}");
+            assert!(feed(&c, "PG_VERSION", b"15\n\n").unwrap_err().contains("4 bytes"));
+            feed(&c, "PG_VERSION", b"15\n").unwrap();
+            assert!(c.complete().unwrap_err().contains("global/pg_control"));
+            feed(&c, "global/pg_control", b"x").unwrap();
+            feed(&c, "not/listed", b"anything").unwrap();
+            assert_eq!(c.complete().unwrap(), 2);
+        }
+        let bad = Checker::new(manifest("SHA512", "00"));
+        assert!(bad.err().unwrap().contains("SHA512"));
+    }
+
+    #[test]
+    fn crc32c_matches_a_known_vector() {
+        // RFC 3720's test vector: 32 bytes of zeros.
+        assert_eq!(crc32c::crc32c(&[0u8; 32]), 0x8a9136aa);
     }
 }

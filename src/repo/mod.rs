@@ -4,6 +4,7 @@
 pub mod catalog;
 pub mod layout;
 pub mod manifest;
+pub mod unpack;
 
 use std::io::{Read, Write};
 use std::path::Path;
@@ -255,8 +256,9 @@ impl SealedUpload {
 /// upload is aborted and nothing is stored.
 pub struct ObjectWriter {
     obj: String,
-    tx: tokio::sync::mpsc::Sender<Option<Bytes>>,
+    tx: tokio::sync::mpsc::Sender<Option<Vec<u8>>>,
     pending: Option<SealedUpload>,
+    gathered: Vec<u8>,
 }
 
 /// What was stored by an [`ObjectWriter`].
@@ -296,23 +298,39 @@ impl Repo {
     /// Start a streamed object. Callers pick names that cannot exist yet (multipart uploads
     /// cannot be create-only).
     pub fn create_stream(&self, obj: &str) -> ObjectWriter {
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<Option<Bytes>>(64);
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Option<Vec<u8>>>(WRITER_QUEUE);
         let pending = self.sealed_upload(obj, None, move |w| {
             while let Some(item) = rx.blocking_recv() {
                 match item {
-                    Some(b) => w.write_all(&b)?,
+                    Some(group) => w.write_all(&group)?,
                     None => return Ok(()),
                 }
             }
             Err(std::io::Error::other("the object was abandoned before its end"))
         });
-        ObjectWriter { obj: obj.to_string(), tx, pending: Some(pending) }
+        ObjectWriter { obj: obj.to_string(), tx, pending: Some(pending), gathered: Vec::with_capacity(WRITER_GROUP) }
     }
 }
 
+/// Small writes (a BASE_BACKUP message is 32 KiB) are copied into groups of this many bytes
+/// for the sealer, so its thread is woken once per group and the network receive buffer is
+/// free for reuse at once (holding on to its pieces made every read allocate fresh pages).
+const WRITER_GROUP: usize = 1 << 20;
+/// Groups queued for the sealer: enough to keep reading the network while a batch compresses.
+const WRITER_QUEUE: usize = 24;
+
 impl ObjectWriter {
-    pub async fn write(&mut self, data: Bytes) -> Result<()> {
-        if self.tx.send(Some(data)).await.is_err() {
+    pub async fn write(&mut self, data: &[u8]) -> Result<()> {
+        self.gathered.extend_from_slice(data);
+        if self.gathered.len() >= WRITER_GROUP {
+            self.send_gathered().await?;
+        }
+        Ok(())
+    }
+
+    async fn send_gathered(&mut self) -> Result<()> {
+        let group = std::mem::replace(&mut self.gathered, Vec::with_capacity(WRITER_GROUP));
+        if self.tx.send(Some(group)).await.is_err() {
             // The sealer stopped: report why.
             let stopped = Fail::new(Code::Storage, format!("object {}: the upload stopped", self.obj));
             return Err(match self.pending.take() {
@@ -323,7 +341,10 @@ impl ObjectWriter {
         Ok(())
     }
 
-    pub async fn finish(self) -> Result<StoredObject> {
+    pub async fn finish(mut self) -> Result<StoredObject> {
+        if !self.gathered.is_empty() {
+            self.send_gathered().await?;
+        }
         let _ = self.tx.send(None).await;
         drop(self.tx);
         let pending =

@@ -1,0 +1,189 @@
+//! Restoring one backup archive: the object is opened (decrypted, decompressed, verified) on
+//! one thread and unpacked on another, joined by a bounded queue, and every regular file is
+//! checked against the manifest while it is written.
+
+use std::io::{self, Read, Write};
+use std::path::{Component, Path, PathBuf};
+use std::sync::mpsc::{sync_channel, Receiver};
+use std::sync::Arc;
+
+use super::manifest::Checker;
+use crate::codec::{CodecError, Keyring, OpenReader};
+use crate::error::{Code, Fail, Result};
+
+/// Bytes per piece between the two threads, and pieces queued.
+const PIECE: usize = 1 << 20;
+const QUEUE: usize = 8;
+
+/// Unpack the sealed tar archive `obj` read from `src` into `dest`; files are checked
+/// against `checker` under `prefix` (`""` for base.tar, `pg_tblspc/<oid>/` for a tablespace).
+/// `count` is called with the plaintext bytes as they pass (progress).
+pub fn unpack(
+    src: Box<dyn Read + Send>,
+    keys: Keyring,
+    obj: &str,
+    dest: &Path,
+    prefix: &str,
+    checker: Arc<Checker>,
+    count: impl Fn(u64) + Send + 'static,
+) -> Result<()> {
+    let (tx, rx) = sync_channel::<io::Result<Vec<u8>>>(QUEUE);
+    let name = obj.to_string();
+    let opener = std::thread::Builder::new()
+        .name("tidewal-open".into())
+        .spawn(move || {
+            let mut r = match OpenReader::new(src, &keys, &name) {
+                Ok(r) => r,
+                Err(e) => return Err(e),
+            };
+            loop {
+                let mut buf = vec![0u8; PIECE];
+                let mut filled = 0;
+                while filled < PIECE {
+                    match r.read(&mut buf[filled..]) {
+                        Ok(0) => break,
+                        Ok(n) => filled += n,
+                        Err(e) => {
+                            let _ = tx.send(Err(io::Error::other("the archive could not be opened")));
+                            return Err(CodecError::from_io(e));
+                        }
+                    }
+                }
+                if filled == 0 {
+                    return Ok(());
+                }
+                buf.truncate(filled);
+                count(filled as u64);
+                if tx.send(Ok(buf)).is_err() {
+                    return Ok(()); // the unpacker stopped; its error explains
+                }
+            }
+        })
+        .map_err(|e| Fail::new(Code::Internal, format!("cannot start a thread: {e}")))?;
+    let mut queue = QueueReader { rx, cur: Vec::new(), pos: 0 };
+    let mut unpacked = write_tree(&mut queue, dest, prefix, &checker);
+    if unpacked.is_ok() {
+        // Past the tar end marker: read to the object's end, where the opener checks the
+        // last frame and the whole-archive digest.
+        if let Err(e) = io::copy(&mut queue, &mut io::sink()) {
+            unpacked = Err(Unpack::Io(e));
+        }
+    }
+    drop(queue);
+    let opened = opener.join().map_err(|_| Fail::new(Code::Internal, "the archive reader panicked"))?;
+    // The reader's error comes first: a damaged object explains a short tar stream.
+    opened.map_err(|e| match e {
+        e if e.is_integrity() => Fail::new(Code::Integrity, format!("object {obj}: {e}")),
+        e => Fail::new(Code::Storage, format!("object {obj}: {e}")),
+    })?;
+    unpacked.map_err(|e| match e {
+        Unpack::Io(e) => Fail::new(Code::Storage, format!("object {obj}: {e}")),
+        Unpack::Mismatch(m) => {
+            Fail::new(Code::Integrity, format!("object {obj}: restored files do not match the backup manifest: {m}"))
+        }
+    })
+}
+
+enum Unpack {
+    Io(io::Error),
+    Mismatch(String),
+}
+
+impl From<io::Error> for Unpack {
+    fn from(e: io::Error) -> Self {
+        Unpack::Io(e)
+    }
+}
+
+/// Regular files are written here (checked on the way); directories and links by `tar`.
+fn write_tree(src: &mut impl Read, dest: &Path, prefix: &str, checker: &Checker) -> std::result::Result<(), Unpack> {
+    let mut archive = tar::Archive::new(src);
+    archive.set_preserve_permissions(true);
+    archive.set_overwrite(true);
+    let mut buf = vec![0u8; PIECE];
+    for entry in archive.entries()? {
+        let mut entry = entry?;
+        if !matches!(entry.header().entry_type(), tar::EntryType::Regular | tar::EntryType::Continuous) {
+            entry.unpack_in(dest)?;
+            continue;
+        }
+        let rel = safe_relative(&entry.path()?)?;
+        let key = format!("{prefix}{}", rel.display());
+        let path = dest.join(&rel);
+        if let Some(parent) = path.parent() {
+            if !parent.is_dir() {
+                std::fs::create_dir_all(parent)?;
+            }
+        }
+        let mut file = std::fs::File::create(&path)?;
+        let mut sum = checker.start(&key);
+        let mut size = 0u64;
+        loop {
+            let n = entry.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            sum.update(&buf[..n]);
+            file.write_all(&buf[..n])?;
+            size += n as u64;
+        }
+        let mode = entry.header().mode().unwrap_or(0o600) & 0o7777;
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(mode))?;
+        checker.finish(&key, size, sum).map_err(Unpack::Mismatch)?;
+    }
+    Ok(())
+}
+
+/// A tar member path that stays inside the destination.
+fn safe_relative(p: &Path) -> io::Result<PathBuf> {
+    let mut out = PathBuf::new();
+    for c in p.components() {
+        match c {
+            Component::Normal(n) => out.push(n),
+            Component::CurDir => {}
+            _ => return Err(io::Error::other(format!("archive member {} leaves the directory", p.display()))),
+        }
+    }
+    if out.as_os_str().is_empty() {
+        return Err(io::Error::other("archive member with an empty name"));
+    }
+    Ok(out)
+}
+
+/// `Read` over pieces arriving from the opener thread.
+struct QueueReader {
+    rx: Receiver<io::Result<Vec<u8>>>,
+    cur: Vec<u8>,
+    pos: usize,
+}
+
+impl Read for QueueReader {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        while self.pos == self.cur.len() {
+            match self.rx.recv() {
+                Ok(piece) => {
+                    self.cur = piece?;
+                    self.pos = 0;
+                }
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = out.len().min(self.cur.len() - self.pos);
+        out[..n].copy_from_slice(&self.cur[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn member_paths_stay_inside() {
+        assert_eq!(safe_relative(Path::new("./base/1/123")).unwrap(), PathBuf::from("base/1/123"));
+        assert!(safe_relative(Path::new("../etc/passwd")).is_err());
+        assert!(safe_relative(Path::new("/etc/passwd")).is_err());
+        assert!(safe_relative(Path::new("base/../../x")).is_err());
+    }
+}
