@@ -3,7 +3,8 @@
 # 1.5 GB), one tool after the other on the same cluster, printing wall time and peak RSS:
 #   tidewal backup / restore        file:// repository, lz4 + XChaCha20-Poly1305, fsync on
 #   pgbackrest backup --type=full / restore   local repository, lz4, process-max 2, aes-256-cbc
-#   pg_basebackup -Ft --compress=client-lz4, and lz4 -d | tar -x to restore it
+#   pg_basebackup -Ft --compress=client-lz4 (WAL streamed too), and lz4 -d | tar -x to restore it
+# Each step runs REPS times (default 3), the tools taking turns; the median is reported.
 # Needs: PostgreSQL 15, pgbackrest, lz4, python3.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -41,42 +42,52 @@ start-fast=y
 archive-check=n"
 
 results="$WORK/results.txt"
-# measure LABEL CMD...: wall time (ms) and peak RSS (kB) of CMD, run as postgres.
+REPS=${REPS:-3}
+# measure STEP TOOL CMD...: wall time (ms) and peak RSS (kB) of CMD, run as postgres.
 measure() {
-    local label=$1 t0 t1
-    shift
+    local step=$1 tool=$2 t0 t1
+    shift 2
     sync
     t0=$(date +%s%N)
     as_pg /usr/bin/time -f '%M' -o "$WORK/time.out" "$@" >/dev/null
     t1=$(date +%s%N)
-    echo "$label $(((t1 - t0) / 1000000)) $(tail -n1 "$WORK/time.out")" >>"$results"
+    echo "$step $tool $(((t1 - t0) / 1000000)) $(tail -n1 "$WORK/time.out")" >>"$results"
 }
 
-measure "backup tidewal" "$TIDEWAL" --config "$WORK/tidewal.toml" -q backup
-measure "backup pgbackrest" pgbackrest --config="$WORK/pgbr/pgbackrest.conf" --stanza=bench --type=full backup
-mkdir -p "$WORK/pgbb" && give_pg "$WORK/pgbb"
-measure "backup pg_basebackup" "$PGBIN/pg_basebackup" -h "$PGSOCK" -p "$PGPORT_NUM" -U postgres -D "$WORK/pgbb/out" -Ft --compress=client-lz4 -X none -c fast
+# The tools take turns, REPS rounds, so a noisy moment hits all of them alike.
+mkdir -p "$WORK/pgbb" "$WORK/r" && give_pg "$WORK/pgbb" "$WORK/r"
+for i in $(seq "$REPS"); do
+    measure backup tidewal "$TIDEWAL" --config "$WORK/tidewal.toml" -q backup
+    measure backup pgbackrest pgbackrest --config="$WORK/pgbr/pgbackrest.conf" --stanza=bench --type=full backup
+    rm -rf "$WORK/pgbb/out"
+    # The issue's command: WAL streamed alongside (-X stream, the default) into pg_wal.tar.
+    measure backup pg_basebackup "$PGBIN/pg_basebackup" -h "$PGSOCK" -p "$PGPORT_NUM" -U postgres -D "$WORK/pgbb/out" -Ft --compress=client-lz4 -c fast
+done
+for i in $(seq "$REPS"); do
+    measure restore tidewal "$TIDEWAL" --config "$WORK/tidewal.toml" -q restore --to "$WORK/r/tidewal"
+    rm -rf "$WORK/r/tidewal"
+    measure restore pgbackrest pgbackrest --config="$WORK/pgbr/pgbackrest.conf" --stanza=bench --pg1-path="$WORK/r/pgbackrest" restore
+    rm -rf "$WORK/r/pgbackrest"
+    as_pg mkdir -p "$WORK/r/pgbb/pg_wal"
+    measure restore pg_basebackup sh -c "lz4 -dc '$WORK/pgbb/out/base.tar.lz4' | tar -xf - -C '$WORK/r/pgbb' && lz4 -dc '$WORK/pgbb/out/pg_wal.tar.lz4' | tar -xf - -C '$WORK/r/pgbb/pg_wal' && sync -f '$WORK/r/pgbb'"
+    rm -rf "$WORK/r/pgbb"
+done
 
-mkdir -p "$WORK/r" && give_pg "$WORK/r"
-measure "restore tidewal" "$TIDEWAL" --config "$WORK/tidewal.toml" -q restore --to "$WORK/r/tidewal"
-measure "restore pgbackrest" pgbackrest --config="$WORK/pgbr/pgbackrest.conf" --stanza=bench --pg1-path="$WORK/r/pgbackrest" restore
-as_pg mkdir -p "$WORK/r/pgbb"
-measure "restore pg_basebackup" sh -c "lz4 -dc '$WORK/pgbb/out/base.tar.lz4' | tar -xf - -C '$WORK/r/pgbb' && sync -f '$WORK/r/pgbb'"
-
-tw_bytes=$(du -sb "$WORK/repo/backups" | cut -f1)
-br_bytes=$(du -sb "$WORK/pgbr/repo/backup" | cut -f1)
+tw_bytes=$(($(du -sb "$WORK/repo/backups" | cut -f1) / REPS))
+br_bytes=$(($(du -sb "$WORK/pgbr/repo/backup" | cut -f1) / REPS))
 bb_bytes=$(du -sb "$WORK/pgbb/out" | cut -f1)
 echo
 echo "pgbench scale $SCALE, database $((size / 1048576)) MiB, $(nproc) cores"
 python3 - "$results" <<'PY'
-import sys
-rows = [l.split() for l in open(sys.argv[1])]
-base = {}
-print(f"{'step':<10}{'tool':<16}{'wall s':>8}{'peak RSS MB':>13}{'vs tidewal':>12}")
-for step, tool, ms, rss in rows:
-    if tool == "tidewal":
-        base[step] = int(ms)
-    ratio = int(ms) / base[step] if step in base else float("nan")
-    print(f"{step:<10}{tool:<16}{int(ms) / 1000:>8.1f}{int(rss) / 1024:>13.1f}{ratio:>11.2f}x")
+import statistics, sys
+runs = {}
+for step, tool, ms, rss in (l.split() for l in open(sys.argv[1])):
+    runs.setdefault((step, tool), []).append((int(ms) / 1000, int(rss) / 1024))
+print(f"{'step':<9}{'tool':<15}{'median s':>9}{'min-max s':>13}{'peak RSS MB':>13}{'vs tidewal':>12}")
+for (step, tool), r in runs.items():
+    med = statistics.median(t for t, _ in r)
+    base = statistics.median(t for t, _ in runs[(step, "tidewal")])
+    span = f"{min(t for t, _ in r):.1f}-{max(t for t, _ in r):.1f}"
+    print(f"{step:<9}{tool:<15}{med:>9.2f}{span:>13}{max(m for _, m in r):>13.1f}{med / base:>11.2f}x")
 PY
 echo "stored: tidewal $((tw_bytes / 1048576)) MiB, pgbackrest $((br_bytes / 1048576)) MiB, pg_basebackup $((bb_bytes / 1048576)) MiB"

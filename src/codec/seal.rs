@@ -67,7 +67,7 @@ impl<W: Write> Write for ChunkWriter<W> {
 }
 
 /// Plaintext gathered before it is compressed on all cores as independent lz4 frames.
-const BATCH: usize = 8 << 20;
+pub const BATCH: usize = 8 << 20;
 
 /// A batch handed to the rayon pool: hashed and compressed there while the next one fills.
 type InFlight = std::sync::mpsc::Receiver<(Vec<u8>, Vec<u8>, usize, blake3::Hasher)>;
@@ -172,6 +172,21 @@ impl<W: Write> SealWriter<W> {
             *frames += 1;
         }
         Ok(())
+    }
+
+    /// `write_all` for a caller that owns its buffer: a batch-sized buffer is handed to the
+    /// pool as it is, without a copy. Returns a buffer for the caller to fill next.
+    pub fn write_owned(&mut self, data: Vec<u8>) -> io::Result<Vec<u8>> {
+        if let Stage::Lz4 { batch, .. } = &mut self.stage {
+            if batch.is_empty() && data.len() >= BATCH / 2 {
+                let spare = std::mem::replace(batch, data);
+                self.plain_len += batch.len() as u64;
+                self.submit()?;
+                return Ok(spare);
+            }
+        }
+        self.write_all(&data)?;
+        Ok(data)
     }
 
     pub fn finish(mut self) -> io::Result<Sealed<W>> {

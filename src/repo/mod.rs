@@ -259,6 +259,8 @@ pub struct ObjectWriter {
     tx: tokio::sync::mpsc::Sender<Option<Vec<u8>>>,
     pending: Option<SealedUpload>,
     gathered: Vec<u8>,
+    /// Buffers coming back from the sealer.
+    reuse: std::sync::mpsc::Receiver<Vec<u8>>,
 }
 
 /// What was stored by an [`ObjectWriter`].
@@ -299,25 +301,38 @@ impl Repo {
     /// cannot be create-only).
     pub fn create_stream(&self, obj: &str) -> ObjectWriter {
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Option<Vec<u8>>>(WRITER_QUEUE);
+        let (recycle, reuse) = std::sync::mpsc::channel::<Vec<u8>>();
         let pending = self.sealed_upload(obj, None, move |w| {
             while let Some(item) = rx.blocking_recv() {
                 match item {
-                    Some(group) => w.write_all(&group)?,
+                    Some(group) => {
+                        let mut spare = w.write_owned(group)?;
+                        spare.clear();
+                        let _ = recycle.send(spare);
+                    }
                     None => return Ok(()),
                 }
             }
             Err(std::io::Error::other("the object was abandoned before its end"))
         });
-        ObjectWriter { obj: obj.to_string(), tx, pending: Some(pending), gathered: Vec::with_capacity(WRITER_GROUP) }
+        ObjectWriter {
+            obj: obj.to_string(),
+            tx,
+            pending: Some(pending),
+            gathered: Vec::with_capacity(WRITER_GROUP),
+            reuse,
+        }
     }
 }
 
-/// Small writes (a BASE_BACKUP message is 32 KiB) are copied into groups of this many bytes
-/// for the sealer, so its thread is woken once per group and the network receive buffer is
-/// free for reuse at once (holding on to its pieces made every read allocate fresh pages).
-const WRITER_GROUP: usize = 1 << 20;
+/// Small writes (a BASE_BACKUP message is 32 KiB) are copied into groups of one seal batch,
+/// which the sealer hands to the compressors as they are. The sealer thread is woken once
+/// per group, the network receive buffer is free for reuse at once (holding on to its
+/// pieces made every read allocate fresh pages), and buffers circulate instead of being
+/// allocated.
+const WRITER_GROUP: usize = crate::codec::SEAL_BATCH;
 /// Groups queued for the sealer: enough to keep reading the network while a batch compresses.
-const WRITER_QUEUE: usize = 24;
+const WRITER_QUEUE: usize = 3;
 
 impl ObjectWriter {
     pub async fn write(&mut self, data: &[u8]) -> Result<()> {
@@ -329,7 +344,8 @@ impl ObjectWriter {
     }
 
     async fn send_gathered(&mut self) -> Result<()> {
-        let group = std::mem::replace(&mut self.gathered, Vec::with_capacity(WRITER_GROUP));
+        let next = self.reuse.try_recv().unwrap_or_else(|_| Vec::with_capacity(WRITER_GROUP));
+        let group = std::mem::replace(&mut self.gathered, next);
         if self.tx.send(Some(group)).await.is_err() {
             // The sealer stopped: report why.
             let stopped = Fail::new(Code::Storage, format!("object {}: the upload stopped", self.obj));
