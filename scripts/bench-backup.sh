@@ -69,7 +69,7 @@ for i in $(seq "$REPS"); do
     measure restore pgbackrest pgbackrest --config="$WORK/pgbr/pgbackrest.conf" --stanza=bench --pg1-path="$WORK/r/pgbackrest" restore
     rm -rf "$WORK/r/pgbackrest"
     as_pg mkdir -p "$WORK/r/pgbb/pg_wal"
-    measure restore pg_basebackup sh -c "lz4 -dc '$WORK/pgbb/out/base.tar.lz4' | tar -xf - -C '$WORK/r/pgbb' && lz4 -dc '$WORK/pgbb/out/pg_wal.tar.lz4' | tar -xf - -C '$WORK/r/pgbb/pg_wal' && sync -f '$WORK/r/pgbb'"
+    measure restore pg_basebackup sh -c "lz4 -dc '$WORK/pgbb/out/base.tar.lz4' | tar -xf - -C '$WORK/r/pgbb' && tar -xf '$WORK/pgbb/out/pg_wal.tar' -C '$WORK/r/pgbb/pg_wal' && sync -f '$WORK/r/pgbb'"
     rm -rf "$WORK/r/pgbb"
 done
 

@@ -22,7 +22,18 @@ struct FileConfig {
     postgres: PgSection,
     #[serde(default)]
     restore: RestoreSection,
+    #[serde(default)]
+    retention: RetentionSection,
 }
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RetentionSection {
+    window: Option<String>,
+}
+
+/// The restorable window the pruner keeps by default.
+pub const DEFAULT_WINDOW: Duration = Duration::from_secs(10 * 24 * 3600);
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -92,6 +103,8 @@ pub struct Settings {
     pub standby_conninfo: Option<String>,
     /// How many segments wal-fetch downloads ahead (0: none).
     pub prefetch: usize,
+    /// Every moment this far back stays restorable; older backups and WAL are pruned.
+    pub retention_window: Duration,
 }
 
 fn usage(msg: String) -> Fail {
@@ -163,6 +176,19 @@ impl Settings {
             }
             None => file.restore.prefetch.unwrap_or(DEFAULT_PREFETCH),
         };
+        let retention_window = match env("TIDEWAL_RETENTION_WINDOW") {
+            Some(v) => parse_duration("TIDEWAL_RETENTION_WINDOW", &v)?,
+            None => match file.retention.window {
+                Some(v) => parse_duration("retention.window", &v)?,
+                None => DEFAULT_WINDOW,
+            },
+        };
+        if retention_window < Duration::from_secs(3600) {
+            return Err(usage(format!(
+                "retention.window = {}: at least 1h",
+                humantime::format_duration(retention_window)
+            )));
+        }
         if prefetch > 64 {
             return Err(usage(format!("restore.prefetch = {prefetch}: at most 64 segments")));
         }
@@ -175,6 +201,7 @@ impl Settings {
             conninfo,
             standby_conninfo,
             prefetch,
+            retention_window,
         })
     }
 }

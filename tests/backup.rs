@@ -455,3 +455,54 @@ fn backup_from_a_standby() {
     wait_promoted(&r);
     assert_eq!(r.psql("SELECT count(*) FROM t"), "300");
 }
+
+#[test]
+fn prune_keeps_the_window_restorable() {
+    let a = Archiving::start("prune", RepoKind::File);
+    let c = &a.cluster;
+    c.psql("CREATE TABLE t (n int)");
+    c.psql("INSERT INTO t SELECT generate_series(1, 100)");
+    let old = backup_id(&a.env.tidewal(&["backup"]));
+    for _ in 0..3 {
+        c.psql("INSERT INTO t SELECT generate_series(1, 100)");
+        c.switch_wal();
+    }
+    let new = backup_id(&a.env.tidewal(&["backup"]));
+    c.psql("INSERT INTO t SELECT generate_series(1, 100)");
+    let last = c.switch_wal();
+    c.wait_archived(&last);
+    let listing: serde_json::Value = serde_json::from_str(&stdout(&a.env.tidewal(&["list", "--json"]))).unwrap();
+    let finished = humantime::parse_rfc3339(listing["backups"][1]["finished_at"].as_str().unwrap()).unwrap();
+    let new_start = listing["backups"][1]["start_wal"].as_str().unwrap().to_string();
+    // Two hours after the second backup, with a one-hour window: it is the anchor.
+    let now = humantime::format_rfc3339_seconds(finished + Duration::from_secs(7200)).to_string();
+    let repo = a.repo_dir.clone().unwrap();
+    let wal_before = std::fs::read_dir(repo.join("wal/00000001")).unwrap().count();
+
+    let out = a.env.tidewal(&["prune", "--dry-run", "--window", "1h", "--now", &now]);
+    expect_exit(&out, 0, &[]);
+    assert!(stdout(&out).contains(&format!("anchor backup {new}")), "{}", stdout(&out));
+    assert!(stdout(&out).contains(&format!("would delete 1 backup(s): {old}")), "{}", stdout(&out));
+    assert!(repo.join("backups").join(&old).exists(), "a dry run deleted something");
+    assert_eq!(std::fs::read_dir(repo.join("wal/00000001")).unwrap().count(), wal_before);
+
+    let out = a.env.tidewal(&["prune", "--window", "1h", "--now", &now]);
+    expect_exit(&out, 0, &[]);
+    assert!(!repo.join("backups").join(&old).exists());
+    assert!(repo.join("backups").join(&new).join("backup.json").exists());
+    // Only WAL from the anchor's start on is left.
+    for e in std::fs::read_dir(repo.join("wal/00000001")).unwrap() {
+        let name = e.unwrap().file_name().into_string().unwrap();
+        assert!(name.as_str() >= new_start.as_str(), "{name} is older than the anchor's start {new_start}");
+    }
+    // Inside the window nothing more goes, and the anchor still restores everything.
+    let out = a.env.tidewal(&["prune", "--window", "1h", "--now", &now]);
+    expect_exit(&out, 0, &[]);
+    assert!(stdout(&out).contains("0 object(s) deleted"), "{}", stdout(&out));
+    let mut primary = a.cluster;
+    primary.stop_immediate();
+    let a = Archiving { cluster: primary, ..a };
+    let r = restore_and_start(&a, "after-prune", &["--target-action", "promote"]);
+    wait_promoted(&r);
+    assert_eq!(r.psql("SELECT count(*) FROM t"), "500");
+}

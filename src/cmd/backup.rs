@@ -11,11 +11,8 @@ use crate::pg::replication::{BackupEvent, ReplConn};
 use crate::pg::sql;
 use crate::pg::walfile::WalFile;
 use crate::progress::Progress;
-use crate::repo::catalog::{abandoned_backups, BackupInfo};
+use crate::repo::catalog::{abandoned_backups, BackupInfo, ABANDONED_AFTER};
 use crate::repo::{layout, ObjectWriter, Repo, StoredObject};
-
-/// A backup without `backup.json` whose objects are this old was interrupted, not running.
-pub const ABANDONED_AFTER: Duration = Duration::from_secs(24 * 3600);
 
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
 pub enum ManifestChecksums {

@@ -7,6 +7,7 @@ pub mod fork;
 pub mod init;
 pub mod keygen;
 pub mod list;
+pub mod prune;
 pub mod restore;
 pub mod wal_fetch;
 pub mod wal_push;
@@ -90,6 +91,8 @@ pub enum Command {
     List(list::Args),
     /// Restore a base backup into a new data directory, set up to recover to a target
     Restore(restore::Args),
+    /// Delete backups and WAL outside the retention window (print the plan with --dry-run)
+    Prune(prune::Args),
     /// Check the server settings, the repository and the store, and print what to fix
     Check(check::Args),
     /// Print a new random repository key (or write it to a file with mode 0600)
@@ -126,6 +129,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Restore(a) => restore::run(&settings, a).await,
         Command::List(a) => list::run(&settings, a).await,
         Command::Fork(a) => fork::run(&settings, a).await,
+        Command::Prune(a) => prune::run(&settings, a).await,
         Command::Keygen(_) => unreachable!("handled above"),
     }
 }

@@ -238,6 +238,9 @@ pub fn history_timelines(names: &[String]) -> Vec<u32> {
         .collect()
 }
 
+/// A backup without `backup.json` whose objects are this old was interrupted, not running.
+pub const ABANDONED_AFTER: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
 /// Backups that never completed (no `backup.json`) and whose newest object is older than
 /// `age` at `now`: left by an interrupted run, since a running backup keeps writing (pure).
 /// Each with the names of its objects.

@@ -4,6 +4,7 @@
 pub mod catalog;
 pub mod layout;
 pub mod manifest;
+pub mod retention;
 pub mod unpack;
 
 use std::io::{Read, Write};

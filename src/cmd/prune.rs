@@ -1,0 +1,121 @@
+//! `tidewal prune [--dry-run]`: apply the retention window (DESIGN.md §5 rule 4). The plan is
+//! a pure function of the catalog (`repo::retention`); this file reads the catalog in full
+//! (or deletes nothing), prints the plan and carries it out in bounded batches, stopping at
+//! the first error.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime};
+
+use futures::StreamExt;
+
+use crate::config::Settings;
+use crate::error::{Code, Fail, Result};
+use crate::repo::catalog::{abandoned_backups, history_timelines, list_backups, load_history, ABANDONED_AFTER};
+use crate::repo::retention::{plan, Catalog, Plan};
+use crate::repo::{layout, Repo};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Print what would be deleted, delete nothing
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Keep every moment this far back restorable [default: retention.window, 10d]
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub window: Option<Duration>,
+    /// Plan as if it were this time (RFC 3339; for tests and what-if questions)
+    #[arg(long, hide = true, value_parser = humantime::parse_rfc3339_weak)]
+    pub now: Option<SystemTime>,
+}
+
+/// Deletions in flight at once, and objects per batch between checks.
+const PARALLEL: usize = 8;
+const BATCH: usize = 200;
+
+/// What a prune did (or, dry, would do).
+#[derive(Debug, Default)]
+pub struct Pruned {
+    pub plan: Plan,
+    pub abandoned: Vec<String>,
+    pub deleted_objects: u64,
+}
+
+pub async fn run(settings: &Settings, args: &Args) -> Result<()> {
+    let repo = super::open_repo(settings).await?;
+    let window = args.window.unwrap_or(settings.retention_window);
+    let done = prune(&repo, args.now.unwrap_or_else(SystemTime::now), window, args.dry_run).await?;
+    let p = &done.plan;
+    let verb = if args.dry_run { "would delete" } else { "deleted" };
+    println!(
+        "window {}: anchor backup {}; keeping {} backup(s), {verb} {} backup(s){}",
+        humantime::format_duration(window),
+        p.anchor.as_deref().unwrap_or("none (every backup is inside the window)"),
+        p.keep_backups.len(),
+        p.delete_backups.len(),
+        if p.delete_backups.is_empty() { String::new() } else { format!(": {}", p.delete_backups.join(", ")) }
+    );
+    let range = match (p.delete_wal.first(), p.delete_wal.last()) {
+        (Some(a), Some(z)) => format!(" ({a} .. {z})"),
+        _ => String::new(),
+    };
+    println!(
+        "WAL on the way to timeline {}: keeping {} object(s), {verb} {}{range}",
+        p.present,
+        p.keep_wal,
+        p.delete_wal.len()
+    );
+    if !done.abandoned.is_empty() {
+        println!("interrupted backups older than a day: {verb} {}", done.abandoned.join(", "));
+    }
+    if !args.dry_run {
+        println!("{} object(s) deleted", done.deleted_objects);
+    }
+    Ok(())
+}
+
+/// Read the whole catalog, plan, and unless `dry_run` delete: expired backups first (their
+/// `backup.json` before anything else, so a half-deleted backup is never listed), then WAL,
+/// then interrupted backups. Any error stops it.
+pub async fn prune(repo: &Repo, now: SystemTime, window: Duration, dry_run: bool) -> Result<Pruned> {
+    let backups = list_backups(repo).await?;
+    let wal = repo.store.list("wal").await?;
+    let mut histories = BTreeMap::new();
+    for tli in history_timelines(&wal) {
+        histories.insert(tli, load_history(repo, tli).await?);
+    }
+    let cat = Catalog { backups: &backups, wal: &wal, histories: &histories, seg_size: repo.identity.wal_segment_size };
+    let plan = plan(&cat, now, window).map_err(|e| {
+        Fail::new(Code::Integrity, format!("the repository's catalog is inconsistent, nothing was deleted: {e}"))
+    })?;
+    let stale = abandoned_backups(&repo.store.list_meta("backups").await?, now, ABANDONED_AFTER);
+    let mut done = Pruned { abandoned: stale.iter().map(|(id, _)| id.clone()).collect(), ..Pruned::default() };
+    if dry_run {
+        done.plan = plan;
+        return Ok(done);
+    }
+    for id in &plan.delete_backups {
+        let record = layout::backup_object(id, "backup.json");
+        repo.store.delete(&record).await?;
+        done.deleted_objects += 1;
+        let rest = repo.store.list(&format!("backups/{id}")).await?;
+        done.deleted_objects += delete_all(repo, &rest).await?;
+        tracing::info!("pruned backup {id}");
+    }
+    for batch in plan.delete_wal.chunks(BATCH) {
+        done.deleted_objects += delete_all(repo, batch).await?;
+    }
+    for (id, objects) in &stale {
+        done.deleted_objects += delete_all(repo, objects).await?;
+        tracing::info!("removed interrupted backup {id}");
+    }
+    done.plan = plan;
+    Ok(done)
+}
+
+async fn delete_all(repo: &Repo, names: &[String]) -> Result<u64> {
+    let results: Vec<_> =
+        futures::stream::iter(names.iter().map(|n| repo.store.delete(n))).buffer_unordered(PARALLEL).collect().await;
+    for r in results {
+        r?;
+    }
+    Ok(names.len() as u64)
+}
