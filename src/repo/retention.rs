@@ -251,9 +251,9 @@ mod tests {
             for h in cutoff.max(1)..hours {
                 let reachable = backups.iter().filter(|b| p.keep_backups.contains(&b.id)).any(|b| {
                     let s = SegmentId::parse(&b.start_wal, SEG).unwrap().segno;
-                    s + 1 <= h && (s..h).all(has)
+                    s < h && (s..h).all(has)
                 });
-                let any_backup_by_then = backups.iter().any(|b| SegmentId::parse(&b.start_wal, SEG).unwrap().segno + 1 <= h);
+                let any_backup_by_then = backups.iter().any(|b| SegmentId::parse(&b.start_wal, SEG).unwrap().segno < h);
                 prop_assert!(reachable || !any_backup_by_then, "hour {h} unreachable; plan {p:?}");
             }
         }
