@@ -24,6 +24,41 @@ struct FileConfig {
     restore: RestoreSection,
     #[serde(default)]
     retention: RetentionSection,
+    #[serde(default)]
+    daemon: DaemonSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DaemonSection {
+    pgdata: Option<PathBuf>,
+    archive: Option<bool>,
+    archive_parallel: Option<usize>,
+    listen: Option<String>,
+    backup_interval: Option<String>,
+    backup_at: Option<String>,
+    prune_interval: Option<String>,
+    shutdown_timeout: Option<String>,
+    flush_interval: Option<String>,
+}
+
+/// What `tidewal daemon` runs, and how often.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DaemonSettings {
+    /// The data directory, for `pg_wal/archive_status`; asked from the server when unset.
+    pub pgdata: Option<PathBuf>,
+    /// Upload `.ready` files ahead of PostgreSQL's archiver.
+    pub archive: bool,
+    pub archive_parallel: usize,
+    /// Prometheus endpoint and /healthz.
+    pub listen: std::net::SocketAddr,
+    pub backup_interval: Duration,
+    /// A daily UTC time ("01:30") for base backups, instead of an interval after the last.
+    pub backup_at: Option<(u32, u32)>,
+    pub prune_interval: Duration,
+    pub shutdown_timeout: Duration,
+    /// How often WAL is expected to reach the repository (archive_timeout); alerts at twice it.
+    pub flush_interval: Duration,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -105,6 +140,7 @@ pub struct Settings {
     pub prefetch: usize,
     /// Every moment this far back stays restorable; older backups and WAL are pruned.
     pub retention_window: Duration,
+    pub daemon: DaemonSettings,
 }
 
 fn usage(msg: String) -> Fail {
@@ -189,6 +225,7 @@ impl Settings {
                 humantime::format_duration(retention_window)
             )));
         }
+        let daemon = daemon_settings(file.daemon, env)?;
         if prefetch > 64 {
             return Err(usage(format!("restore.prefetch = {prefetch}: at most 64 segments")));
         }
@@ -202,8 +239,44 @@ impl Settings {
             standby_conninfo,
             prefetch,
             retention_window,
+            daemon,
         })
     }
+}
+
+fn daemon_settings(d: DaemonSection, env: &dyn Fn(&str) -> Option<String>) -> Result<DaemonSettings> {
+    let dur = |key: &str, v: Option<String>, default: &str| {
+        parse_duration(&format!("daemon.{key}"), v.as_deref().unwrap_or(default))
+    };
+    let listen = env("TIDEWAL_LISTEN").or(d.listen).unwrap_or_else(|| "127.0.0.1:9187".into());
+    let listen = listen
+        .parse()
+        .map_err(|_| usage(format!("daemon.listen = {listen:?}: give an address and port, e.g. \"127.0.0.1:9187\"")))?;
+    let backup_at = match d.backup_at {
+        None => None,
+        Some(t) => {
+            let parsed = t.split_once(':').and_then(|(h, m)| Some((h.parse::<u32>().ok()?, m.parse::<u32>().ok()?)));
+            match parsed {
+                Some((h, m)) if h < 24 && m < 60 => Some((h, m)),
+                _ => return Err(usage(format!("daemon.backup_at = {t:?}: give a UTC time as \"HH:MM\""))),
+            }
+        }
+    };
+    let archive_parallel = d.archive_parallel.unwrap_or(4);
+    if !(1..=32).contains(&archive_parallel) {
+        return Err(usage(format!("daemon.archive_parallel = {archive_parallel}: 1 to 32")));
+    }
+    Ok(DaemonSettings {
+        pgdata: env("TIDEWAL_PGDATA").map(PathBuf::from).or(d.pgdata),
+        archive: d.archive.unwrap_or(true),
+        archive_parallel,
+        listen,
+        backup_interval: dur("backup_interval", d.backup_interval, "24h")?,
+        backup_at,
+        prune_interval: dur("prune_interval", d.prune_interval, "1h")?,
+        shutdown_timeout: dur("shutdown_timeout", d.shutdown_timeout, "60s")?,
+        flush_interval: dur("flush_interval", d.flush_interval, "60s")?,
+    })
 }
 
 fn parse_file(text: &str, path: &Path) -> Result<FileConfig> {

@@ -6,6 +6,7 @@
 pub mod cmd;
 pub mod codec;
 pub mod config;
+pub mod daemon;
 pub mod error;
 pub mod pg;
 pub mod progress;

@@ -20,7 +20,7 @@ pub enum ManifestChecksums {
     Sha256,
 }
 
-#[derive(Debug, clap::Args)]
+#[derive(Clone, Debug, clap::Args)]
 pub struct Args {
     /// Backup label (shown in pg_stat_activity and the backup_label file)
     #[arg(long)]
@@ -39,6 +39,18 @@ pub struct Args {
 }
 
 pub async fn run(settings: &Settings, args: &Args) -> Result<()> {
+    let info = take(settings, args).await?;
+    let total: u64 = info.objects.iter().map(|o| o.bytes).sum();
+    let stored: u64 = info.objects.iter().map(|o| o.stored_bytes).sum();
+    println!(
+        "backup {} complete: {total} bytes ({stored} stored) in {:.1}s, WAL {} to {} ({} to {})",
+        info.id, info.duration_seconds, info.start_lsn, info.end_lsn, info.start_wal, info.end_wal
+    );
+    Ok(())
+}
+
+/// Take a base backup; shared with the daemon's scheduler.
+pub async fn take(settings: &Settings, args: &Args) -> Result<BackupInfo> {
     let began = Instant::now();
     let started_at = SystemTime::now();
     let repo = super::open_repo(settings).await?;
@@ -129,13 +141,7 @@ pub async fn run(settings: &Settings, args: &Args) -> Result<()> {
     let sealed = crate::codec::seal_to_vec(&json, repo.keys.write_key(), &obj, repo.seal_options(None))
         .map_err(|e| Fail::new(Code::Internal, e.to_string()))?;
     repo.push_sealed(&obj, sealed.out, sealed.digest).await?;
-    let total: u64 = info.objects.iter().map(|o| o.bytes).sum();
-    let stored: u64 = info.objects.iter().map(|o| o.stored_bytes).sum();
-    println!(
-        "backup {id} complete: {total} bytes ({stored} stored) in {:.1}s, WAL {} to {} ({} to {})",
-        info.duration_seconds, info.start_lsn, info.end_lsn, info.start_wal, info.end_wal
-    );
-    Ok(())
+    Ok(info)
 }
 
 async fn finish(current: &mut Option<ObjectWriter>, objects: &mut Vec<StoredObject>) -> Result<()> {

@@ -3,6 +3,7 @@
 
 pub mod backup;
 pub mod check;
+pub mod daemon;
 pub mod fork;
 pub mod init;
 pub mod keygen;
@@ -95,6 +96,8 @@ pub enum Command {
     Prune(prune::Args),
     /// Check the server settings, the repository and the store, and print what to fix
     Check(check::Args),
+    /// Run the agent: archive ahead of PostgreSQL, daily base backups, retention, metrics
+    Daemon(daemon::Args),
     /// Print a new random repository key (or write it to a file with mode 0600)
     Keygen(keygen::Args),
 }
@@ -130,6 +133,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::List(a) => list::run(&settings, a).await,
         Command::Fork(a) => fork::run(&settings, a).await,
         Command::Prune(a) => prune::run(&settings, a).await,
+        Command::Daemon(a) => daemon::run(&settings, a, || load_settings(&cli)).await,
         Command::Keygen(_) => unreachable!("handled above"),
     }
 }

@@ -112,8 +112,11 @@ pub async fn prune(repo: &Repo, now: SystemTime, window: Duration, dry_run: bool
 }
 
 async fn delete_all(repo: &Repo, names: &[String]) -> Result<u64> {
-    let results: Vec<_> =
-        futures::stream::iter(names.iter().map(|n| repo.store.delete(n))).buffer_unordered(PARALLEL).collect().await;
+    let deletes = names.iter().cloned().map(|n| {
+        let store = repo.store.clone();
+        async move { store.delete(&n).await }
+    });
+    let results: Vec<_> = futures::stream::iter(deletes).buffer_unordered(PARALLEL).collect().await;
     for r in results {
         r?;
     }

@@ -1,14 +1,14 @@
 //! `tidewal wal-push %p`: PostgreSQL's archive_command.
 
 use std::io::{Read, Seek};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use crate::codec::seal_to_vec;
 use crate::config::Settings;
 use crate::error::{Code, Fail, Result};
 use crate::pg::walfile::{check_backup_label, check_history, check_segment, Expect, WalFile};
-use crate::repo::{layout, Pushed};
+use crate::repo::{layout, Pushed, Repo};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -23,7 +23,23 @@ const SINGLE_PUT_MAX: u64 = 32 << 20;
 
 pub async fn run(settings: &Settings, args: &Args) -> Result<()> {
     let started = Instant::now();
-    let path = &args.path;
+    let repo = super::open_repo(settings).await?;
+    tracing::debug!("repository opened after {} ms", started.elapsed().as_millis());
+    push_file(&repo, &args.path).await.map(|_| ())
+}
+
+/// What one push did.
+#[derive(Clone, Copy, Debug)]
+pub struct PushReport {
+    pub outcome: Pushed,
+    pub plain_bytes: u64,
+    pub stored_bytes: u64,
+}
+
+/// Check and store one file PostgreSQL archives. Shared by `wal-push` and the daemon, which
+/// uploads `.ready` files ahead of the archiver (so `wal-push` then only confirms).
+pub async fn push_file(repo: &Repo, path: &Path) -> Result<PushReport> {
+    let started = Instant::now();
     let name = path
         .file_name()
         .and_then(|n| n.to_str())
@@ -34,8 +50,6 @@ pub async fn run(settings: &Settings, args: &Args) -> Result<()> {
     if !meta.is_file() {
         return Err(Fail::new(Code::BadInput, format!("{} is not a regular file", path.display())));
     }
-    let repo = super::open_repo(settings).await?;
-    tracing::debug!("repository opened after {} ms", started.elapsed().as_millis());
     let id = &repo.identity;
     let seg_size = id.wal_segment_size;
     let kind = WalFile::parse(&name, seg_size)
@@ -54,7 +68,7 @@ pub async fn run(settings: &Settings, args: &Args) -> Result<()> {
     }
     let obj = layout::wal_object(&kind, seg_size);
     if let (WalFile::Segment(seg) | WalFile::Partial(seg), true) = (&kind, seg_size > SINGLE_PUT_MAX) {
-        return push_large(&repo, path, &name, &obj, *seg, &want, started).await;
+        return push_large(repo, path, &name, &obj, *seg, &want, started).await;
     }
     let read_err = |e: std::io::Error| Fail::new(Code::BadInput, format!("cannot read {}: {e}", path.display()));
     let data = tokio::fs::read(path).await.map_err(read_err)?;
@@ -67,35 +81,45 @@ pub async fn run(settings: &Settings, args: &Args) -> Result<()> {
     }
     tracing::debug!("{name} read and checked after {} ms", started.elapsed().as_millis());
 
-    // Hashing, compression and encryption are CPU work: keep them off the reactor.
+    // Hashing, compression and encryption are CPU work: keep them off the reactor. The digest
+    // comes first: when the daemon (or an earlier attempt) stored this file already, reading
+    // the stored header is all that is left to do.
+    let (digest, data) = tokio::task::spawn_blocking(move || (*blake3::hash(&data).as_bytes(), data))
+        .await
+        .map_err(|e| Fail::new(Code::Internal, e.to_string()))?;
+    let plain_bytes = data.len() as u64;
+    if let Some(outcome) = repo.already_stored(&obj, &digest).await? {
+        report(&name, outcome, "", started);
+        return Ok(PushReport { outcome, plain_bytes, stored_bytes: 0 });
+    }
     let key = repo.keys.write_key().cloned();
     let obj_name = obj.clone();
     let lz4 = repo.lz4;
-    let (sealed, digest, plain_len) = tokio::task::spawn_blocking(move || {
-        let opts = crate::codec::SealOptions { lz4, digest: None };
-        seal_to_vec(&data, key.as_ref(), &obj_name, opts).map(|s| (s.out, s.digest, s.plain_len))
+    let sealed = tokio::task::spawn_blocking(move || {
+        let opts = crate::codec::SealOptions { lz4, digest: Some(digest) };
+        seal_to_vec(&data, key.as_ref(), &obj_name, opts).map(|s| s.out)
     })
     .await
     .map_err(|e| Fail::new(Code::Internal, e.to_string()))?
     .map_err(|e| Fail::new(Code::Internal, format!("sealing {name}: {e}")))?;
-    let sealed_len = sealed.len();
+    let stored_bytes = sealed.len() as u64;
     tracing::debug!("{name} sealed after {} ms", started.elapsed().as_millis());
     let outcome = repo.push_sealed(&obj, sealed, digest).await?;
-    report(&name, outcome, &format!("{plain_len} bytes, {sealed_len} stored"), started);
-    Ok(())
+    report(&name, outcome, &format!(" ({plain_bytes} bytes, {stored_bytes} stored)"), started);
+    Ok(PushReport { outcome, plain_bytes, stored_bytes })
 }
 
 /// Segments above SINGLE_PUT_MAX (`initdb --wal-segsize` up to 1 GiB) are hashed, then
 /// sealed and uploaded as a stream, so memory stays bounded.
 async fn push_large(
-    repo: &crate::repo::Repo,
+    repo: &Repo,
     path: &std::path::Path,
     name: &str,
     obj: &str,
     seg: crate::pg::lsn::SegmentId,
     want: &Expect,
     started: Instant,
-) -> Result<()> {
+) -> Result<PushReport> {
     let read_err = |e: std::io::Error| Fail::new(Code::BadInput, format!("cannot read {}: {e}", path.display()));
     let p = path.to_path_buf();
     let (first_page, len, digest) = tokio::task::spawn_blocking(move || -> std::io::Result<_> {
@@ -113,14 +137,16 @@ async fn push_large(
     check_segment(name, seg, &first_page, len, want).map_err(|m| Fail::new(Code::BadInput, m))?;
     let file = std::fs::File::open(path).map_err(read_err)?;
     let outcome = repo.push_stream(obj, std::io::BufReader::with_capacity(1 << 20, file), digest).await?;
-    report(name, outcome, &format!("{len} bytes, streamed"), started);
-    Ok(())
+    report(name, outcome, &format!(" ({len} bytes, streamed)"), started);
+    Ok(PushReport { outcome, plain_bytes: len, stored_bytes: 0 })
 }
 
 fn report(name: &str, outcome: Pushed, sizes: &str, started: Instant) {
     match outcome {
-        Pushed::Stored => tracing::info!("archived {name} ({sizes}) in {} ms", started.elapsed().as_millis()),
-        Pushed::AlreadyPresent => tracing::info!("{name} was already archived with identical content"),
+        Pushed::Stored => tracing::info!("archived {name}{sizes} in {} ms", started.elapsed().as_millis()),
+        Pushed::AlreadyPresent => {
+            tracing::info!("{name} was already archived with identical content ({} ms)", started.elapsed().as_millis())
+        }
     }
 }
 

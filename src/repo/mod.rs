@@ -51,7 +51,7 @@ impl Identity {
 }
 
 /// How a push ended.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Pushed {
     Stored,
     /// An identical copy was already there.
@@ -165,12 +165,8 @@ impl Repo {
     /// `digest` is the plaintext's BLAKE3, computed beforehand: it decides duplicates up
     /// front, and sealing fails (storing nothing) if the source no longer matches it.
     pub async fn push_stream<R: Read + Send + 'static>(&self, obj: &str, mut src: R, digest: Digest) -> Result<Pushed> {
-        if self.store.exists(obj).await? {
-            let existing = self.stored_digest(obj).await?;
-            if existing == digest {
-                return Ok(Pushed::AlreadyPresent);
-            }
-            return Err(conflict(obj, &existing, &digest, "already exists with different content"));
+        if let Some(done) = self.already_stored(obj, &digest).await? {
+            return Ok(done);
         }
         self.sealed_upload(obj, Some(digest), move |w| std::io::copy(&mut src, w).map(|_| ())).wait(obj).await?;
         // Multipart uploads cannot be create-only: confirm that what is stored now is ours.
@@ -179,6 +175,17 @@ impl Repo {
             return Err(conflict(obj, &now, &digest, "was replaced by a concurrent writer"));
         }
         Ok(Pushed::Stored)
+    }
+
+    /// Is `obj` stored already? `Some(AlreadyPresent)` with this digest, `None` when absent,
+    /// a conflict naming both digests when different. Reads only the object's header.
+    pub async fn already_stored(&self, obj: &str, digest: &Digest) -> Result<Option<Pushed>> {
+        match self.stored_digest(obj).await {
+            Ok(d) if &d == digest => Ok(Some(Pushed::AlreadyPresent)),
+            Ok(d) => Err(conflict(obj, &d, digest, "already exists with different content")),
+            Err(f) if f.code == Code::NotFound => Ok(None),
+            Err(f) => Err(f),
+        }
     }
 
     /// The plaintext digest of a stored object, from its authenticated header when it has one.

@@ -1,0 +1,144 @@
+//! Archive mode: upload the files PostgreSQL marks `.ready` in `pg_wal/archive_status`
+//! ahead of its one-at-a-time archiver, several at once, oldest first. inotify (notify) only
+//! wakes the loop early; a rescan every second catches what events miss. The archiver's own
+//! `wal-push` then finds an identical object and returns at once. Nothing is acknowledged
+//! here: PostgreSQL marks a file done only when its `archive_command` exits 0.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use notify::Watcher;
+use tokio_util::sync::CancellationToken;
+
+use super::Shared;
+use crate::error::{Code, Fail, Result};
+use crate::pg::walfile::WalFile;
+
+/// The `.ready` files to upload, in the order PostgreSQL archives them: history files first,
+/// then by name (pure).
+pub fn ready_in_order(names: impl IntoIterator<Item = String>, seg_size: u64) -> Vec<String> {
+    let mut ready: Vec<(bool, String)> = names
+        .into_iter()
+        .filter_map(|n| n.strip_suffix(".ready").map(str::to_string))
+        .filter(|n| WalFile::parse(n, seg_size).is_ok())
+        .map(|n| (!n.ends_with(".history"), n))
+        .collect();
+    ready.sort();
+    ready.into_iter().map(|(_, n)| n).collect()
+}
+
+pub async fn run(shared: Arc<Shared>, pg_wal: PathBuf, cancel: CancellationToken) -> Result<()> {
+    let status = pg_wal.join("archive_status");
+    let (wake_tx, mut wake) = tokio::sync::mpsc::channel::<()>(1);
+    let mut watcher = notify::recommended_watcher(move |_e: notify::Result<notify::Event>| {
+        let _ = wake_tx.try_send(());
+    })
+    .map_err(|e| Fail::new(Code::Internal, format!("cannot watch {}: {e}", status.display())))?;
+    watcher
+        .watch(&status, notify::RecursiveMode::NonRecursive)
+        .map_err(|e| Fail::new(Code::Storage, format!("cannot watch {}: {e}", status.display())))?;
+    let seg = shared.repo.identity.wal_segment_size;
+    let parallel = shared.settings.daemon.archive_parallel;
+    tracing::info!("archiving ahead of PostgreSQL from {} ({parallel} at once)", pg_wal.display());
+    // Stored in this run; PostgreSQL renames them .done soon after.
+    let mut stored: HashSet<String> = HashSet::new();
+    loop {
+        let names = std::fs::read_dir(&status)
+            .map_err(|e| Fail::new(Code::Storage, format!("cannot read {}: {e}", status.display())))?
+            .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()));
+        let ready = ready_in_order(names, seg);
+        stored.retain(|n| ready.contains(n));
+        let todo: Vec<String> = ready.into_iter().filter(|n| !stored.contains(n)).collect();
+        metrics::gauge!("tidewal_wal_ready_files").set(todo.len() as f64);
+        // In-flight uploads finish even when a stop is asked for: they are short, and a
+        // half-done upload is never visible anyway.
+        let results: Vec<(String, Result<()>)> = futures::stream::iter(todo.into_iter().map(|name| {
+            let shared = shared.clone();
+            let path = pg_wal.join(&name);
+            async move {
+                let r = push(&shared, &path).await;
+                (name, r)
+            }
+        }))
+        .buffered(parallel)
+        .collect()
+        .await;
+        for (name, r) in results {
+            match r {
+                Ok(()) => {
+                    stored.insert(name);
+                }
+                Err(e) if e.code == Code::BadInput && !pg_wal.join(&name).exists() => {
+                    // Archived and recycled by PostgreSQL meanwhile.
+                }
+                Err(e) => tracing::warn!("uploading {name} ahead of the archiver failed: {e}"),
+            }
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => return Ok(()),
+            _ = wake.recv() => {}
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
+}
+
+async fn push(shared: &Shared, path: &Path) -> Result<()> {
+    let began = Instant::now();
+    match crate::cmd::wal_push::push_file(&shared.repo, path).await {
+        Ok(r) => {
+            metrics::histogram!("tidewal_wal_upload_seconds").record(began.elapsed().as_secs_f64());
+            if r.outcome == crate::repo::Pushed::Stored {
+                metrics::counter!("tidewal_wal_segments_archived_total").increment(1);
+                metrics::counter!("tidewal_uploaded_bytes_total").increment(r.stored_bytes);
+            }
+            if let Some(WalFile::Segment(s)) = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| WalFile::parse(n, shared.repo.identity.wal_segment_size).ok())
+            {
+                let mut ahead = shared.pushed_ahead.lock().expect("not poisoned");
+                ahead.insert(s);
+                // Only recent segments matter for the lag; keep the set small.
+                let keep_from = s.segno.saturating_sub(1024);
+                ahead.retain(|x| x.segno >= keep_from);
+            }
+            let mut st = shared.state.lock().expect("not poisoned");
+            st.upload_failures_in_a_row = 0;
+            st.last_upload_error = None;
+            Ok(())
+        }
+        Err(e) => {
+            if e.code != Code::BadInput || path.exists() {
+                metrics::counter!("tidewal_upload_failures_total").increment(1);
+                let mut st = shared.state.lock().expect("not poisoned");
+                st.upload_failures_in_a_row += 1;
+                st.last_upload_error = Some(e.to_string());
+            }
+            Err(e)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn history_first_then_by_name() {
+        let names = [
+            "000000010000000000000003.ready",
+            "000000010000000000000002.ready",
+            "00000002.history.ready",
+            "000000010000000000000001.done",
+            "garbage.ready",
+        ]
+        .map(String::from);
+        assert_eq!(
+            ready_in_order(names, 16 << 20),
+            vec!["00000002.history", "000000010000000000000002", "000000010000000000000003"]
+        );
+    }
+}

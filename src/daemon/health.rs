@@ -1,0 +1,109 @@
+//! /healthz: ok, degraded or failing, with the reasons (pure: the state and `now` go in).
+
+use std::time::{Duration, SystemTime};
+
+use serde::Serialize;
+
+/// What the daemon knows about itself, updated by its tasks.
+#[derive(Clone, Debug, Default)]
+pub struct State {
+    /// Seconds since the oldest WAL byte not yet durable in the repository was written.
+    pub lag_seconds: Option<f64>,
+    pub lag_bytes: Option<u64>,
+    pub last_backup: Option<SystemTime>,
+    pub backup_running: bool,
+    pub last_backup_error: Option<String>,
+    pub upload_failures_in_a_row: u32,
+    pub last_upload_error: Option<String>,
+    pub last_prune_error: Option<String>,
+    pub last_restart: Option<(String, SystemTime)>,
+    pub server_error: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Ok,
+    Degraded,
+    Failing,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Health {
+    pub status: Status,
+    pub reasons: Vec<String>,
+}
+
+/// Failing: restores would lose data now (WAL is not reaching the repository, or there is no
+/// backup at all). Degraded: something needs attention before it becomes that.
+pub fn evaluate(s: &State, now: SystemTime, flush_interval: Duration) -> Health {
+    let mut failing = Vec::new();
+    let mut degraded = Vec::new();
+    let limit = 2.0 * flush_interval.as_secs_f64();
+    match s.lag_seconds {
+        Some(lag) if lag > limit => {
+            failing.push(format!("WAL archive lag {lag:.0}s is over twice the flush interval ({limit:.0}s)"))
+        }
+        None => degraded.push("backup lag unknown: the server has not been reached yet".into()),
+        _ => {}
+    }
+    if s.upload_failures_in_a_row >= 3 {
+        let why = s.last_upload_error.as_deref().unwrap_or("unknown error");
+        failing.push(format!("{} uploads in a row failed: {why}", s.upload_failures_in_a_row));
+    }
+    match s.last_backup {
+        None if !s.backup_running => failing.push("no base backup in the repository".into()),
+        Some(t) if now.duration_since(t).unwrap_or_default() > Duration::from_secs(26 * 3600) => {
+            degraded.push("no base backup in 26 hours".into())
+        }
+        _ => {}
+    }
+    if let Some(e) = &s.last_backup_error {
+        degraded.push(format!("the last base backup failed: {e}"));
+    }
+    if let Some(e) = &s.last_prune_error {
+        degraded.push(format!("retention failed: {e}"));
+    }
+    if let Some(e) = &s.server_error {
+        degraded.push(format!("PostgreSQL: {e}"));
+    }
+    if let Some((task, at)) = &s.last_restart {
+        if now.duration_since(*at).unwrap_or_default() < Duration::from_secs(300) {
+            degraded.push(format!("task {task} was restarted in the last 5 minutes"));
+        }
+    }
+    let status = if !failing.is_empty() {
+        Status::Failing
+    } else if !degraded.is_empty() {
+        Status::Degraded
+    } else {
+        Status::Ok
+    };
+    failing.extend(degraded);
+    Health { status, reasons: failing }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn states() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let flush = Duration::from_secs(60);
+        let good = State { lag_seconds: Some(3.0), lag_bytes: Some(10), last_backup: Some(now), ..State::default() };
+        assert_eq!(evaluate(&good, now, flush).status, Status::Ok);
+        let lagging = State { lag_seconds: Some(121.0), ..good.clone() };
+        let h = evaluate(&lagging, now, flush);
+        assert_eq!(h.status, Status::Failing);
+        assert!(h.reasons[0].contains("lag 121s"));
+        let old = State { last_backup: Some(now - Duration::from_secs(27 * 3600)), ..good.clone() };
+        assert_eq!(evaluate(&old, now, flush).status, Status::Degraded);
+        let none = State { last_backup: None, ..good.clone() };
+        assert_eq!(evaluate(&none, now, flush).status, Status::Failing);
+        let first = State { last_backup: None, backup_running: true, ..good.clone() };
+        assert_eq!(evaluate(&first, now, flush).status, Status::Ok);
+        let uploads = State { upload_failures_in_a_row: 3, last_upload_error: Some("disk full".into()), ..good };
+        assert!(evaluate(&uploads, now, flush).reasons[0].contains("disk full"));
+    }
+}

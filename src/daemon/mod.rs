@@ -1,0 +1,256 @@
+//! `tidewal daemon`: the long-running agent. One per cluster. Supervised tasks: the archiver
+//! (archive mode), the scheduler (base backups), the pruner (retention), the monitor (backup
+//! lag) and the HTTP endpoint (metrics, health). SIGTERM stops gracefully, SIGHUP reloads the
+//! configuration, SIGUSR1 asks for a base backup now. systemd: READY and WATCHDOG through
+//! sd-notify when run as a `Type=notify` service.
+
+pub mod archiver;
+pub mod health;
+pub mod http;
+pub mod monitor;
+pub mod scheduler;
+pub mod supervisor;
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use tokio::signal::unix::{signal, SignalKind};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Settings;
+use crate::error::{Code, Fail, Result};
+use crate::pg::lsn::SegmentId;
+use crate::repo::Repo;
+
+/// What the tasks share.
+pub struct Shared {
+    pub settings: Settings,
+    pub repo: Repo,
+    pub state: Mutex<health::State>,
+    /// Segments the archiver stored ahead of PostgreSQL (the monitor counts them as durable).
+    pub pushed_ahead: Mutex<HashSet<SegmentId>>,
+    pub backup_lock: tokio::sync::Mutex<()>,
+    pub backup_now: tokio::sync::Notify,
+}
+
+/// Run until SIGTERM/SIGINT. `reload` reads the configuration again (SIGHUP).
+pub async fn run(settings: Settings, reload: impl Fn() -> Result<Settings>) -> Result<()> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        return Err(Fail::new(
+            Code::Usage,
+            "tidewal daemon does not run as root: run it as the postgres user (see systemd/tidewal.service)",
+        ));
+    }
+    let prometheus = PrometheusBuilder::new()
+        .set_buckets(&[0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0])
+        .map_err(|e| Fail::new(Code::Internal, e.to_string()))?
+        .install_recorder()
+        .map_err(|e| Fail::new(Code::Internal, format!("metrics: {e}")))?;
+    describe();
+    let mut term = signal(SignalKind::terminate()).map_err(internal)?;
+    let mut int = signal(SignalKind::interrupt()).map_err(internal)?;
+    let mut hup = signal(SignalKind::hangup()).map_err(internal)?;
+    let mut usr1 = signal(SignalKind::user_defined1()).map_err(internal)?;
+    let mut watchdog = Duration::ZERO;
+    let mut usec = 0u64;
+    if sd_notify::watchdog_enabled(false, &mut usec) {
+        watchdog = Duration::from_micros(usec / 2);
+    }
+    let mut settings = settings;
+    loop {
+        let generation = start(settings.clone(), prometheus.clone()).await?;
+        let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+        tracing::info!("tidewal daemon running (repository {})", settings.repo_url);
+        let mut ping = tokio::time::interval(if watchdog.is_zero() { Duration::from_secs(3600) } else { watchdog });
+        let next = loop {
+            tokio::select! {
+                _ = term.recv() => break None,
+                _ = int.recv() => break None,
+                _ = hup.recv() => match reload() {
+                    Ok(s) => break Some(s),
+                    Err(e) => tracing::error!("configuration not reloaded: {e}"),
+                },
+                _ = usr1.recv() => generation.shared.backup_now.notify_one(),
+                _ = ping.tick() => if !watchdog.is_zero() {
+                    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Watchdog]);
+                },
+            }
+        };
+        let _ = sd_notify::notify(
+            false,
+            &[if next.is_some() { sd_notify::NotifyState::Reloading } else { sd_notify::NotifyState::Stopping }],
+        );
+        generation.stop(settings.daemon.shutdown_timeout).await;
+        match next {
+            Some(s) => {
+                tracing::info!("configuration reloaded");
+                settings = s;
+            }
+            None => {
+                tracing::info!("tidewal daemon stopped");
+                return Ok(());
+            }
+        }
+    }
+}
+
+struct Generation {
+    shared: Arc<Shared>,
+    cancel: CancellationToken,
+    tasks: tokio::task::JoinSet<()>,
+}
+
+impl Generation {
+    /// Ask every task to stop and wait for in-flight work, at most `timeout`.
+    async fn stop(mut self, timeout: Duration) {
+        self.cancel.cancel();
+        let all = async { while self.tasks.join_next().await.is_some() {} };
+        if tokio::time::timeout(timeout, all).await.is_err() {
+            tracing::warn!("tasks did not stop within {}; abandoning them", humantime::format_duration(timeout));
+            self.tasks.abort_all();
+        }
+    }
+}
+
+async fn start(settings: Settings, prometheus: PrometheusHandle) -> Result<Generation> {
+    let repo = crate::cmd::open_repo(&settings).await?;
+    let pg_wal = if settings.daemon.archive { Some(pg_wal_dir(&settings).await?) } else { None };
+    let shared = Arc::new(Shared {
+        settings,
+        repo,
+        state: Mutex::new(health::State::default()),
+        pushed_ahead: Mutex::new(HashSet::new()),
+        backup_lock: tokio::sync::Mutex::new(()),
+        backup_now: tokio::sync::Notify::new(),
+    });
+    let cancel = CancellationToken::new();
+    let mut tasks = tokio::task::JoinSet::new();
+    let restarted = {
+        let shared = shared.clone();
+        move |task: &str| {
+            shared.state.lock().expect("not poisoned").last_restart = Some((task.into(), SystemTime::now()))
+        }
+    };
+    macro_rules! task {
+        ($name:literal, $body:expr) => {{
+            let (shared, cancel, restarted) = (shared.clone(), cancel.clone(), restarted.clone());
+            let body = $body;
+            tasks.spawn(supervisor::supervise($name, cancel, restarted, move |c| body(shared.clone(), c)));
+        }};
+    }
+    if let Some(dir) = pg_wal {
+        task!("archiver", move |s, c| archiver::run(s, dir.clone(), c));
+    }
+    task!("scheduler", scheduler::run);
+    task!("monitor", monitor::run);
+    task!("pruner", prune_loop);
+    let ph = prometheus.clone();
+    task!("http", move |s, c| http::run(s, ph.clone(), c));
+    Ok(Generation { shared, cancel, tasks })
+}
+
+/// Retention on a timer. A failed plan deletes nothing; it is reported and tried again.
+async fn prune_loop(shared: Arc<Shared>, cancel: CancellationToken) -> Result<()> {
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return Ok(()),
+            _ = tokio::time::sleep(shared.settings.daemon.prune_interval) => {}
+        }
+        // Never while a backup runs: its objects have no backup.json yet.
+        let _quiet = shared.backup_lock.lock().await;
+        let window = shared.settings.retention_window;
+        match crate::cmd::prune::prune(&shared.repo, SystemTime::now(), window, false).await {
+            Ok(done) => {
+                metrics::counter!("tidewal_pruned_objects_total").increment(done.deleted_objects);
+                shared.state.lock().expect("not poisoned").last_prune_error = None;
+                if done.deleted_objects > 0 {
+                    tracing::info!("retention removed {} object(s)", done.deleted_objects);
+                }
+            }
+            Err(e) => {
+                metrics::counter!("tidewal_retention_failures_total").increment(1);
+                tracing::error!("retention failed, nothing more was deleted: {e}");
+                shared.state.lock().expect("not poisoned").last_prune_error = Some(e.to_string());
+            }
+        }
+    }
+}
+
+/// `pg_wal` of the cluster: from `daemon.pgdata`, or asked from the server.
+async fn pg_wal_dir(settings: &Settings) -> Result<PathBuf> {
+    let data = match &settings.daemon.pgdata {
+        Some(d) => d.clone(),
+        None => {
+            let client = crate::pg::sql::connect(settings.conninfo.as_deref())
+                .await
+                .map_err(|e| Fail::new(Code::Postgres, e))?;
+            let row = client.query_one("SHOW data_directory", &[]).await.map_err(|e| {
+                Fail::new(
+                    Code::Postgres,
+                    format!("cannot ask for data_directory ({}); set daemon.pgdata", crate::pg::sql::error_chain(&e)),
+                )
+            })?;
+            PathBuf::from(row.get::<_, String>(0))
+        }
+    };
+    let status = data.join("pg_wal").join("archive_status");
+    if !status.is_dir() {
+        return Err(Fail::new(
+            Code::Usage,
+            format!(
+                "{} is not readable: set daemon.pgdata to the data directory, or daemon.archive = false",
+                status.display()
+            ),
+        ));
+    }
+    Ok(data.join("pg_wal"))
+}
+
+fn internal(e: std::io::Error) -> Fail {
+    Fail::new(Code::Internal, e.to_string())
+}
+
+/// HELP text for every metric (DESIGN.md §7 names).
+fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    describe_gauge!("tidewal_wal_archive_lag_seconds", Unit::Seconds, "Age of the oldest WAL byte written by the server that is not yet durable in the repository (0 when all is durable)");
+    describe_gauge!(
+        "tidewal_wal_archive_lag_bytes",
+        Unit::Bytes,
+        "WAL written by the server but not yet durable in the repository"
+    );
+    describe_gauge!(
+        "tidewal_last_archived_wal_timestamp_seconds",
+        Unit::Seconds,
+        "When PostgreSQL last archived a WAL file (Unix time)"
+    );
+    describe_gauge!(
+        "tidewal_last_base_backup_timestamp_seconds",
+        Unit::Seconds,
+        "When the newest base backup finished (Unix time)"
+    );
+    describe_gauge!("tidewal_base_backup_duration_seconds", Unit::Seconds, "How long the last base backup took");
+    describe_gauge!("tidewal_repo_backups", "Complete base backups in the repository");
+    describe_gauge!(
+        "tidewal_repo_oldest_recoverable_timestamp_seconds",
+        Unit::Seconds,
+        "The oldest moment a restore can reach (Unix time)"
+    );
+    describe_gauge!("tidewal_wal_ready_files", "Files PostgreSQL marked .ready that the daemon has not stored yet");
+    describe_counter!("tidewal_wal_segments_archived_total", "WAL files the daemon stored");
+    describe_counter!(
+        "tidewal_uploaded_bytes_total",
+        Unit::Bytes,
+        "Bytes the daemon stored (after compression and encryption)"
+    );
+    describe_counter!("tidewal_upload_failures_total", "Failed WAL uploads");
+    describe_counter!("tidewal_base_backup_failures_total", "Failed base backups");
+    describe_counter!("tidewal_pruned_objects_total", "Objects deleted by retention");
+    describe_counter!("tidewal_retention_failures_total", "Retention runs that stopped without deleting");
+    describe_counter!("tidewal_task_restarts_total", "Supervised tasks restarted after failing");
+    describe_histogram!("tidewal_wal_upload_seconds", Unit::Seconds, "Time to check, seal and store one WAL file");
+}

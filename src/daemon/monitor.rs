@@ -1,0 +1,138 @@
+//! Backup lag and repository figures. Lag is the age of the oldest WAL byte the server has
+//! written that is not yet durable in the repository: the server's insert position is
+//! sampled every second, and the lag is how long ago the first sample beyond the durable
+//! position was taken (0 when everything written is durable, as in an idle cluster).
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use tokio_util::sync::CancellationToken;
+
+use super::scheduler::unix;
+use super::Shared;
+use crate::error::{Code, Fail, Result};
+use crate::pg::lsn::{Lsn, SegmentId};
+
+/// Samples of (when, insert position), oldest first (pure).
+#[derive(Debug, Default)]
+pub struct LagTracker {
+    samples: VecDeque<(SystemTime, Lsn)>,
+}
+
+impl LagTracker {
+    /// Record that by `at` the server had written up to `lsn`.
+    pub fn observe(&mut self, at: SystemTime, lsn: Lsn) {
+        if self.samples.back().is_none_or(|(_, l)| lsn > *l) {
+            self.samples.push_back((at, lsn));
+            if self.samples.len() > 100_000 {
+                self.samples.pop_front();
+            }
+        }
+    }
+
+    /// Seconds and bytes of WAL not yet durable, given what is durable up to `durable`.
+    pub fn lag(&mut self, durable: Lsn, now: SystemTime) -> (f64, u64) {
+        while self.samples.front().is_some_and(|(_, l)| *l <= durable) {
+            self.samples.pop_front();
+        }
+        let newest = self.samples.back().map(|(_, l)| *l).unwrap_or(durable);
+        match self.samples.front() {
+            Some((t, _)) => {
+                (now.duration_since(*t).unwrap_or_default().as_secs_f64(), newest.0.saturating_sub(durable.0))
+            }
+            None => (0.0, 0),
+        }
+    }
+}
+
+/// Sample the server every second and publish the lag.
+pub async fn run(shared: Arc<Shared>, cancel: CancellationToken) -> Result<()> {
+    let client =
+        crate::pg::sql::connect(shared.settings.conninfo.as_deref()).await.map_err(|e| Fail::new(Code::Postgres, e))?;
+    let seg = shared.repo.identity.wal_segment_size;
+    let mut tracker = LagTracker::default();
+    loop {
+        let row = client
+            .query_one(
+                "SELECT pg_current_wal_lsn()::text, pg_walfile_name(pg_current_wal_lsn()), \
+                 coalesce(last_archived_wal, ''), coalesce(extract(epoch FROM last_archived_time)::float8, 0) \
+                 FROM pg_stat_archiver",
+                &[],
+            )
+            .await
+            .map_err(|e| Fail::new(Code::Postgres, crate::pg::sql::error_chain(&e)))?;
+        let now = SystemTime::now();
+        let current: Lsn = row.get::<_, String>(0).parse().map_err(|e: String| Fail::new(Code::Postgres, e))?;
+        let tli = SegmentId::parse(&row.get::<_, String>(1), seg).map(|s| s.tli).unwrap_or(1);
+        let archived: String = row.get(2);
+        let archived_at: f64 = row.get(3);
+        tracker.observe(now, current);
+        // Durable: the end of the server's last archived segment on this timeline, carried on
+        // through the segments the daemon stored ahead of the archiver.
+        let mut durable = Lsn(0);
+        if let Ok(s) = SegmentId::parse(&archived, seg) {
+            if s.tli == tli {
+                durable = Lsn((s.segno + 1) * seg);
+            }
+        }
+        {
+            let ahead = shared.pushed_ahead.lock().expect("not poisoned");
+            while ahead.contains(&SegmentId { tli, segno: durable.0 / seg }) && durable.0 > 0 {
+                durable = Lsn(durable.0 + seg);
+            }
+        }
+        let (secs, bytes) = tracker.lag(durable, now);
+        metrics::gauge!("tidewal_wal_archive_lag_seconds").set(secs);
+        metrics::gauge!("tidewal_wal_archive_lag_bytes").set(bytes as f64);
+        if archived_at > 0.0 {
+            metrics::gauge!("tidewal_last_archived_wal_timestamp_seconds").set(archived_at);
+        }
+        {
+            let mut st = shared.state.lock().expect("not poisoned");
+            st.lag_seconds = Some(secs);
+            st.lag_bytes = Some(bytes);
+            st.server_error = None;
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => return Ok(()),
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
+}
+
+/// Backups in the repository → metrics and health; returns when the newest finished.
+pub async fn refresh_repo_stats(shared: &Shared) -> Result<Option<SystemTime>> {
+    let backups = crate::repo::catalog::list_backups(&shared.repo).await?;
+    let newest = backups.iter().filter_map(|b| b.finished()).max();
+    let oldest = backups.iter().filter_map(|b| b.finished()).min();
+    metrics::gauge!("tidewal_repo_backups").set(backups.len() as f64);
+    if let Some(t) = newest {
+        metrics::gauge!("tidewal_last_base_backup_timestamp_seconds").set(unix(t));
+    }
+    if let Some(t) = oldest {
+        metrics::gauge!("tidewal_repo_oldest_recoverable_timestamp_seconds").set(unix(t));
+    }
+    shared.state.lock().expect("not poisoned").last_backup = newest;
+    Ok(newest)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lag_is_the_age_of_the_oldest_byte_not_durable() {
+        let t = |s: u64| SystemTime::UNIX_EPOCH + Duration::from_secs(1000 + s);
+        let mut l = LagTracker::default();
+        l.observe(t(0), Lsn(100));
+        assert_eq!(l.lag(Lsn(100), t(5)), (0.0, 0), "idle: everything written is durable");
+        l.observe(t(10), Lsn(200));
+        l.observe(t(11), Lsn(200)); // no new WAL: not a new sample
+        l.observe(t(20), Lsn(300));
+        assert_eq!(l.lag(Lsn(100), t(25)), (15.0, 200));
+        // Part of it became durable: the lag is now the age of the next byte.
+        assert_eq!(l.lag(Lsn(200), t(26)), (6.0, 100));
+        assert_eq!(l.lag(Lsn(300), t(27)), (0.0, 0));
+    }
+}
