@@ -40,6 +40,8 @@ struct DaemonSection {
     prune_interval: Option<String>,
     shutdown_timeout: Option<String>,
     flush_interval: Option<String>,
+    stream: Option<bool>,
+    slot: Option<String>,
 }
 
 /// What `tidewal daemon` runs, and how often.
@@ -57,8 +59,12 @@ pub struct DaemonSettings {
     pub backup_at: Option<(u32, u32)>,
     pub prune_interval: Duration,
     pub shutdown_timeout: Duration,
-    /// How often WAL is expected to reach the repository (archive_timeout); alerts at twice it.
+    /// How often WAL is expected to reach the repository (archive_timeout; in streaming mode
+    /// the `.partial` upload interval); health fails at twice it.
     pub flush_interval: Duration,
+    /// Streaming mode: follow the server's WAL over a physical replication slot.
+    pub stream: bool,
+    pub slot: String,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -275,7 +281,9 @@ fn daemon_settings(d: DaemonSection, env: &dyn Fn(&str) -> Option<String>) -> Re
         backup_at,
         prune_interval: dur("prune_interval", d.prune_interval, "1h")?,
         shutdown_timeout: dur("shutdown_timeout", d.shutdown_timeout, "60s")?,
-        flush_interval: dur("flush_interval", d.flush_interval, "60s")?,
+        flush_interval: dur("flush_interval", d.flush_interval, "60s")?.max(Duration::from_secs(1)),
+        stream: d.stream.unwrap_or(false),
+        slot: d.slot.unwrap_or_else(|| "tidewal".into()),
     })
 }
 

@@ -229,3 +229,81 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+/// Streaming mode with a 1 s flush interval: kill -9 the primary, destroy its pg_wal, and
+/// restore from the repository. Only the last interval's commits may be missing.
+#[test]
+fn streaming_loses_at_most_the_last_flush_interval() {
+    let a = Archiving::start("stream", RepoKind::File);
+    let c = &a.cluster;
+    // Only the receiver stores WAL here: the archiver's command does nothing.
+    c.psql("ALTER SYSTEM SET archive_command = '/bin/true'");
+    c.psql("SELECT pg_reload_conf()");
+    let port = free_port();
+    let config = std::fs::read_to_string(&a.env.config).unwrap();
+    a.env.write_config(&format!(
+        "{config}\n[daemon]\narchive = false\nstream = true\nslot = \"tidewal_test\"\nflush_interval = \"1s\"\nlisten = \"127.0.0.1:{port}\"\n"
+    ));
+    let log = a.env.path().join("daemon.log");
+    let d = Daemon::start(&a.env, port, &log);
+    wait_for("the first base backup", Duration::from_secs(120), || d.metric("tidewal_repo_backups") == Some(1.0));
+    assert_eq!(c.psql("SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'tidewal_test'"), "1");
+    c.psql("CREATE TABLE t (n int PRIMARY KEY, at timestamptz NOT NULL DEFAULT clock_timestamp())");
+
+    // A steady stream of small commits, then the primary dies mid-stream.
+    let writer = c
+        .client("psql")
+        .args(["-X", "-q", "-d", "postgres", "-c"])
+        .arg("DO $$ BEGIN FOR i IN 1..1000000 LOOP INSERT INTO t (n) VALUES (i); COMMIT; PERFORM pg_sleep(0.005); END LOOP; END $$")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(6));
+    let pm: i32 =
+        std::fs::read_to_string(c.data.join("postmaster.pid")).unwrap().lines().next().unwrap().parse().unwrap();
+    let children = std::fs::read_to_string(format!("/proc/{pm}/task/{pm}/children")).unwrap_or_default();
+    let killed_at = std::time::SystemTime::now();
+    let mut kill = std::process::Command::new("kill");
+    kill.arg("-9").arg(pm.to_string()).args(children.split_whitespace());
+    run_ok(&mut kill);
+    let mut writer = writer;
+    let _ = writer.wait();
+    for e in std::fs::read_dir(c.data.join("pg_wal")).unwrap().flatten() {
+        if e.path().is_file() {
+            std::fs::remove_file(e.path()).unwrap();
+        }
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    let mut d = d;
+    d.signal(15);
+    wait_for("the daemon to stop", Duration::from_secs(60), || d.child.try_wait().unwrap().is_some());
+    let mut primary = a.cluster;
+    primary.stop_immediate();
+    let a = Archiving { cluster: primary, ..a };
+
+    let dir = a.env.pg_dir("restored");
+    let data = dir.join("pgdata");
+    let out = a.env.tidewal(&["restore", "--to", data.to_str().unwrap(), "--target-action", "promote"]);
+    expect_exit(&out, 0, &[]);
+    let mut r = Cluster::adopt(&dir, &data);
+    r.configure("archive_mode = off\n");
+    r.start();
+    wait_for("recovery to finish", Duration::from_secs(120), || r.psql("SELECT pg_is_in_recovery()") == "f");
+    assert!(
+        r.log().contains("streamed .partial") || r.log().contains(".partial"),
+        "the .partial was not used:\n{}",
+        r.log()
+    );
+    let last: i64 = r.psql("SELECT coalesce(max(n), 0) FROM t").parse().unwrap();
+    assert!(last > 100, "only {last} rows came back");
+    // Nothing earlier is missing...
+    assert_eq!(r.psql("SELECT count(*) FROM t").parse::<i64>().unwrap(), last);
+    // ... and what is missing was committed within the last flush interval (plus the upload).
+    let last_at = r.psql(&format!(
+        "SELECT to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') FROM t WHERE n = {last}"
+    ));
+    let rpo = killed_at.duration_since(humantime::parse_rfc3339(&last_at).unwrap()).unwrap_or_default();
+    println!("streaming RPO: the last restored commit was {:.2}s before the kill ({last} rows)", rpo.as_secs_f64());
+    assert!(rpo < Duration::from_secs(3), "lost {rpo:?} of commits with a 1 s flush interval");
+}

@@ -48,7 +48,20 @@ pub async fn run(settings: &Settings, args: &Args) -> Result<()> {
         tracing::info!("restored {} (prefetched)", args.name);
     } else {
         let obj = layout::wal_object(&kind, seg_size);
-        match repo.fetch_to_path(&obj, &args.path).await {
+        let mut fetched = repo.fetch_to_path(&obj, &args.path).await;
+        if let (Err(f), WalFile::Segment(seg)) = (&fetched, &kind) {
+            // The newest segment of a streamed timeline may only exist as the receiver's
+            // .partial: its WAL is valid up to where streaming got, zeros after, as
+            // pg_receivewal leaves it. Recovery replays it and ends there.
+            if f.code == Code::NotFound {
+                let partial = layout::wal_object(&WalFile::Partial(*seg), seg_size);
+                if let Ok(bytes) = repo.fetch_to_path(&partial, &args.path).await {
+                    tracing::info!("{} comes from its streamed .partial", args.name);
+                    fetched = Ok(bytes);
+                }
+            }
+        }
+        match fetched {
             Ok(bytes) => tracing::info!("restored {} ({bytes} bytes)", args.name),
             // PostgreSQL probes for files that do not exist as part of normal recovery.
             Err(f) if f.code == Code::NotFound => {

@@ -8,6 +8,7 @@ pub mod archiver;
 pub mod health;
 pub mod http;
 pub mod monitor;
+pub mod receiver;
 pub mod scheduler;
 pub mod supervisor;
 
@@ -34,6 +35,8 @@ pub struct Shared {
     pub pushed_ahead: Mutex<HashSet<SegmentId>>,
     pub backup_lock: tokio::sync::Mutex<()>,
     pub backup_now: tokio::sync::Notify,
+    /// Streaming mode: WAL durable in the repository up to here (an LSN).
+    pub streamed_to: std::sync::atomic::AtomicU64,
 }
 
 /// Run until SIGTERM/SIGINT. `reload` reads the configuration again (SIGHUP).
@@ -126,6 +129,7 @@ async fn start(settings: Settings, prometheus: PrometheusHandle) -> Result<Gener
         pushed_ahead: Mutex::new(HashSet::new()),
         backup_lock: tokio::sync::Mutex::new(()),
         backup_now: tokio::sync::Notify::new(),
+        streamed_to: std::sync::atomic::AtomicU64::new(0),
     });
     let cancel = CancellationToken::new();
     let mut tasks = tokio::task::JoinSet::new();
@@ -144,6 +148,9 @@ async fn start(settings: Settings, prometheus: PrometheusHandle) -> Result<Gener
     }
     if let Some(dir) = pg_wal {
         task!("archiver", move |s, c| archiver::run(s, dir.clone(), c));
+    }
+    if shared.settings.daemon.stream {
+        task!("receiver", receiver::run);
     }
     task!("scheduler", scheduler::run);
     task!("monitor", monitor::run);

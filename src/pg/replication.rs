@@ -3,7 +3,7 @@
 //! commands of the streaming replication protocol (IDENTIFY_SYSTEM, TIMELINE_HISTORY).
 //! Connection settings (and TLS) come from the same libpq-style `ConnConfig` as SQL connections.
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use fallible_iterator::FallibleIterator;
 use postgres_protocol::authentication::md5_hash;
 use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256, SCRAM_SHA_256};
@@ -46,6 +46,28 @@ pub enum BackupEvent {
     Progress(u64),
     /// The backup manifest follows as `Data`.
     Manifest,
+}
+
+/// One message of a physical replication stream.
+#[derive(Debug)]
+pub enum WalEvent {
+    Data {
+        start: Lsn,
+        data: Bytes,
+    },
+    Keepalive {
+        end: Lsn,
+        reply: bool,
+    },
+    /// The timeline being streamed ended; `next_tli` starts at `next_start`.
+    EndOfTimeline {
+        next_tli: u32,
+        next_start: Lsn,
+    },
+}
+
+fn quote_ident(s: &str) -> String {
+    format!("\"{}\"", s.replace('"', "\"\""))
 }
 
 /// IDENTIFY_SYSTEM's answer.
@@ -222,6 +244,124 @@ impl ReplConn {
         let name = row.first().cloned().flatten().unwrap_or_default();
         let content = row.get(1).cloned().flatten().unwrap_or_default().into_bytes();
         Ok((name, content))
+    }
+
+    /// A physical slot's restart position and timeline (`READ_REPLICATION_SLOT`, PG 15), or
+    /// `None` when there is no such slot.
+    pub async fn read_replication_slot(&mut self, slot: &str) -> Result<Option<(Lsn, u32)>, String> {
+        let rows = self.simple_query(&format!("READ_REPLICATION_SLOT {}", quote_ident(slot))).await?;
+        let row = rows.first().ok_or("READ_REPLICATION_SLOT returned no row")?;
+        match (row.get(1).cloned().flatten(), row.get(2).cloned().flatten()) {
+            (Some(lsn), tli) => Ok(Some((lsn.parse()?, tli.and_then(|t| t.parse().ok()).unwrap_or(1)))),
+            (None, _) if row.first().cloned().flatten().is_some() => Ok(Some((Lsn(0), 1))),
+            _ => Ok(None),
+        }
+    }
+
+    /// Create a physical slot that holds WAL from now on.
+    pub async fn create_physical_slot(&mut self, slot: &str) -> Result<(), String> {
+        self.simple_query(&format!("CREATE_REPLICATION_SLOT {} PHYSICAL RESERVE_WAL", quote_ident(slot)))
+            .await
+            .map(|_| ())
+    }
+
+    /// `START_REPLICATION SLOT s PHYSICAL start TIMELINE tli`; WAL then arrives through
+    /// [`ReplConn::next_wal_event`].
+    pub async fn start_replication(&mut self, slot: &str, start: Lsn, tli: u32) -> Result<(), String> {
+        let sql = format!("START_REPLICATION SLOT {} PHYSICAL {start} TIMELINE {tli}", quote_ident(slot));
+        let mut msg = BytesMut::new();
+        frontend::query(&sql, &mut msg).map_err(|e| e.to_string())?;
+        self.send(msg).await?;
+        loop {
+            // postgres-protocol does not know CopyBothResponse ('W'): take it off by hand.
+            if self.buf.len() >= 5 && self.buf[0] == b'W' {
+                let len = u32::from_be_bytes([self.buf[1], self.buf[2], self.buf[3], self.buf[4]]) as usize;
+                if self.buf.len() > len {
+                    self.buf.advance(1 + len);
+                    return Ok(());
+                }
+            } else if !self.buf.is_empty() && self.buf[0] != b'W' {
+                if let Some(m) = Message::parse(&mut self.buf).map_err(|e| format!("protocol error: {e}"))? {
+                    if let Message::ErrorResponse(e) = m {
+                        let err = db_error(&e);
+                        self.drain_to_ready().await;
+                        return Err(format!("{sql}: {err}"));
+                    }
+                    continue;
+                }
+            }
+            self.buf.reserve(64 * 1024);
+            let n = self.stream.read_buf(&mut self.buf).await.map_err(|e| format!("{}: {e}", self.target))?;
+            if n == 0 {
+                return Err(format!("the server at {} closed the connection", self.target));
+            }
+        }
+    }
+
+    /// The next message of a replication stream.
+    pub async fn next_wal_event(&mut self) -> Result<WalEvent, String> {
+        loop {
+            match self.recv().await? {
+                Message::CopyData(d) => {
+                    let mut b = d.into_bytes();
+                    if b.is_empty() {
+                        continue;
+                    }
+                    match b.get_u8() {
+                        b'w' if b.len() >= 24 => {
+                            let start = Lsn(b.get_u64());
+                            let _end = b.get_u64();
+                            let _sent = b.get_u64();
+                            return Ok(WalEvent::Data { start, data: b });
+                        }
+                        b'k' if b.len() >= 17 => {
+                            let end = Lsn(b.get_u64());
+                            let _sent = b.get_u64();
+                            return Ok(WalEvent::Keepalive { end, reply: b.get_u8() != 0 });
+                        }
+                        other => return Err(format!("unexpected replication message type {:?}", other as char)),
+                    }
+                }
+                Message::CopyDone => {
+                    // The server's timeline ended: it says which one follows, then is ready.
+                    let mut msg = BytesMut::new();
+                    frontend::copy_done(&mut msg);
+                    self.send(msg).await?;
+                    let mut next = None;
+                    loop {
+                        match self.recv().await? {
+                            Message::DataRow(r) => next = Some(row_text(&r)),
+                            Message::ErrorResponse(e) => return Err(db_error(&e)),
+                            Message::ReadyForQuery(_) => break,
+                            _ => {}
+                        }
+                    }
+                    let row = next.unwrap_or_default();
+                    let tli = row.first().cloned().flatten().and_then(|t| t.parse().ok()).unwrap_or(0);
+                    let start = row.get(1).cloned().flatten().and_then(|l| l.parse().ok()).unwrap_or_default();
+                    return Ok(WalEvent::EndOfTimeline { next_tli: tli, next_start: start });
+                }
+                Message::ErrorResponse(e) => return Err(format!("replication: {}", db_error(&e))),
+                _ => {}
+            }
+        }
+    }
+
+    /// Standby status update: written, flushed (here: durable in the repository) and applied.
+    pub async fn send_status(&mut self, write: Lsn, flush: Lsn, reply: bool) -> Result<(), String> {
+        // Microseconds since 2000-01-01, PostgreSQL's epoch.
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        let pg_now = now.as_micros() as i64 - 946_684_800_000_000;
+        let mut body = BytesMut::with_capacity(34);
+        body.put_u8(b'r');
+        body.put_u64(write.0);
+        body.put_u64(flush.0);
+        body.put_u64(flush.0);
+        body.put_i64(pg_now);
+        body.put_u8(u8::from(reply));
+        let mut msg = BytesMut::new();
+        frontend::CopyData::new(&body[..]).map_err(|e| e.to_string())?.write(&mut msg);
+        self.send(msg).await
     }
 
     /// Start `BASE_BACKUP` and read up to its copy stream.
