@@ -248,6 +248,9 @@ fn streaming_loses_at_most_the_last_flush_interval() {
     let d = Daemon::start(&a.env, port, &log);
     wait_for("the first base backup", Duration::from_secs(120), || d.metric("tidewal_repo_backups") == Some(1.0));
     assert_eq!(c.psql("SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'tidewal_test'"), "1");
+    wait_for("the slot's retained WAL in the metrics", Duration::from_secs(30), || {
+        d.metric("tidewal_slot_retained_wal_bytes").is_some()
+    });
     c.psql("CREATE TABLE t (n int PRIMARY KEY, at timestamptz NOT NULL DEFAULT clock_timestamp())");
 
     // A steady stream of small commits, then the primary dies mid-stream.

@@ -18,6 +18,8 @@ pub struct State {
     pub last_prune_error: Option<String>,
     pub last_restart: Option<(String, SystemTime)>,
     pub server_error: Option<String>,
+    /// The streaming slot holds back too much WAL on the server.
+    pub slot_warning: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -63,6 +65,9 @@ pub fn evaluate(s: &State, now: SystemTime, flush_interval: Duration) -> Health 
     }
     if let Some(e) = &s.last_prune_error {
         degraded.push(format!("retention failed: {e}"));
+    }
+    if let Some(w) = &s.slot_warning {
+        degraded.push(w.clone());
     }
     if let Some(e) = &s.server_error {
         degraded.push(format!("PostgreSQL: {e}"));

@@ -247,6 +247,11 @@ fn describe() {
         Unit::Seconds,
         "The oldest moment a restore can reach (Unix time)"
     );
+    describe_gauge!(
+        "tidewal_slot_retained_wal_bytes",
+        Unit::Bytes,
+        "WAL the streaming slot keeps on the server (warned at 80% of max_slot_wal_keep_size)"
+    );
     describe_gauge!("tidewal_wal_ready_files", "Files PostgreSQL marked .ready that the daemon has not stored yet");
     describe_counter!("tidewal_wal_segments_archived_total", "WAL files the daemon stored");
     describe_counter!(

@@ -52,6 +52,7 @@ pub async fn run(shared: Arc<Shared>, cancel: CancellationToken) -> Result<()> {
         crate::pg::sql::connect(shared.settings.conninfo.as_deref()).await.map_err(|e| Fail::new(Code::Postgres, e))?;
     let seg = shared.repo.identity.wal_segment_size;
     let mut tracker = LagTracker::default();
+    let mut trimmed = std::time::Instant::now();
     loop {
         let row = client
             .query_one(
@@ -89,17 +90,61 @@ pub async fn run(shared: Arc<Shared>, cancel: CancellationToken) -> Result<()> {
         if archived_at > 0.0 {
             metrics::gauge!("tidewal_last_archived_wal_timestamp_seconds").set(archived_at);
         }
+        let slot_warning = if shared.settings.daemon.stream { slot_retention(&client, &shared).await? } else { None };
         {
             let mut st = shared.state.lock().expect("not poisoned");
             st.lag_seconds = Some(secs);
             st.lag_bytes = Some(bytes);
             st.server_error = None;
+            st.slot_warning = slot_warning;
+        }
+        if trimmed.elapsed() > Duration::from_secs(10) {
+            release_memory();
+            trimmed = std::time::Instant::now();
         }
         tokio::select! {
             _ = cancel.cancelled() => return Ok(()),
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
         }
     }
+}
+
+/// Hand freed memory back to the system: after a backup or a burst of uploads, glibc keeps
+/// the freed buffers and the daemon's resident size would stay at its peak.
+fn release_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim has no preconditions.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+/// WAL the streaming slot holds back on the server, against `max_slot_wal_keep_size`: a slot
+/// nobody reads fills the disk (or, with a limit, is invalidated and streaming breaks).
+async fn slot_retention(client: &tokio_postgres::Client, shared: &Shared) -> Result<Option<String>> {
+    let row = client
+        .query_opt(
+            "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::float8, \
+             pg_size_bytes(current_setting('max_slot_wal_keep_size'))::float8 \
+             FROM pg_replication_slots WHERE slot_name = $1 AND restart_lsn IS NOT NULL",
+            &[&shared.settings.daemon.slot],
+        )
+        .await
+        .map_err(|e| Fail::new(Code::Postgres, crate::pg::sql::error_chain(&e)))?;
+    let Some(row) = row else { return Ok(None) };
+    let (held, limit): (f64, f64) = (row.get(0), row.get(1));
+    metrics::gauge!("tidewal_slot_retained_wal_bytes").set(held);
+    if limit > 0.0 && held > 0.8 * limit {
+        let msg = format!(
+            "slot {} holds {:.0} MiB of WAL, over 80% of max_slot_wal_keep_size ({:.0} MiB)",
+            shared.settings.daemon.slot,
+            held / 1048576.0,
+            limit / 1048576.0
+        );
+        tracing::warn!("{msg}");
+        return Ok(Some(msg));
+    }
+    Ok(None)
 }
 
 /// Backups in the repository → metrics and health; returns when the newest finished.
