@@ -3,7 +3,8 @@
 # has marked .ready (built up while archive_command failed), in segments per second, and the
 # daemon's resident memory while it works and once it is idle:
 #   tidewal wal-push alone            archive_command, one file at a time
-#   tidewal wal-push + tidewal daemon the daemon stores .ready files ahead, 4 at once
+#   tidewal wal-push + tidewal daemon the daemon stores .ready files ahead, 4 at once, and
+#                                     wal-push asks it over its Unix socket
 #   pgbackrest archive-push           sync, lz4, aes-256-cbc
 #   pgbackrest archive-push async     archive-async=y, process-max=2, lz4, aes-256-cbc
 # SEGMENTS (default 40) per round. Needs: PostgreSQL 15, pgbackrest, python3.
@@ -33,6 +34,7 @@ write_tidewal_config "$WORK/tidewal.toml" "file://$WORK/repo" "
 [daemon]
 pgdata = \"$PGDATA_DIR\"
 listen = \"127.0.0.1:$METRICS_PORT\"
+socket = \"$WORK/tidewal.sock\"
 backup_interval = \"1000d\""
 as_pg "$TIDEWAL" --config "$WORK/tidewal.toml" -q init
 pgbackrest_stanza "$WORK/pgbr" "repo1-cipher-type=aes-256-cbc

@@ -42,6 +42,7 @@ struct DaemonSection {
     flush_interval: Option<String>,
     stream: Option<bool>,
     slot: Option<String>,
+    socket: Option<PathBuf>,
 }
 
 /// What `tidewal daemon` runs, and how often.
@@ -65,6 +66,8 @@ pub struct DaemonSettings {
     /// Streaming mode: follow the server's WAL over a physical replication slot.
     pub stream: bool,
     pub slot: String,
+    /// Unix socket on which the daemon takes `wal-push` requests (and `wal-push` finds it).
+    pub socket: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -284,6 +287,7 @@ fn daemon_settings(d: DaemonSection, env: &dyn Fn(&str) -> Option<String>) -> Re
         flush_interval: dur("flush_interval", d.flush_interval, "60s")?.max(Duration::from_secs(1)),
         stream: d.stream.unwrap_or(false),
         slot: d.slot.unwrap_or_else(|| "tidewal".into()),
+        socket: env("TIDEWAL_SOCKET").map(PathBuf::from).or(d.socket),
     })
 }
 

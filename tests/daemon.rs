@@ -83,8 +83,9 @@ fn daemon_archives_ahead_backs_up_and_reports() {
     let port = free_port();
     let config = std::fs::read_to_string(&a.env.config).unwrap();
     a.env.write_config(&format!(
-        "{config}\n[daemon]\npgdata = \"{}\"\nlisten = \"127.0.0.1:{port}\"\narchive_parallel = 4\n",
-        c.data.display()
+        "{config}\n[daemon]\npgdata = \"{}\"\nlisten = \"127.0.0.1:{port}\"\narchive_parallel = 4\nsocket = \"{}\"\n",
+        c.data.display(),
+        a.env.path().join("tidewal.sock").display()
     ));
     let log = a.env.path().join("daemon.log");
     let d = Daemon::start(&a.env, port, &log);
@@ -146,6 +147,8 @@ fn daemon_archives_ahead_backs_up_and_reports() {
         ms.len()
     );
     assert!(burst <= 12, "{burst} .ready files piled up");
+    // wal-push asked the daemon rather than uploading by itself.
+    assert!(c.log().contains("via the daemon"), "wal-push never went through the daemon:\n{}", c.log());
 
     // Lag: WAL written but not yet in a complete segment ages; once archived it is 0.
     c.psql("CHECKPOINT");
@@ -215,6 +218,11 @@ fn daemon_archives_ahead_backs_up_and_reports() {
     assert!(began.elapsed() < Duration::from_secs(60));
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(text.contains("tidewal daemon stopped"), "{text}");
+    // Without the daemon, wal-push uploads by itself.
+    c.psql("INSERT INTO lag VALUES (2)");
+    let last = c.switch_wal();
+    c.wait_archived(&last);
+    assert_eq!(c.psql("SELECT failed_count FROM pg_stat_archiver"), "0", "{}", c.log());
 }
 
 fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {

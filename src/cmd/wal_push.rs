@@ -2,7 +2,7 @@
 
 use std::io::{Read, Seek};
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::codec::seal_to_vec;
 use crate::config::Settings;
@@ -23,6 +23,18 @@ const SINGLE_PUT_MAX: u64 = 32 << 20;
 
 pub async fn run(settings: &Settings, args: &Args) -> Result<()> {
     let started = Instant::now();
+    if let Some(socket) = &settings.daemon.socket {
+        // The daemon answers once the file is durable; without an answer, upload here.
+        match crate::daemon::socket::ask(socket, &args.path, Duration::from_secs(600)).await {
+            Some(Ok(outcome)) => {
+                let name = args.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                report(&name, outcome, " via the daemon", started);
+                return Ok(());
+            }
+            Some(Err(f)) => return Err(f),
+            None => tracing::debug!("the daemon did not answer on {}; uploading directly", socket.display()),
+        }
+    }
     let repo = super::open_repo(settings).await?;
     tracing::debug!("repository opened after {} ms", started.elapsed().as_millis());
     push_file(&repo, &args.path).await.map(|_| ())

@@ -10,6 +10,7 @@ pub mod http;
 pub mod monitor;
 pub mod receiver;
 pub mod scheduler;
+pub mod socket;
 pub mod supervisor;
 
 use std::collections::HashSet;
@@ -152,6 +153,9 @@ async fn start(settings: Settings, prometheus: PrometheusHandle) -> Result<Gener
     }
     if shared.settings.daemon.stream {
         task!("receiver", receiver::run);
+    }
+    if let Some(path) = shared.settings.daemon.socket.clone() {
+        task!("socket", move |s, c| socket::run(s, path.clone(), c));
     }
     task!("scheduler", scheduler::run);
     task!("monitor", monitor::run);
