@@ -184,6 +184,12 @@ fn daemon_archives_ahead_backs_up_and_reports() {
     let h: serde_json::Value = serde_json::from_str(&health).unwrap();
     assert_eq!(h["status"], "ok", "{health}");
 
+    // A backup on demand, taken by the daemon.
+    let out = a.env.tidewal(&["backup", "--via-daemon"]);
+    expect_exit(&out, 0, &[]);
+    assert!(stdout(&out).contains("taken by the daemon"), "{}", stdout(&out));
+    assert_eq!(d.metric("tidewal_repo_backups"), Some(2.0));
+
     // kill -9 in the middle of a burst, then a restart: no gap, nothing half-written.
     let load = std::thread::scope(|s| {
         let load = s.spawn(|| c.pgbench(&["-i", "-s", "4", "-q"]));
@@ -218,7 +224,8 @@ fn daemon_archives_ahead_backs_up_and_reports() {
     assert!(began.elapsed() < Duration::from_secs(60));
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(text.contains("tidewal daemon stopped"), "{text}");
-    // Without the daemon, wal-push uploads by itself.
+    // Without the daemon, --via-daemon says so, and wal-push uploads by itself.
+    expect_exit(&a.env.tidewal(&["backup", "--via-daemon"]), 6, &["did not answer", "is it running"]);
     c.psql("INSERT INTO lag VALUES (2)");
     let last = c.switch_wal();
     c.wait_archived(&last);

@@ -33,12 +33,34 @@ pub struct Args {
     /// less CPU than SHA-256.
     #[arg(long, value_enum, default_value = "crc32c")]
     pub manifest_checksums: ManifestChecksums,
+    /// Ask the running daemon (daemon.socket) to take it, so it never runs beside a scheduled one
+    #[arg(long)]
+    pub via_daemon: bool,
     /// How long to wait for the backup's WAL to reach the repository
     #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
     pub wal_timeout: Duration,
 }
 
 pub async fn run(settings: &Settings, args: &Args) -> Result<()> {
+    if args.via_daemon {
+        let socket = settings.daemon.socket.as_ref().ok_or_else(|| {
+            Fail::new(Code::Usage, "--via-daemon needs daemon.socket in the configuration (the daemon listens there)")
+        })?;
+        return match crate::daemon::socket::ask_backup(socket).await {
+            Some(Ok(id)) => {
+                println!("backup {id} complete (taken by the daemon)");
+                Ok(())
+            }
+            Some(Err(f)) => Err(f),
+            None => Err(Fail::new(
+                Code::Storage,
+                format!(
+                    "the daemon did not answer on {}: is it running? (or run tidewal backup without --via-daemon)",
+                    socket.display()
+                ),
+            )),
+        };
+    }
     let info = take(settings, args).await?;
     let total: u64 = info.objects.iter().map(|o| o.bytes).sum();
     let stored: u64 = info.objects.iter().map(|o| o.stored_bytes).sum();

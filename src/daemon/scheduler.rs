@@ -66,12 +66,24 @@ pub async fn run(shared: Arc<Shared>, cancel: CancellationToken) -> Result<()> {
 /// One backup, reported in metrics and health; a failure is logged and retried at the next
 /// due time (or request), after a pause so a broken server is not hammered.
 async fn take_backup(shared: &Shared, cancel: &CancellationToken) {
+    if let Some(Err(_)) = backup_once(shared, cancel).await {
+        tokio::select! {
+            _ = cancel.cancelled() => {}
+            _ = tokio::time::sleep(Duration::from_secs(300)) => {}
+        }
+    }
+}
+
+/// One backup under the backup lock, reported in metrics and health: its id, its error, or
+/// `None` when a stop interrupted it. Shared with `tidewal backup --via-daemon`.
+pub async fn backup_once(shared: &Shared, cancel: &CancellationToken) -> Option<Result<String>> {
     let _one = shared.backup_lock.lock().await;
     shared.state.lock().expect("not poisoned").backup_running = true;
     let args = crate::cmd::backup::Args {
         label: Some("tidewal daemon".into()),
         spread_checkpoint: false,
         manifest_checksums: crate::cmd::backup::ManifestChecksums::Crc32c,
+        via_daemon: false,
         wal_timeout: Duration::from_secs(600),
     };
     let began = std::time::Instant::now();
@@ -79,7 +91,7 @@ async fn take_backup(shared: &Shared, cancel: &CancellationToken) {
         r = crate::cmd::backup::take(&shared.settings, &args) => Some(r),
         _ = cancel.cancelled() => None,
     };
-    let failed = {
+    let outcome = {
         let mut st = shared.state.lock().expect("not poisoned");
         st.backup_running = false;
         match result {
@@ -89,26 +101,25 @@ async fn take_backup(shared: &Shared, cancel: &CancellationToken) {
                 metrics::gauge!("tidewal_last_base_backup_timestamp_seconds").set(unix(SystemTime::now()));
                 st.last_backup = Some(SystemTime::now());
                 st.last_backup_error = None;
-                false
+                Some(Ok(info.id))
             }
             Some(Err(e)) => {
                 tracing::error!("base backup failed: {e}");
                 metrics::counter!("tidewal_base_backup_failures_total").increment(1);
                 st.last_backup_error = Some(e.to_string());
-                true
+                Some(Err(e))
             }
             None => {
                 tracing::warn!("base backup abandoned at shutdown; it leaves no backup.json and is cleaned up later");
-                false
+                None
             }
         }
     };
-    if failed {
-        tokio::select! {
-            _ = cancel.cancelled() => {}
-            _ = tokio::time::sleep(Duration::from_secs(300)) => {}
-        }
+    if matches!(outcome, Some(Ok(_))) {
+        // Backups count and age, now rather than at the scheduler's next turn.
+        let _ = super::monitor::refresh_repo_stats(shared).await;
     }
+    outcome
 }
 
 pub fn unix(t: SystemTime) -> f64 {

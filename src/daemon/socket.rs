@@ -48,15 +48,22 @@ async fn serve(shared: &Shared, stream: UnixStream) -> std::io::Result<()> {
     let (r, mut w) = stream.into_split();
     let mut line = String::new();
     BufReader::new(r).read_line(&mut line).await?;
-    let answer = match line.trim_end().strip_prefix("push ") {
+    let failed = |f: Fail| format!("error {} {}\n", f.code as u8, f.message.replace('\n', " "));
+    let request = line.trim_end();
+    let answer = match request.strip_prefix("push ") {
         Some(p) if Path::new(p).is_absolute() => {
             match crate::cmd::wal_push::push_file(&shared.repo, Path::new(p)).await {
                 Ok(r) if r.outcome == Pushed::Stored => "ok stored\n".to_string(),
                 Ok(_) => "ok present\n".to_string(),
-                Err(f) => format!("error {} {}\n", f.code as u8, f.message.replace('\n', " ")),
+                Err(f) => failed(f),
             }
         }
-        _ => format!("error {} expected: push <absolute path>\n", Code::Usage as u8),
+        _ if request == "backup" => match super::scheduler::backup_once(shared, &CancellationToken::new()).await {
+            Some(Ok(id)) => format!("ok {id}\n"),
+            Some(Err(f)) => failed(f),
+            None => failed(Fail::new(Code::Internal, "the daemon stopped during the backup")),
+        },
+        _ => format!("error {} expected: push <absolute path>, or backup\n", Code::Usage as u8),
     };
     w.write_all(answer.as_bytes()).await
 }
@@ -65,23 +72,35 @@ async fn serve(shared: &Shared, stream: UnixStream) -> std::io::Result<()> {
 /// uploads by itself), else the daemon's verdict.
 pub async fn ask(socket: &Path, file: &Path, timeout: Duration) -> Option<Result<Pushed>> {
     let file = std::path::absolute(file).ok()?;
+    match request(socket, &format!("push {}", file.display()), timeout).await? {
+        Ok(ok) if ok == "stored" => Some(Ok(Pushed::Stored)),
+        Ok(ok) if ok == "present" => Some(Ok(Pushed::AlreadyPresent)),
+        Ok(_) => None,
+        Err(f) => Some(Err(f)),
+    }
+}
+
+/// `tidewal backup --via-daemon`: the daemon takes the backup (never two at once); the id.
+pub async fn ask_backup(socket: &Path) -> Option<Result<String>> {
+    request(socket, "backup", Duration::from_secs(7 * 24 * 3600)).await
+}
+
+/// One request line, one answer line: `ok <rest>` or the daemon's error; `None` when nobody
+/// answered.
+async fn request(socket: &Path, line: &str, timeout: Duration) -> Option<Result<String>> {
     let exchange = async {
         let mut s = UnixStream::connect(socket).await.ok()?;
-        s.write_all(format!("push {}\n", file.display()).as_bytes()).await.ok()?;
-        let mut line = String::new();
-        BufReader::new(s).read_line(&mut line).await.ok()?;
-        Some(line)
+        s.write_all(format!("{line}\n").as_bytes()).await.ok()?;
+        let mut answer = String::new();
+        BufReader::new(s).read_line(&mut answer).await.ok()?;
+        Some(answer)
     };
-    // Connecting is quick or not at all; the upload itself may take as long as it takes.
-    let line = tokio::time::timeout(timeout, exchange).await.ok()??;
-    let line = line.trim_end();
-    if line == "ok stored" {
-        return Some(Ok(Pushed::Stored));
+    let answer = tokio::time::timeout(timeout, exchange).await.ok()??;
+    let answer = answer.trim_end();
+    if let Some(ok) = answer.strip_prefix("ok ") {
+        return Some(Ok(ok.to_string()));
     }
-    if line == "ok present" {
-        return Some(Ok(Pushed::AlreadyPresent));
-    }
-    let rest = line.strip_prefix("error ")?;
+    let rest = answer.strip_prefix("error ")?;
     let (code, msg) = rest.split_once(' ')?;
     let code = match code.parse::<u8>().ok()? {
         1 => Code::NotFound,
