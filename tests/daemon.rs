@@ -184,6 +184,12 @@ fn daemon_archives_ahead_backs_up_and_reports() {
     let h: serde_json::Value = serde_json::from_str(&health).unwrap();
     assert_eq!(h["status"], "ok", "{health}");
 
+    // SIGHUP: the configuration is read again and the tasks start over with it.
+    d.signal(1);
+    wait_for("the reload", Duration::from_secs(30), || {
+        std::fs::read_to_string(&log).unwrap().contains("configuration reloaded") && d.get("/healthz").is_some()
+    });
+
     // A backup on demand, taken by the daemon.
     let out = a.env.tidewal(&["backup", "--via-daemon"]);
     expect_exit(&out, 0, &[]);
@@ -277,7 +283,14 @@ fn streaming_loses_at_most_the_last_flush_interval() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_secs(6));
+    std::thread::sleep(Duration::from_secs(3));
+    // The daemon dies mid-stream and comes back: the slot resumes where the repository ends.
+    let mut d = d;
+    d.signal(9);
+    let _ = d.child.wait();
+    drop(d);
+    let d = Daemon::start(&a.env, port, &log);
+    std::thread::sleep(Duration::from_secs(3));
     let pm: i32 =
         std::fs::read_to_string(c.data.join("postmaster.pid")).unwrap().lines().next().unwrap().parse().unwrap();
     let children = std::fs::read_to_string(format!("/proc/{pm}/task/{pm}/children")).unwrap_or_default();
