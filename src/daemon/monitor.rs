@@ -134,17 +134,45 @@ async fn slot_retention(client: &tokio_postgres::Client, shared: &Shared) -> Res
     let Some(row) = row else { return Ok(None) };
     let (held, limit): (f64, f64) = (row.get(0), row.get(1));
     metrics::gauge!("tidewal_slot_retained_wal_bytes").set(held);
-    if limit > 0.0 && held > 0.8 * limit {
-        let msg = format!(
-            "slot {} holds {:.0} MiB of WAL, over 80% of max_slot_wal_keep_size ({:.0} MiB)",
-            shared.settings.daemon.slot,
-            held / 1048576.0,
-            limit / 1048576.0
-        );
-        tracing::warn!("{msg}");
-        return Ok(Some(msg));
+    // The disk pg_wal lives on, when the daemon runs beside the server.
+    let free = shared.settings.daemon.pgdata.as_ref().and_then(|d| free_bytes(&d.join("pg_wal")));
+    let warning = slot_warning(&shared.settings.daemon.slot, held, limit, free);
+    if let Some(w) = &warning {
+        tracing::warn!("{w}");
     }
-    Ok(None)
+    Ok(warning)
+}
+
+/// Too much WAL held back by the slot (pure): over 80% of `max_slot_wal_keep_size` (when
+/// set), or as much as the free space left on pg_wal's file system.
+pub fn slot_warning(slot: &str, held: f64, limit: f64, free: Option<f64>) -> Option<String> {
+    let mib = |b: f64| b / 1048576.0;
+    if limit > 0.0 && held > 0.8 * limit {
+        return Some(format!(
+            "slot {slot} holds {:.0} MiB of WAL, over 80% of max_slot_wal_keep_size ({:.0} MiB)",
+            mib(held),
+            mib(limit)
+        ));
+    }
+    match free {
+        Some(f) if held > f => Some(format!(
+            "slot {slot} holds {:.0} MiB of WAL, more than the {:.0} MiB still free for pg_wal",
+            mib(held),
+            mib(f)
+        )),
+        _ => None,
+    }
+}
+
+fn free_bytes(dir: &std::path::Path) -> Option<f64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid C string and a statvfs the call fills in.
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return None;
+    }
+    Some(st.f_bavail as f64 * st.f_frsize as f64)
 }
 
 /// Backups in the repository → metrics and health; returns when the newest finished.
@@ -166,6 +194,16 @@ pub async fn refresh_repo_stats(shared: &Shared) -> Result<Option<SystemTime>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn slot_warnings() {
+        let gib = 1024.0 * 1048576.0;
+        assert!(slot_warning("s", 0.5 * gib, 1.0 * gib, None).is_none());
+        assert!(slot_warning("s", 0.9 * gib, 1.0 * gib, None).unwrap().contains("80%"));
+        assert!(slot_warning("s", 5.0 * gib, -1.0, Some(10.0 * gib)).is_none());
+        assert!(slot_warning("s", 5.0 * gib, -1.0, Some(4.0 * gib)).unwrap().contains("still free"));
+        assert!(free_bytes(std::path::Path::new("/")).is_some_and(|f| f > 0.0));
+    }
 
     #[test]
     fn lag_is_the_age_of_the_oldest_byte_not_durable() {
