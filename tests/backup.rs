@@ -9,35 +9,6 @@ use std::time::Duration;
 
 use common::*;
 
-fn restore_and_start(a: &Archiving, name: &str, extra: &[&str]) -> Cluster {
-    let dir = a.env.pg_dir(name);
-    let data = dir.join("pgdata");
-    let mut args = vec!["restore", "--to", data.to_str().unwrap()];
-    args.extend_from_slice(extra);
-    let out = a.env.tidewal(&args);
-    expect_exit(&out, 0, &[]);
-    assert!(stdout(&out).contains("verified against the manifest"), "{}", stdout(&out));
-    // An independent check of what was restored.
-    run_ok(as_pg(pg_bin("pg_verifybackup")).args([
-        "--no-parse-wal",
-        "-i",
-        "recovery.signal",
-        "-i",
-        "postgresql.auto.conf",
-        "-i",
-        "standby.signal",
-        data.to_str().unwrap(),
-    ]));
-    let mut r = Cluster::adopt(&dir, &data);
-    r.configure("archive_mode = off\n");
-    r.start();
-    r
-}
-
-fn wait_promoted(r: &Cluster) {
-    wait_for("recovery to finish", Duration::from_secs(120), || r.psql("SELECT pg_is_in_recovery()") == "f");
-}
-
 #[test]
 fn backup_and_restore_to_the_end_and_to_a_time() {
     let a = Archiving::start("backup", RepoKind::File);

@@ -69,6 +69,15 @@ fn ready_count(c: &Cluster) -> usize {
         .unwrap_or(0)
 }
 
+/// Add a [daemon] section (with a free listen port) to the test's config; the port and the
+/// daemon's log file.
+fn daemon_config(a: &Archiving, section: &str) -> (u16, std::path::PathBuf) {
+    let port = free_port();
+    let config = std::fs::read_to_string(&a.env.config).unwrap();
+    a.env.write_config(&format!("{config}\n[daemon]\n{section}\nlisten = \"127.0.0.1:{port}\"\n"));
+    (port, a.env.path().join("daemon.log"))
+}
+
 fn percentile(sorted: &[u64], p: f64) -> u64 {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
@@ -78,16 +87,15 @@ fn daemon_archives_ahead_backs_up_and_reports() {
     let a = Archiving::start("daemon", RepoKind::File);
     let c = &a.cluster;
     // Background writers would keep the lag above 0 where the test expects an idle cluster.
-    c.psql("ALTER SYSTEM SET autovacuum = off");
-    c.psql("SELECT pg_reload_conf()");
-    let port = free_port();
-    let config = std::fs::read_to_string(&a.env.config).unwrap();
-    a.env.write_config(&format!(
-        "{config}\n[daemon]\npgdata = \"{}\"\nlisten = \"127.0.0.1:{port}\"\narchive_parallel = 4\nsocket = \"{}\"\n",
-        c.data.display(),
-        a.env.path().join("tidewal.sock").display()
-    ));
-    let log = a.env.path().join("daemon.log");
+    c.set("autovacuum", "off");
+    let (port, log) = daemon_config(
+        &a,
+        &format!(
+            "pgdata = \"{}\"\narchive_parallel = 4\nsocket = \"{}\"",
+            c.data.display(),
+            a.env.path().join("tidewal.sock").display()
+        ),
+    );
     let d = Daemon::start(&a.env, port, &log);
 
     // No backup yet: the scheduler takes one at start.
@@ -258,14 +266,9 @@ fn streaming_loses_at_most_the_last_flush_interval() {
     let a = Archiving::start("stream", RepoKind::File);
     let c = &a.cluster;
     // Only the receiver stores WAL here: the archiver's command does nothing.
-    c.psql("ALTER SYSTEM SET archive_command = '/bin/true'");
-    c.psql("SELECT pg_reload_conf()");
-    let port = free_port();
-    let config = std::fs::read_to_string(&a.env.config).unwrap();
-    a.env.write_config(&format!(
-        "{config}\n[daemon]\narchive = false\nstream = true\nslot = \"tidewal_test\"\nflush_interval = \"1s\"\nlisten = \"127.0.0.1:{port}\"\n"
-    ));
-    let log = a.env.path().join("daemon.log");
+    c.set("archive_command", "/bin/true");
+    let (port, log) =
+        daemon_config(&a, "archive = false\nstream = true\nslot = \"tidewal_test\"\nflush_interval = \"1s\"");
     let d = Daemon::start(&a.env, port, &log);
     wait_for("the first base backup", Duration::from_secs(120), || d.metric("tidewal_repo_backups") == Some(1.0));
     assert_eq!(c.psql("SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'tidewal_test'"), "1");
@@ -313,14 +316,8 @@ fn streaming_loses_at_most_the_last_flush_interval() {
     primary.stop_immediate();
     let a = Archiving { cluster: primary, ..a };
 
-    let dir = a.env.pg_dir("restored");
-    let data = dir.join("pgdata");
-    let out = a.env.tidewal(&["restore", "--to", data.to_str().unwrap(), "--target-action", "promote"]);
-    expect_exit(&out, 0, &[]);
-    let mut r = Cluster::adopt(&dir, &data);
-    r.configure("archive_mode = off\n");
-    r.start();
-    wait_for("recovery to finish", Duration::from_secs(120), || r.psql("SELECT pg_is_in_recovery()") == "f");
+    let r = restore_and_start(&a, "restored", &["--target-action", "promote"]);
+    wait_promoted(&r);
     assert!(
         r.log().contains("streamed .partial") || r.log().contains(".partial"),
         "the .partial was not used:\n{}",

@@ -10,7 +10,7 @@ use futures::StreamExt;
 
 use crate::config::Settings;
 use crate::error::{Code, Fail, Result};
-use crate::repo::catalog::{abandoned_backups, history_timelines, list_backups, load_history, ABANDONED_AFTER};
+use crate::repo::catalog::{abandoned_backups, history_timelines, load_history, read_backups, ABANDONED_AFTER};
 use crate::repo::retention::{plan, Catalog, Plan};
 use crate::repo::{layout, Repo};
 
@@ -76,7 +76,10 @@ pub async fn run(settings: &Settings, args: &Args) -> Result<()> {
 /// `backup.json` before anything else, so a half-deleted backup is never listed), then WAL,
 /// then interrupted backups. Any error stops it.
 pub async fn prune(repo: &Repo, now: SystemTime, window: Duration, dry_run: bool) -> Result<Pruned> {
-    let backups = list_backups(repo).await?;
+    // One listing of backups/ serves both the records and the interrupted leftovers.
+    let listing = repo.store.list_meta("backups").await?;
+    let names: Vec<String> = listing.iter().map(|o| o.name.clone()).collect();
+    let backups = read_backups(repo, &names).await?;
     let wal = repo.store.list("wal").await?;
     let mut histories = BTreeMap::new();
     for tli in history_timelines(&wal) {
@@ -86,7 +89,7 @@ pub async fn prune(repo: &Repo, now: SystemTime, window: Duration, dry_run: bool
     let plan = plan(&cat, now, window).map_err(|e| {
         Fail::new(Code::Integrity, format!("the repository's catalog is inconsistent, nothing was deleted: {e}"))
     })?;
-    let stale = abandoned_backups(&repo.store.list_meta("backups").await?, now, ABANDONED_AFTER);
+    let stale = abandoned_backups(&listing, now, ABANDONED_AFTER);
     let mut done = Pruned { abandoned: stale.iter().map(|(id, _)| id.clone()).collect(), ..Pruned::default() };
     if dry_run {
         done.plan = plan;

@@ -48,19 +48,24 @@ pub async fn run(settings: &Settings, args: &Args) -> Result<()> {
         tracing::info!("restored {} (prefetched)", args.name);
     } else {
         let obj = layout::wal_object(&kind, seg_size);
-        let mut fetched = repo.fetch_to_path(&obj, &args.path).await;
-        if let (Err(f), WalFile::Segment(seg)) = (&fetched, &kind) {
+        let fetched = match (repo.fetch_to_path(&obj, &args.path).await, &kind) {
             // The newest segment of a streamed timeline may only exist as the receiver's
             // .partial: its WAL is valid up to where streaming got, zeros after, as
-            // pg_receivewal leaves it. Recovery replays it and ends there.
-            if f.code == Code::NotFound {
+            // pg_receivewal leaves it. Recovery replays it and ends there. Only absence
+            // falls back: a damaged .partial must stop recovery like any damaged object.
+            (Err(f), WalFile::Segment(seg)) if f.code == Code::NotFound => {
                 let partial = layout::wal_object(&WalFile::Partial(*seg), seg_size);
-                if let Ok(bytes) = repo.fetch_to_path(&partial, &args.path).await {
-                    tracing::info!("{} comes from its streamed .partial", args.name);
-                    fetched = Ok(bytes);
+                match repo.fetch_to_path(&partial, &args.path).await {
+                    Ok(bytes) => {
+                        tracing::info!("{} comes from its streamed .partial", args.name);
+                        Ok(bytes)
+                    }
+                    Err(p) if p.code == Code::NotFound => Err(f),
+                    Err(p) => Err(p),
                 }
             }
-        }
+            (r, _) => r,
+        };
         match fetched {
             Ok(bytes) => tracing::info!("restored {} ({bytes} bytes)", args.name),
             // PostgreSQL probes for files that do not exist as part of normal recovery.
@@ -70,8 +75,12 @@ pub async fn run(settings: &Settings, args: &Args) -> Result<()> {
             Err(f) => return Err(f),
         }
     }
-    if matches!(kind, WalFile::Segment(_)) && settings.prefetch > 0 {
-        start_worker();
+    if let (WalFile::Segment(seg), true) = (&kind, settings.prefetch > 0) {
+        // While the spool still reaches halfway ahead, a worker would find nothing to do.
+        let ahead = SegmentId { tli: seg.tli, segno: seg.segno + (settings.prefetch as u64).div_ceil(2) };
+        if !spool.join(ahead.file_name(seg_size)).exists() {
+            start_worker();
+        }
     }
     Ok(())
 }

@@ -133,6 +133,11 @@ impl<W: Write> SealWriter<W> {
         Ok(SealWriter { stage, hasher: Some(blake3::Hasher::new()), expected: opts.digest, plain_len: 0 })
     }
 
+    /// The hasher, home after `drain`; gone only if an earlier compression worker failed.
+    fn take_hasher(&mut self) -> io::Result<blake3::Hasher> {
+        self.hasher.take().ok_or_else(lost_hasher)
+    }
+
     /// Wait for the batch in flight, if any, and seal its compressed bytes.
     fn drain(&mut self) -> io::Result<()> {
         if let Stage::Lz4 { chunks, inflight, spare_in, spare_out, .. } = &mut self.stage {
@@ -152,7 +157,7 @@ impl<W: Write> SealWriter<W> {
     /// Hand the full batch to the pool (after the previous one is written out).
     fn submit(&mut self) -> io::Result<()> {
         self.drain()?;
-        let mut hasher = self.hasher.take().expect("hasher is home after drain");
+        let mut hasher = self.take_hasher()?;
         if let Stage::Lz4 { batch, frames, inflight, spare_in, spare_out, .. } = &mut self.stage {
             let mut next = std::mem::take(spare_in);
             next.reserve(BATCH);
@@ -191,7 +196,7 @@ impl<W: Write> SealWriter<W> {
 
     pub fn finish(mut self) -> io::Result<Sealed<W>> {
         self.drain()?;
-        let mut hasher = self.hasher.take().expect("hasher is home after drain");
+        let mut hasher = self.take_hasher()?;
         let chunks = match self.stage {
             Stage::Lz4 { batch, mut chunks, frames, mut spare_out, .. } => {
                 hasher.update(&batch);
@@ -223,7 +228,10 @@ impl<W: Write> Write for SealWriter<W> {
             }
             Stage::Raw(c) => {
                 let n = c.write(data)?;
-                self.hasher.as_mut().expect("raw mode keeps its hasher").update(&data[..n]);
+                match self.hasher.as_mut() {
+                    Some(h) => h.update(&data[..n]),
+                    None => return Err(lost_hasher()),
+                };
                 (n, false)
             }
         };
@@ -237,6 +245,10 @@ impl<W: Write> Write for SealWriter<W> {
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
     }
+}
+
+fn lost_hasher() -> io::Error {
+    io::Error::other("the compression worker failed earlier; this object cannot be finished")
 }
 
 /// Seal a whole buffer, using every core: the digest is computed while independent lz4 frames

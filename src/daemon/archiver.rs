@@ -99,13 +99,13 @@ async fn push(shared: &Shared, path: &Path) -> Result<()> {
                 .and_then(|n| n.to_str())
                 .and_then(|n| WalFile::parse(n, shared.repo.identity.wal_segment_size).ok())
             {
-                let mut ahead = shared.pushed_ahead.lock().expect("not poisoned");
+                let mut ahead = super::lock(&shared.pushed_ahead);
                 ahead.insert(s);
                 // Only recent segments matter for the lag; keep the set small.
                 let keep_from = s.segno.saturating_sub(1024);
                 ahead.retain(|x| x.segno >= keep_from);
             }
-            let mut st = shared.state.lock().expect("not poisoned");
+            let mut st = super::lock(&shared.state);
             st.upload_failures_in_a_row = 0;
             st.last_upload_error = None;
             Ok(())
@@ -113,7 +113,7 @@ async fn push(shared: &Shared, path: &Path) -> Result<()> {
         Err(e) => {
             if e.code != Code::BadInput || path.exists() {
                 metrics::counter!("tidewal_upload_failures_total").increment(1);
-                let mut st = shared.state.lock().expect("not poisoned");
+                let mut st = super::lock(&shared.state);
                 st.upload_failures_in_a_row += 1;
                 st.last_upload_error = Some(e.to_string());
             }

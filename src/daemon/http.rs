@@ -49,7 +49,7 @@ fn respond(
     let (status, kind, body) = match req.uri().path() {
         "/metrics" => (StatusCode::OK, "text/plain; version=0.0.4", prometheus.render()),
         "/healthz" => {
-            let state = shared.state.lock().expect("not poisoned").clone();
+            let state = super::lock(&shared.state).clone();
             let h = evaluate(&state, SystemTime::now(), shared.settings.daemon.flush_interval);
             let code = if h.status == Status::Failing { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK };
             (code, "application/json", serde_json::to_string(&h).unwrap_or_default() + "\n")

@@ -137,9 +137,7 @@ async fn start(settings: Settings, prometheus: PrometheusHandle) -> Result<Gener
     let mut tasks = tokio::task::JoinSet::new();
     let restarted = {
         let shared = shared.clone();
-        move |task: &str| {
-            shared.state.lock().expect("not poisoned").last_restart = Some((task.into(), SystemTime::now()))
-        }
+        move |task: &str| lock(&shared.state).last_restart = Some((task.into(), SystemTime::now()))
     };
     macro_rules! task {
         ($name:literal, $body:expr) => {{
@@ -178,7 +176,7 @@ async fn prune_loop(shared: Arc<Shared>, cancel: CancellationToken) -> Result<()
         match crate::cmd::prune::prune(&shared.repo, SystemTime::now(), window, false).await {
             Ok(done) => {
                 metrics::counter!("tidewal_pruned_objects_total").increment(done.deleted_objects);
-                shared.state.lock().expect("not poisoned").last_prune_error = None;
+                lock(&shared.state).last_prune_error = None;
                 if done.deleted_objects > 0 {
                     tracing::info!("retention removed {} object(s)", done.deleted_objects);
                 }
@@ -186,7 +184,7 @@ async fn prune_loop(shared: Arc<Shared>, cancel: CancellationToken) -> Result<()
             Err(e) => {
                 metrics::counter!("tidewal_retention_failures_total").increment(1);
                 tracing::error!("retention failed, nothing more was deleted: {e}");
-                shared.state.lock().expect("not poisoned").last_prune_error = Some(e.to_string());
+                lock(&shared.state).last_prune_error = Some(e.to_string());
             }
         }
     }
@@ -232,6 +230,12 @@ fn bound_allocator() {
         libc::mallopt(libc::M_MMAP_THRESHOLD, 4 << 20);
         libc::mallopt(libc::M_ARENA_MAX, 2);
     }
+}
+
+/// The shared state stays usable even if a task panicked while holding it: the data is
+/// plain status, never half-updated in a way that matters, and the daemon must keep going.
+pub fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 fn internal(e: std::io::Error) -> Fail {

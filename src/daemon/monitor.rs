@@ -78,7 +78,7 @@ pub async fn run(shared: Arc<Shared>, cancel: CancellationToken) -> Result<()> {
             }
         }
         {
-            let ahead = shared.pushed_ahead.lock().expect("not poisoned");
+            let ahead = super::lock(&shared.pushed_ahead);
             while ahead.contains(&SegmentId { tli, segno: durable.0 / seg }) && durable.0 > 0 {
                 durable = Lsn(durable.0 + seg);
             }
@@ -92,7 +92,7 @@ pub async fn run(shared: Arc<Shared>, cancel: CancellationToken) -> Result<()> {
         }
         let slot_warning = if shared.settings.daemon.stream { slot_retention(&client, &shared).await? } else { None };
         {
-            let mut st = shared.state.lock().expect("not poisoned");
+            let mut st = super::lock(&shared.state);
             st.lag_seconds = Some(secs);
             st.lag_bytes = Some(bytes);
             st.server_error = None;
@@ -187,7 +187,7 @@ pub async fn refresh_repo_stats(shared: &Shared) -> Result<Option<SystemTime>> {
     if let Some(t) = oldest {
         metrics::gauge!("tidewal_repo_oldest_recoverable_timestamp_seconds").set(unix(t));
     }
-    shared.state.lock().expect("not poisoned").last_backup = newest;
+    super::lock(&shared.state).last_backup = newest;
     Ok(newest)
 }
 

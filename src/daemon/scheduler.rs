@@ -78,7 +78,7 @@ async fn take_backup(shared: &Shared, cancel: &CancellationToken) {
 /// `None` when a stop interrupted it. Shared with `tidewal backup --via-daemon`.
 pub async fn backup_once(shared: &Shared, cancel: &CancellationToken) -> Option<Result<String>> {
     let _one = shared.backup_lock.lock().await;
-    shared.state.lock().expect("not poisoned").backup_running = true;
+    super::lock(&shared.state).backup_running = true;
     let args = crate::cmd::backup::Args {
         label: Some("tidewal daemon".into()),
         spread_checkpoint: false,
@@ -92,7 +92,7 @@ pub async fn backup_once(shared: &Shared, cancel: &CancellationToken) -> Option<
         _ = cancel.cancelled() => None,
     };
     let outcome = {
-        let mut st = shared.state.lock().expect("not poisoned");
+        let mut st = super::lock(&shared.state);
         st.backup_running = false;
         match result {
             Some(Ok(info)) => {

@@ -127,16 +127,20 @@ impl ReplConn {
                     }
                 }
                 Some(m) => return Ok(m),
-                None => {
-                    // Keep reads large: parsed messages are split off the front of the buffer.
-                    self.buf.reserve(256 * 1024);
-                    let n = self.stream.read_buf(&mut self.buf).await.map_err(|e| format!("{}: {e}", self.target))?;
-                    if n == 0 {
-                        return Err(format!("the server at {} closed the connection", self.target));
-                    }
-                }
+                None => self.fill().await?,
             }
         }
+    }
+
+    /// Read more from the server into the buffer.
+    async fn fill(&mut self) -> Result<(), String> {
+        // Keep reads large: parsed messages are split off the front of the buffer.
+        self.buf.reserve(256 * 1024);
+        let n = self.stream.read_buf(&mut self.buf).await.map_err(|e| format!("{}: {e}", self.target))?;
+        if n == 0 {
+            return Err(format!("the server at {} closed the connection", self.target));
+        }
+        Ok(())
     }
 
     async fn startup(&mut self, cfg: &Config) -> Result<(), String> {
@@ -290,11 +294,7 @@ impl ReplConn {
                     continue;
                 }
             }
-            self.buf.reserve(64 * 1024);
-            let n = self.stream.read_buf(&mut self.buf).await.map_err(|e| format!("{}: {e}", self.target))?;
-            if n == 0 {
-                return Err(format!("the server at {} closed the connection", self.target));
-            }
+            self.fill().await?;
         }
     }
 
@@ -303,11 +303,8 @@ impl ReplConn {
         loop {
             match self.recv().await? {
                 Message::CopyData(d) => {
-                    let mut b = d.into_bytes();
-                    if b.is_empty() {
-                        continue;
-                    }
-                    match b.get_u8() {
+                    let Some((kind, mut b)) = copy_kind(d) else { continue };
+                    match kind {
                         b'w' if b.len() >= 24 => {
                             let start = Lsn(b.get_u64());
                             let _end = b.get_u64();
@@ -420,11 +417,7 @@ impl ReplConn {
         loop {
             match self.recv().await? {
                 Message::CopyData(d) => {
-                    let mut b = d.into_bytes();
-                    if b.is_empty() {
-                        continue;
-                    }
-                    let kind = b.get_u8();
+                    let Some((kind, mut b)) = copy_kind(d) else { continue };
                     return Ok(Some(match kind {
                         b'n' => {
                             let mut parts = b.split(|c| *c == 0).map(|p| String::from_utf8_lossy(p).into_owned());
@@ -481,6 +474,12 @@ impl ReplConn {
             }
         }
     }
+}
+
+/// A CopyData payload's sub-message type and body (both replication streams use them).
+fn copy_kind(d: postgres_protocol::message::backend::CopyDataBody) -> Option<(u8, Bytes)> {
+    let mut b = d.into_bytes();
+    (!b.is_empty()).then(|| (b.get_u8(), b))
 }
 
 fn row_text(r: &postgres_protocol::message::backend::DataRowBody) -> Vec<Option<String>> {

@@ -44,13 +44,18 @@ impl BackupInfo {
 
 /// Every complete backup (one with `backup.json`), oldest first.
 pub async fn list_backups(repo: &Repo) -> Result<Vec<BackupInfo>> {
+    read_backups(repo, &repo.store.list("backups").await?).await
+}
+
+/// The backups among object names already listed under `backups/`.
+pub async fn read_backups(repo: &Repo, names: &[String]) -> Result<Vec<BackupInfo>> {
     let mut out = Vec::new();
-    for name in repo.store.list("backups").await? {
+    for name in names {
         if !name.ends_with("/backup.json") {
             continue;
         }
-        let raw = repo.store.get_bytes(&name).await?;
-        let plain = open_to_vec(&raw, &repo.keys, &name)
+        let raw = repo.store.get_bytes(name).await?;
+        let plain = open_to_vec(&raw, &repo.keys, name)
             .map_err(|e| Fail::new(Code::Integrity, format!("object {name}: {e}")))?;
         let info: BackupInfo = serde_json::from_slice(&plain)
             .map_err(|e| Fail::new(Code::Integrity, format!("object {name}: not a valid backup record: {e}")))?;

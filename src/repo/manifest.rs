@@ -104,13 +104,13 @@ impl Checker {
                 return Err(format!("{path}: {algo} {got} does not match the manifest's {want}"));
             }
         }
-        self.seen.lock().expect("not poisoned").insert(path.to_string());
+        self.seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(path.to_string());
         Ok(())
     }
 
     /// After every archive: nothing the manifest lists may be missing. Returns the file count.
     pub fn complete(&self) -> Result<usize, String> {
-        let seen = self.seen.lock().expect("not poisoned");
+        let seen = self.seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut missing: Vec<&String> = self.files.keys().filter(|p| !seen.contains(*p)).collect();
         missing.sort();
         match missing.first() {

@@ -265,6 +265,12 @@ impl Cluster {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// ALTER SYSTEM SET and reload.
+    pub fn set(&self, name: &str, value: &str) {
+        self.psql(&format!("ALTER SYSTEM SET {name} = '{}'", value.replace('\'', "''")));
+        self.psql("SELECT pg_reload_conf()");
+    }
+
     /// Switch to a new segment and return the name of the one just completed.
     pub fn switch_wal(&self) -> String {
         // Make sure there is something to switch away from.
@@ -412,4 +418,35 @@ impl Archiving {
         cluster.psql("SELECT pg_stat_reset_shared('archiver')");
         Archiving { cluster, s3, repo_dir, env }
     }
+}
+
+/// `tidewal restore` into a new directory (checked by pg_verifybackup too), started on
+/// its own port with archiving off.
+pub fn restore_and_start(a: &Archiving, name: &str, extra: &[&str]) -> Cluster {
+    let dir = a.env.pg_dir(name);
+    let data = dir.join("pgdata");
+    let mut args = vec!["restore", "--to", data.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    let out = a.env.tidewal(&args);
+    expect_exit(&out, 0, &[]);
+    assert!(stdout(&out).contains("verified against the manifest"), "{}", stdout(&out));
+    // An independent check of what was restored.
+    run_ok(as_pg(pg_bin("pg_verifybackup")).args([
+        "--no-parse-wal",
+        "-i",
+        "recovery.signal",
+        "-i",
+        "postgresql.auto.conf",
+        "-i",
+        "standby.signal",
+        data.to_str().unwrap(),
+    ]));
+    let mut r = Cluster::adopt(&dir, &data);
+    r.configure("archive_mode = off\n");
+    r.start();
+    r
+}
+
+pub fn wait_promoted(r: &Cluster) {
+    wait_for("recovery to finish", Duration::from_secs(120), || r.psql("SELECT pg_is_in_recovery()") == "f");
 }
