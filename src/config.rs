@@ -43,6 +43,7 @@ struct DaemonSection {
     stream: Option<bool>,
     slot: Option<String>,
     socket: Option<PathBuf>,
+    spool: Option<PathBuf>,
 }
 
 /// What `tidewal daemon` runs, and how often.
@@ -68,6 +69,8 @@ pub struct DaemonSettings {
     pub slot: String,
     /// Unix socket on which the daemon takes `wal-push` requests (and `wal-push` finds it).
     pub socket: Option<PathBuf>,
+    /// Streaming mode: where the segment being received is written before it is stored.
+    pub spool: PathBuf,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -288,7 +291,16 @@ fn daemon_settings(d: DaemonSection, env: &dyn Fn(&str) -> Option<String>) -> Re
         stream: d.stream.unwrap_or(false),
         slot: d.slot.unwrap_or_else(|| "tidewal".into()),
         socket: env("TIDEWAL_SOCKET").map(PathBuf::from).or(d.socket),
+        spool: env("TIDEWAL_SPOOL").map(PathBuf::from).or(d.spool).unwrap_or_else(|| default_spool(env)),
     })
+}
+
+/// systemd's `StateDirectory=` (the first one given), else the temporary directory.
+fn default_spool(env: &dyn Fn(&str) -> Option<String>) -> PathBuf {
+    match env("STATE_DIRECTORY").as_deref().and_then(|d| d.split(':').next()).filter(|d| !d.is_empty()) {
+        Some(dir) => Path::new(dir).join("spool"),
+        None => std::env::temp_dir().join("tidewal-spool"),
+    }
 }
 
 fn parse_file(text: &str, path: &Path) -> Result<FileConfig> {
@@ -348,6 +360,17 @@ mod tests {
         let flags = Flags { repo: Some("file:///flag".into()), ..Default::default() };
         let s = load_with(Some(t), &[("TIDEWAL_REPO", "s3://env/x")], flags).unwrap();
         assert_eq!(s.repo_url, "file:///flag");
+    }
+
+    #[test]
+    fn spool_follows_systemd_state_directory() {
+        let s = load_with(None, &[("STATE_DIRECTORY", "/var/lib/tidewal:/other")], Flags::default()).unwrap();
+        assert_eq!(s.daemon.spool, Path::new("/var/lib/tidewal/spool"));
+        let t = "[daemon]\nspool = \"/srv/spool\"\n";
+        let s = load_with(Some(t), &[("STATE_DIRECTORY", "/var/lib/tidewal")], Flags::default()).unwrap();
+        assert_eq!(s.daemon.spool, Path::new("/srv/spool"));
+        let s = load_with(Some(t), &[("TIDEWAL_SPOOL", "/env/spool")], Flags::default()).unwrap();
+        assert_eq!(s.daemon.spool, Path::new("/env/spool"));
     }
 
     #[test]

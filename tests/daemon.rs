@@ -318,11 +318,7 @@ fn streaming_loses_at_most_the_last_flush_interval() {
 
     let r = restore_and_start(&a, "restored", &["--target-action", "promote"]);
     wait_promoted(&r);
-    assert!(
-        r.log().contains("streamed .partial") || r.log().contains(".partial"),
-        "the .partial was not used:\n{}",
-        r.log()
-    );
+    assert!(r.log().contains(".stream"), "the streamed copy was not used:\n{}", r.log());
     let last: i64 = r.psql("SELECT coalesce(max(n), 0) FROM t").parse().unwrap();
     assert!(last > 100, "only {last} rows came back");
     // Nothing earlier is missing...
@@ -334,4 +330,83 @@ fn streaming_loses_at_most_the_last_flush_interval() {
     let rpo = killed_at.duration_since(humantime::parse_rfc3339(&last_at).unwrap()).unwrap_or_default();
     println!("streaming RPO: the last restored commit was {:.2}s before the kill ({last} rows)", rpo.as_secs_f64());
     assert!(rpo < Duration::from_secs(3), "lost {rpo:?} of commits with a 1 s flush interval");
+}
+
+/// Streaming from a standby that is promoted: the receiver follows the switch onto the new
+/// timeline without a gap, its own copy of the switch segment does not collide with the
+/// `.partial` the promoted server archives, and the repository restores every row written
+/// on either timeline.
+#[test]
+fn streaming_follows_a_promotion() {
+    let a = Archiving::start("failover", RepoKind::File);
+    let c = &a.cluster;
+    c.psql("CREATE TABLE t (n int PRIMARY KEY, tli int)");
+    c.psql("INSERT INTO t SELECT i, 1 FROM generate_series(1, 100) i");
+    expect_exit(&a.env.tidewal(&["backup"]), 0, &[]);
+    let dir = a.env.pg_dir("standby");
+    let data = dir.join("pgdata");
+    run_ok(c.client("pg_basebackup").args(["-D", data.to_str().unwrap(), "-R", "-X", "stream", "-c", "fast"]));
+    let mut standby = Cluster::adopt(&dir, &data);
+    standby.configure("hot_standby = on\n");
+    standby.start();
+    c.psql("INSERT INTO t SELECT i, 1 FROM generate_series(101, 200) i");
+    let last = c.switch_wal();
+    c.wait_archived(&last);
+
+    // The daemon streams from the standby (as a backup host offloading the primary would).
+    let config = std::fs::read_to_string(&a.env.config).unwrap();
+    a.env.write_config(&config.replace(&c.conninfo(), &standby.conninfo()));
+    let (port, log) =
+        daemon_config(&a, "archive = false\nstream = true\nslot = \"tidewal_ha\"\nflush_interval = \"1s\"");
+    let d = Daemon::start(&a.env, port, &log);
+    wait_for("the slot on the standby", Duration::from_secs(30), || {
+        standby.psql("SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'tidewal_ha' AND active") == "1"
+    });
+    c.psql("INSERT INTO t SELECT i, 1 FROM generate_series(201, 300) i");
+    wait_for("the standby to catch up", Duration::from_secs(60), || standby.psql("SELECT count(*) FROM t") == "300");
+    let caught_up = |d: &Daemon| {
+        std::thread::sleep(Duration::from_millis(1500));
+        wait_for("the stream to be stored", Duration::from_secs(30), || {
+            d.metric("tidewal_wal_archive_lag_bytes") == Some(0.0)
+        });
+    };
+    caught_up(&d);
+
+    // Failover: the primary dies, the standby is promoted and takes writes on timeline 2.
+    let mut primary = a.cluster;
+    primary.stop_immediate();
+    run_ok(as_pg(pg_bin("pg_ctl")).args(["-D", data.to_str().unwrap(), "-w", "promote"]));
+    wait_promoted(&standby);
+    standby.psql("INSERT INTO t SELECT i, 2 FROM generate_series(301, 400) i");
+    let switched = standby.switch_wal();
+    assert!(switched.starts_with("00000002"), "{switched}");
+    standby.wait_archived(&switched);
+    standby.psql("INSERT INTO t SELECT i, 2 FROM generate_series(401, 500) i");
+    caught_up(&d);
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("timeline 1 ended; timeline 2 starts at"), "{text}");
+    // The promoted server archived its own .partial of the switch segment beside the
+    // receiver's copy, without a conflict.
+    assert_eq!(standby.psql("SELECT failed_count FROM pg_stat_archiver"), "0", "{}", standby.log());
+    let repo = a.repo_dir.clone().unwrap();
+    let old_tli: Vec<String> = std::fs::read_dir(repo.join("wal/00000001"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert!(old_tli.iter().any(|n| n.ends_with(".partial")), "{old_tli:?}");
+    assert!(old_tli.iter().any(|n| n.ends_with(".stream")), "{old_tli:?}");
+    assert!(repo.join("wal/00000002.history").exists());
+    // Both the archiver and the receiver stored the completed timeline-2 segment: one object.
+    assert!(repo.join("wal/00000002").join(&switched).exists());
+    assert_eq!(standby.psql("SELECT archived_count > 0 FROM pg_stat_archiver"), "t");
+
+    // The new primary dies too; the repository alone brings back all 500 rows.
+    let mut d = d;
+    d.signal(15);
+    wait_for("the daemon to stop", Duration::from_secs(60), || d.child.try_wait().unwrap().is_some());
+    drop(standby);
+    let a = Archiving { cluster: primary, ..a };
+    let r = restore_and_start(&a, "after-failover", &["--target-action", "promote"]);
+    wait_promoted(&r);
+    assert_eq!(r.psql("SELECT count(*) || ':' || sum(tli) FROM t"), "500:700");
 }

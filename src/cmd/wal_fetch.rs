@@ -35,6 +35,9 @@ pub async fn run(settings: &Settings, args: &Args) -> Result<()> {
     let kind = WalFile::parse(&args.name, seg_size).map_err(|e| {
         Fail::new(Code::BadInput, format!("{e}: wal-fetch takes the file name PostgreSQL asks for (%f)"))
     })?;
+    if let WalFile::Streamed(_) = kind {
+        return Err(Fail::new(Code::BadInput, format!("{}: PostgreSQL never asks for .stream objects", args.name)));
+    }
     let spool = args.path.parent().unwrap_or(Path::new(".")).join(SPOOL);
     if args.prefetch_worker {
         if let WalFile::Segment(seg) = kind {
@@ -50,14 +53,14 @@ pub async fn run(settings: &Settings, args: &Args) -> Result<()> {
         let obj = layout::wal_object(&kind, seg_size);
         let fetched = match (repo.fetch_to_path(&obj, &args.path).await, &kind) {
             // The newest segment of a streamed timeline may only exist as the receiver's
-            // .partial: its WAL is valid up to where streaming got, zeros after, as
+            // .stream copy: its WAL is valid up to where streaming got, zeros after, as
             // pg_receivewal leaves it. Recovery replays it and ends there. Only absence
-            // falls back: a damaged .partial must stop recovery like any damaged object.
+            // falls back: a damaged copy must stop recovery like any damaged object.
             (Err(f), WalFile::Segment(seg)) if f.code == Code::NotFound => {
-                let partial = layout::wal_object(&WalFile::Partial(*seg), seg_size);
-                match repo.fetch_to_path(&partial, &args.path).await {
+                let streamed = layout::wal_object(&WalFile::Streamed(*seg), seg_size);
+                match repo.fetch_to_path(&streamed, &args.path).await {
                     Ok(bytes) => {
-                        tracing::info!("{} comes from its streamed .partial", args.name);
+                        tracing::info!("{} comes from its streamed copy, {streamed}", args.name);
                         Ok(bytes)
                     }
                     Err(p) if p.code == Code::NotFound => Err(f),

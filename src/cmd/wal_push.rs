@@ -67,6 +67,11 @@ pub async fn push_file(repo: &Repo, path: &Path) -> Result<PushReport> {
     let kind = WalFile::parse(&name, seg_size)
         .map_err(|e| Fail::new(Code::BadInput, format!("{e}: wal-push takes files that PostgreSQL archives (%p)")))?;
     let bad = |m: String| Fail::new(Code::BadInput, m);
+    if let WalFile::Streamed(_) = kind {
+        return Err(bad(format!(
+            "{name}: .stream objects are the daemon's own; wal-push takes files that PostgreSQL archives (%p)"
+        )));
+    }
     let want = Expect { system_identifier: id.system_id(), seg_size, pg_major: id.pg_major() };
     // Refuse wrong sizes before reading anything into memory.
     match &kind {
@@ -85,7 +90,7 @@ pub async fn push_file(repo: &Repo, path: &Path) -> Result<PushReport> {
     let read_err = |e: std::io::Error| Fail::new(Code::BadInput, format!("cannot read {}: {e}", path.display()));
     let data = tokio::fs::read(path).await.map_err(read_err)?;
     match &kind {
-        WalFile::Segment(seg) | WalFile::Partial(seg) => {
+        WalFile::Segment(seg) | WalFile::Partial(seg) | WalFile::Streamed(seg) => {
             check_segment(&name, *seg, &data, data.len() as u64, &want).map_err(bad)?;
         }
         WalFile::History(tli) => check_history(&name, *tli, &data).map_err(bad)?,

@@ -38,6 +38,8 @@ pub struct Shared {
     pub backup_now: tokio::sync::Notify,
     /// Streaming mode: WAL durable in the repository up to here (an LSN).
     pub streamed_to: std::sync::atomic::AtomicU64,
+    /// The server's `pg_wal`, when it is on this host (for its free space).
+    pub local_pg_wal: Option<PathBuf>,
 }
 
 /// Run until SIGTERM/SIGINT. `reload` reads the configuration again (SIGHUP).
@@ -123,7 +125,9 @@ impl Generation {
 
 async fn start(settings: Settings, prometheus: PrometheusHandle) -> Result<Generation> {
     let repo = crate::cmd::open_repo(&settings).await?;
-    let pg_wal = if settings.daemon.archive { Some(pg_wal_dir(&settings).await?) } else { None };
+    let data = data_directory(&settings).await;
+    let local_pg_wal = data.as_ref().ok().and_then(|d| local_pg_wal(d, repo.identity.system_id()));
+    let pg_wal = if settings.daemon.archive { Some(archive_status_dir(data)?) } else { None };
     let shared = Arc::new(Shared {
         settings,
         repo,
@@ -132,6 +136,7 @@ async fn start(settings: Settings, prometheus: PrometheusHandle) -> Result<Gener
         backup_lock: tokio::sync::Mutex::new(()),
         backup_now: tokio::sync::Notify::new(),
         streamed_to: std::sync::atomic::AtomicU64::new(0),
+        local_pg_wal,
     });
     let cancel = CancellationToken::new();
     let mut tasks = tokio::task::JoinSet::new();
@@ -190,24 +195,25 @@ async fn prune_loop(shared: Arc<Shared>, cancel: CancellationToken) -> Result<()
     }
 }
 
-/// `pg_wal` of the cluster: from `daemon.pgdata`, or asked from the server.
-async fn pg_wal_dir(settings: &Settings) -> Result<PathBuf> {
-    let data = match &settings.daemon.pgdata {
-        Some(d) => d.clone(),
-        None => {
-            let client = crate::pg::sql::connect(settings.conninfo.as_deref())
-                .await
-                .map_err(|e| Fail::new(Code::Postgres, e))?;
-            let row = client.query_one("SHOW data_directory", &[]).await.map_err(|e| {
-                Fail::new(
-                    Code::Postgres,
-                    format!("cannot ask for data_directory ({}); set daemon.pgdata", crate::pg::sql::error_chain(&e)),
-                )
-            })?;
-            PathBuf::from(row.get::<_, String>(0))
-        }
-    };
-    let status = data.join("pg_wal").join("archive_status");
+/// The cluster's data directory: `daemon.pgdata`, or asked from the server.
+async fn data_directory(settings: &Settings) -> Result<PathBuf> {
+    if let Some(d) = &settings.daemon.pgdata {
+        return Ok(d.clone());
+    }
+    let client =
+        crate::pg::sql::connect(settings.conninfo.as_deref()).await.map_err(|e| Fail::new(Code::Postgres, e))?;
+    let row = client.query_one("SHOW data_directory", &[]).await.map_err(|e| {
+        Fail::new(
+            Code::Postgres,
+            format!("cannot ask for data_directory ({}); set daemon.pgdata", crate::pg::sql::error_chain(&e)),
+        )
+    })?;
+    Ok(PathBuf::from(row.get::<_, String>(0)))
+}
+
+/// Archive mode needs `pg_wal/archive_status` of the cluster.
+fn archive_status_dir(data: Result<PathBuf>) -> Result<PathBuf> {
+    let status = data?.join("pg_wal").join("archive_status");
     if !status.is_dir() {
         return Err(Fail::new(
             Code::Usage,
@@ -217,7 +223,16 @@ async fn pg_wal_dir(settings: &Settings) -> Result<PathBuf> {
             ),
         ));
     }
-    Ok(data.join("pg_wal"))
+    Ok(status.parent().map(PathBuf::from).unwrap_or(status))
+}
+
+/// `pg_wal` when this host has the cluster's data directory: its `global/pg_control` names
+/// the repository's system. A server elsewhere may have the same path for another cluster.
+fn local_pg_wal(data: &std::path::Path, system_id: u64) -> Option<PathBuf> {
+    let mut head = [0u8; 8];
+    let mut f = std::fs::File::open(data.join("global").join("pg_control")).ok()?;
+    std::io::Read::read_exact(&mut f, &mut head).ok()?;
+    (u64::from_le_bytes(head) == system_id).then(|| data.join("pg_wal"))
 }
 
 /// A long-running process should give memory back: buffers of 4 MiB and more (WAL segments,

@@ -46,6 +46,16 @@ impl LagTracker {
     }
 }
 
+/// How far the server has WAL: written on a primary, received or replayed on a standby
+/// (where `pg_current_wal_lsn()` is an error).
+const SERVER_WAL_LSN: &str = "CASE WHEN pg_is_in_recovery() \
+     THEN coalesce(greatest(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn()), '0/0') \
+     ELSE pg_current_wal_lsn() END";
+/// The timeline of that WAL, as an int4.
+const SERVER_TIMELINE: &str = "CASE WHEN pg_is_in_recovery() \
+     THEN coalesce((SELECT received_tli FROM pg_stat_wal_receiver), (SELECT timeline_id FROM pg_control_checkpoint())) \
+     ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int4 END";
+
 /// Sample the server every second and publish the lag.
 pub async fn run(shared: Arc<Shared>, cancel: CancellationToken) -> Result<()> {
     let client =
@@ -56,16 +66,18 @@ pub async fn run(shared: Arc<Shared>, cancel: CancellationToken) -> Result<()> {
     loop {
         let row = client
             .query_one(
-                "SELECT pg_current_wal_lsn()::text, pg_walfile_name(pg_current_wal_lsn()), \
-                 coalesce(last_archived_wal, ''), coalesce(extract(epoch FROM last_archived_time)::float8, 0) \
-                 FROM pg_stat_archiver",
+                &format!(
+                    "SELECT ({SERVER_WAL_LSN})::text, {SERVER_TIMELINE}, \
+                     coalesce(last_archived_wal, ''), coalesce(extract(epoch FROM last_archived_time)::float8, 0) \
+                     FROM pg_stat_archiver"
+                ),
                 &[],
             )
             .await
             .map_err(|e| Fail::new(Code::Postgres, crate::pg::sql::error_chain(&e)))?;
         let now = SystemTime::now();
         let current: Lsn = row.get::<_, String>(0).parse().map_err(|e: String| Fail::new(Code::Postgres, e))?;
-        let tli = SegmentId::parse(&row.get::<_, String>(1), seg).map(|s| s.tli).unwrap_or(1);
+        let tli = row.get::<_, i32>(1) as u32;
         let archived: String = row.get(2);
         let archived_at: f64 = row.get(3);
         tracker.observe(now, current);
@@ -124,9 +136,11 @@ fn release_memory() {
 async fn slot_retention(client: &tokio_postgres::Client, shared: &Shared) -> Result<Option<String>> {
     let row = client
         .query_opt(
-            "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::float8, \
-             pg_size_bytes(current_setting('max_slot_wal_keep_size'))::float8 \
-             FROM pg_replication_slots WHERE slot_name = $1 AND restart_lsn IS NOT NULL",
+            &format!(
+                "SELECT pg_wal_lsn_diff({SERVER_WAL_LSN}, restart_lsn)::float8, \
+                 pg_size_bytes(current_setting('max_slot_wal_keep_size'))::float8 \
+                 FROM pg_replication_slots WHERE slot_name = $1 AND restart_lsn IS NOT NULL"
+            ),
             &[&shared.settings.daemon.slot],
         )
         .await
@@ -135,7 +149,7 @@ async fn slot_retention(client: &tokio_postgres::Client, shared: &Shared) -> Res
     let (held, limit): (f64, f64) = (row.get(0), row.get(1));
     metrics::gauge!("tidewal_slot_retained_wal_bytes").set(held);
     // The disk pg_wal lives on, when the daemon runs beside the server.
-    let free = shared.settings.daemon.pgdata.as_ref().and_then(|d| free_bytes(&d.join("pg_wal")));
+    let free = shared.local_pg_wal.as_deref().and_then(free_bytes);
     let warning = slot_warning(&shared.settings.daemon.slot, held, limit, free);
     if let Some(w) = &warning {
         tracing::warn!("{w}");

@@ -1,27 +1,38 @@
-//! Streaming mode: follow the server's WAL over a physical replication slot. The current
-//! segment is kept in memory; every flush interval it is stored as `<segment>.partial`
-//! (replaced each time), and the moment it is complete it is stored as the segment itself
-//! (create-only: identical to what `archive_command` stores, so both modes can run) and the
-//! `.partial` removed. The slot's flush position is confirmed to the server only after the
-//! store confirmed the write (DESIGN.md §5 rule 3), so the server keeps every byte until it
-//! is safe, and a restart resumes from the slot.
+//! Streaming mode: follow the server's WAL over a physical replication slot. The segment
+//! being received is written to a local spool file; every flush interval (and when the
+//! connection drops, or the daemon stops) it is stored as `<segment>.stream`, replaced each
+//! time. The moment it is complete it is stored as the segment itself, through the same
+//! create-only path as `wal-push` (so both modes can run: the repository sees one segment),
+//! and the `.stream` copy is removed. The slot's flush position is confirmed to the server
+//! only after the store confirmed the write (DESIGN.md §5 rule 3), so the server keeps every
+//! byte until it is safe, and a restart resumes from the slot. At the end of a timeline
+//! (the server, or its upstream, was promoted) it stores the new history file and goes on
+//! on the next timeline, from the start of the segment that holds the switch.
 
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
-use bytes::Bytes;
 use tokio_util::sync::CancellationToken;
 
 use super::Shared;
 use crate::error::{Code, Fail, Result};
+use crate::pg::history::{parse_history, timeline_of};
 use crate::pg::lsn::{Lsn, SegmentId};
 use crate::pg::replication::{ReplConn, WalEvent};
 use crate::pg::walfile::WalFile;
 use crate::repo::layout;
 
+/// Received WAL is gathered up to this much before it is written to the spool file.
+const WRITE_CHUNK: usize = 1 << 20;
+
+fn pg(e: String) -> Fail {
+    Fail::new(Code::Postgres, e)
+}
+
 pub async fn run(shared: Arc<Shared>, cancel: CancellationToken) -> Result<()> {
-    let pg = |e: String| Fail::new(Code::Postgres, e);
     let settings = &shared.settings;
     let slot = settings.daemon.slot.clone();
     let seg = shared.repo.identity.wal_segment_size;
@@ -37,140 +48,308 @@ pub async fn run(shared: Arc<Shared>, cancel: CancellationToken) -> Result<()> {
             conn.read_replication_slot(&slot).await.map_err(pg)?.map(|(l, _)| l).unwrap_or(ident.xlogpos)
         }
     };
-    let tli = ident.timeline;
-    if tli > 1 {
-        store_history(&shared, &mut conn, tli).await?;
-    }
-    // From the segment that holds the slot's position: the server kept everything from there.
     let restart = if restart.0 == 0 { ident.xlogpos } else { restart };
-    let mut cur = SegmentId::containing(tli, restart, seg);
-    let start = Lsn(cur.segno * seg);
-    conn.start_replication(&slot, start, tli).await.map_err(pg)?;
-    tracing::info!("streaming WAL from {start} on timeline {tli} through slot {slot}");
-    let mut buf = vec![0u8; seg as usize];
-    let mut received = start;
+    // From the start of the segment that holds the slot's position (the server keeps whole
+    // segments), on the timeline that position belongs to: an older one when the server was
+    // promoted since, and then the server streams it up to the switch.
+    let mut pos = Lsn(restart.0 - restart.0 % seg);
+    let mut tli = ident.timeline;
+    if ident.timeline > 1 {
+        let history = store_history(&shared, &mut conn, ident.timeline).await?;
+        tli = timeline_of(pos, &history, ident.timeline);
+    }
+    let spool = settings.daemon.spool.join(format!("{}-{slot}", ident.system_identifier));
+    loop {
+        conn.start_replication(&slot, pos, tli).await.map_err(pg)?;
+        // The slot is ours now (a physical slot serves one connection), so is the spool.
+        clear_spool(&spool)?;
+        tracing::info!("streaming WAL from {pos} on timeline {tli} through slot {slot}");
+        match follow(&shared, &mut conn, &spool, tli, pos, &cancel).await? {
+            None => return Ok(()),
+            Some((next_tli, next_start)) => {
+                tracing::info!("timeline {tli} ended; timeline {next_tli} starts at {next_start}");
+                store_history(&shared, &mut conn, next_tli).await?;
+                tli = next_tli;
+                pos = Lsn(next_start.0 - next_start.0 % seg);
+            }
+        }
+    }
+}
+
+/// Stream one timeline from `start` (a segment boundary). `Some(next timeline, its start)`
+/// when the timeline ended, `None` when cancelled; errors after storing what arrived.
+async fn follow(
+    shared: &Shared,
+    conn: &mut ReplConn,
+    spool: &Path,
+    tli: u32,
+    start: Lsn,
+    cancel: &CancellationToken,
+) -> Result<Option<(u32, Lsn)>> {
+    let seg = shared.repo.identity.wal_segment_size;
+    let mut cur = Spooled::create(spool, SegmentId::containing(tli, start, seg), seg).await?;
     let mut durable = start;
-    let interval = settings.daemon.flush_interval;
+    let interval = shared.settings.daemon.flush_interval;
     let mut last_flush = Instant::now();
     loop {
         let event = tokio::select! {
             _ = cancel.cancelled() => {
                 // What arrived is stored before stopping, and confirmed.
-                if received > durable {
-                    durable = store_partial(&shared, cur, &buf, received).await?;
-                    conn.send_status(received, durable, false).await.map_err(pg)?;
+                if cur.received > durable {
+                    durable = cur.store_stream(shared).await?;
+                    conn.send_status(cur.received, durable, false).await.map_err(pg)?;
                 }
-                return Ok(());
+                return Ok(None);
             }
             e = tokio::time::timeout(interval.saturating_sub(last_flush.elapsed()), conn.next_wal_event()) => e,
         };
         match event {
             Ok(Ok(WalEvent::Data { start, data })) => {
                 let mut at = start;
-                let mut data: Bytes = data;
+                let mut data = &data[..];
                 while !data.is_empty() {
-                    let seg_of = at.0 / seg;
-                    if seg_of != cur.segno {
-                        return Err(Fail::new(
-                            Code::Postgres,
-                            format!("the server sent WAL at {at}, outside segment {}", cur.file_name(seg)),
-                        ));
-                    }
-                    let off = (at.0 % seg) as usize;
-                    let n = data.len().min(seg as usize - off);
-                    buf[off..off + n].copy_from_slice(&data[..n]);
-                    data = data.slice(n..);
+                    let n = cur.take(at, data).await?;
+                    data = &data[n..];
                     at = Lsn(at.0 + n as u64);
-                    received = received.max(at);
-                    if off + n == seg as usize {
-                        durable = store_segment(&shared, cur, &buf).await?;
-                        conn.send_status(received, durable, false).await.map_err(pg)?;
-                        buf.fill(0);
-                        cur = SegmentId { tli, segno: cur.segno + 1 };
+                    if cur.is_complete() {
+                        durable = cur.store_segment(shared).await?;
+                        conn.send_status(cur.received, durable, false).await.map_err(pg)?;
+                        let next = SegmentId { tli, segno: cur.id.segno + 1 };
+                        cur = Spooled::create(spool, next, seg).await?;
                         last_flush = Instant::now();
                     }
                 }
             }
             Ok(Ok(WalEvent::Keepalive { reply, .. })) => {
                 if reply {
-                    conn.send_status(received, durable, false).await.map_err(pg)?;
+                    conn.send_status(cur.received, durable, false).await.map_err(pg)?;
                 }
             }
             Ok(Ok(WalEvent::EndOfTimeline { next_tli, next_start })) => {
-                if received > durable {
-                    store_partial(&shared, cur, &buf, received).await?;
+                // The old timeline's last segment stays as its `.stream` copy; the new
+                // timeline's copy of that segment, switch included, follows.
+                if cur.received > durable {
+                    cur.store_stream(shared).await?;
                 }
-                tracing::info!("timeline {tli} ended; timeline {next_tli} starts at {next_start}: reconnecting");
-                return Ok(());
+                cur.discard();
+                return Ok(Some((next_tli, next_start)));
             }
             Ok(Err(e)) => {
                 // The connection is gone: keep what did arrive before reporting it.
-                if received > durable {
-                    store_partial(&shared, cur, &buf, received).await?;
+                if cur.received > durable {
+                    cur.store_stream(shared).await?;
                 }
                 return Err(pg(e));
             }
             Err(_) => {} // the flush interval passed
         }
         if last_flush.elapsed() >= interval {
-            if received > durable {
-                durable = store_partial(&shared, cur, &buf, received).await?;
-                conn.send_status(received, durable, false).await.map_err(pg)?;
+            if cur.received > durable {
+                durable = cur.store_stream(shared).await?;
+                conn.send_status(cur.received, durable, false).await.map_err(pg)?;
             }
             last_flush = Instant::now();
         }
     }
 }
 
-/// A complete segment: stored create-only; its `.partial` goes.
-async fn store_segment(shared: &Shared, s: SegmentId, buf: &[u8]) -> Result<Lsn> {
-    let seg = shared.repo.identity.wal_segment_size;
-    let obj = layout::wal_object(&WalFile::Segment(s), seg);
-    let (sealed, digest) = seal(shared, &obj, buf).await?;
-    let len = sealed.len() as u64;
-    let outcome = shared.repo.push_sealed(&obj, sealed, digest).await?;
-    if outcome == crate::repo::Pushed::Stored {
-        metrics::counter!("tidewal_wal_segments_archived_total").increment(1);
-        metrics::counter!("tidewal_uploaded_bytes_total").increment(len);
+/// The segment being received: a spool file of the segment's full size (zeros beyond what
+/// arrived, as pg_receivewal leaves a `.partial`), and up to [`WRITE_CHUNK`] not written yet.
+struct Spooled {
+    id: SegmentId,
+    path: PathBuf,
+    file: Arc<std::fs::File>,
+    seg_size: u64,
+    /// Gathered bytes, which belong at `pending_at` (an offset in the segment).
+    pending: Vec<u8>,
+    pending_at: u64,
+    /// Everything before this arrived.
+    received: Lsn,
+}
+
+impl Spooled {
+    async fn create(dir: &Path, id: SegmentId, seg_size: u64) -> Result<Spooled> {
+        let path = dir.join(id.file_name(seg_size));
+        let p = path.clone();
+        let file = blocking(&path, move || {
+            let f = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&p)?;
+            f.set_len(seg_size)?;
+            Ok(f)
+        })
+        .await?;
+        Ok(Spooled {
+            id,
+            path,
+            file: Arc::new(file),
+            seg_size,
+            pending: Vec::with_capacity(WRITE_CHUNK),
+            pending_at: 0,
+            received: Lsn(id.segno * seg_size),
+        })
     }
-    shared.repo.store.delete(&layout::wal_object(&WalFile::Partial(s), seg)).await?;
-    let end = Lsn((s.segno + 1) * seg);
-    shared.streamed_to.fetch_max(end.0, Ordering::Relaxed);
-    tracing::info!("streamed {}", s.file_name(seg));
-    Ok(end)
+
+    fn is_complete(&self) -> bool {
+        self.received.0 == (self.id.segno + 1) * self.seg_size
+    }
+
+    /// Take as much of `data` (WAL from `at`) as belongs to this segment; returns how much.
+    async fn take(&mut self, at: Lsn, data: &[u8]) -> Result<usize> {
+        let base = self.id.segno * self.seg_size;
+        if at.0 < base || at.0 >= base + self.seg_size {
+            return Err(pg(format!(
+                "the server sent WAL at {at}, outside segment {}",
+                self.id.file_name(self.seg_size)
+            )));
+        }
+        let off = at.0 - base;
+        if !self.pending.is_empty() && self.pending_at + self.pending.len() as u64 != off {
+            self.write_pending().await?;
+        }
+        if self.pending.is_empty() {
+            self.pending_at = off;
+        }
+        let n = data.len().min((self.seg_size - off) as usize);
+        self.pending.extend_from_slice(&data[..n]);
+        self.received = self.received.max(Lsn(at.0 + n as u64));
+        if self.pending.len() >= WRITE_CHUNK {
+            self.write_pending().await?;
+        }
+        Ok(n)
+    }
+
+    async fn write_pending(&mut self) -> Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let data = std::mem::take(&mut self.pending);
+        let (file, at) = (self.file.clone(), self.pending_at);
+        let mut data = blocking(&self.path, move || file.write_all_at(&data, at).map(|_| data)).await?;
+        data.clear();
+        self.pending = data;
+        Ok(())
+    }
+
+    /// The complete segment, create-only, as `wal-push` stores it; then its `.stream` goes.
+    async fn store_segment(&mut self, shared: &Shared) -> Result<Lsn> {
+        self.write_pending().await?;
+        let pushed = crate::cmd::wal_push::push_file(&shared.repo, &self.path).await?;
+        if pushed.outcome == crate::repo::Pushed::Stored {
+            metrics::counter!("tidewal_wal_segments_archived_total").increment(1);
+            metrics::counter!("tidewal_uploaded_bytes_total").increment(pushed.stored_bytes);
+        }
+        let streamed = layout::wal_object(&WalFile::Streamed(self.id), self.seg_size);
+        shared.repo.store.delete(&streamed).await?;
+        self.discard();
+        shared.streamed_to.fetch_max(self.received.0, Ordering::Relaxed);
+        tracing::info!("streamed {}", self.id.file_name(self.seg_size));
+        Ok(self.received)
+    }
+
+    /// The segment so far, as `<segment>.stream` (replaced: it only grows).
+    async fn store_stream(&mut self, shared: &Shared) -> Result<Lsn> {
+        self.write_pending().await?;
+        let obj = layout::wal_object(&WalFile::Streamed(self.id), self.seg_size);
+        // A descriptor of its own: reading moves the file offset.
+        let file = std::fs::File::open(&self.path).map_err(|e| spool_error(&self.path, e))?;
+        let stored = shared.repo.replace_stream(&obj, std::io::BufReader::with_capacity(1 << 20, file)).await?;
+        metrics::counter!("tidewal_uploaded_bytes_total").increment(stored);
+        shared.streamed_to.fetch_max(self.received.0, Ordering::Relaxed);
+        tracing::debug!("stored {obj} up to {}", self.received);
+        Ok(self.received)
+    }
+
+    /// Its spool file is not needed any more.
+    fn discard(&self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
 }
 
-/// The segment so far, as `<segment>.partial` (replaced each time: it only grows).
-async fn store_partial(shared: &Shared, s: SegmentId, buf: &[u8], received: Lsn) -> Result<Lsn> {
-    let seg = shared.repo.identity.wal_segment_size;
-    let obj = layout::wal_object(&WalFile::Partial(s), seg);
-    let (sealed, _) = seal(shared, &obj, buf).await?;
-    let len = sealed.len() as u64;
-    shared.repo.store.put(&obj, Bytes::from(sealed)).await?;
-    metrics::counter!("tidewal_uploaded_bytes_total").increment(len);
-    shared.streamed_to.fetch_max(received.0, Ordering::Relaxed);
-    tracing::debug!("stored {} up to {received}", obj);
-    Ok(received)
+/// Leftovers of an earlier run: the slot replays them.
+fn clear_spool(dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|e| spool_error(dir, e))?;
+    for entry in std::fs::read_dir(dir).map_err(|e| spool_error(dir, e))?.flatten() {
+        let _ = std::fs::remove_file(entry.path());
+    }
+    Ok(())
 }
 
-async fn seal(shared: &Shared, obj: &str, buf: &[u8]) -> Result<(Vec<u8>, crate::codec::Digest)> {
-    let data = buf.to_vec();
-    let key = shared.repo.keys.write_key().cloned();
-    let opts = shared.repo.seal_options(None);
-    let name = obj.to_string();
-    tokio::task::spawn_blocking(move || crate::codec::seal_to_vec(&data, key.as_ref(), &name, opts))
+fn spool_error(path: &Path, e: std::io::Error) -> Fail {
+    Fail::new(
+        Code::Storage,
+        format!("spool {}: {e} (daemon.spool must be a writable directory with room for one segment)", path.display()),
+    )
+}
+
+/// File work off the reactor.
+async fn blocking<T: Send + 'static>(
+    path: &Path,
+    f: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| Fail::new(Code::Internal, e.to_string()))?
-        .map(|s| (s.out, s.digest))
-        .map_err(|e| Fail::new(Code::Internal, format!("sealing {obj}: {e}")))
+        .map_err(|e| spool_error(path, e))
 }
 
 /// History files arrive through the stream's side channel, not as WAL.
-async fn store_history(shared: &Shared, conn: &mut ReplConn, tli: u32) -> Result<()> {
-    let (name, content) = conn.timeline_history(tli).await.map_err(|e| Fail::new(Code::Postgres, e))?;
+async fn store_history(
+    shared: &Shared,
+    conn: &mut ReplConn,
+    tli: u32,
+) -> Result<Vec<crate::pg::history::HistoryEntry>> {
+    let (name, content) = conn.timeline_history(tli).await.map_err(pg)?;
+    let text = String::from_utf8_lossy(&content).into_owned();
+    let history = parse_history(&text).map_err(|e| pg(format!("{name} from the server: {e}")))?;
     let obj = layout::wal_object(&WalFile::History(tli), shared.repo.identity.wal_segment_size);
-    let (sealed, digest) = seal(shared, &obj, &content).await?;
-    shared.repo.push_sealed(&obj, sealed, digest).await?;
+    let key = shared.repo.keys.write_key().cloned();
+    let opts = shared.repo.seal_options(None);
+    let o = obj.clone();
+    let sealed = tokio::task::spawn_blocking(move || crate::codec::seal_to_vec(&content, key.as_ref(), &o, opts))
+        .await
+        .map_err(|e| Fail::new(Code::Internal, e.to_string()))?
+        .map_err(|e| Fail::new(Code::Internal, format!("sealing {obj}: {e}")))?;
+    shared.repo.push_sealed(&obj, sealed.out, sealed.digest).await?;
     tracing::debug!("stored {name}");
-    Ok(())
+    Ok(history)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn spool_file_takes_wal_up_to_the_segment_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let seg = 1u64 << 20;
+        let id = SegmentId { tli: 2, segno: 5 };
+        let mut s = Spooled::create(dir.path(), id, seg).await.unwrap();
+        let base = 5 * seg;
+        let data: Vec<u8> = (0..700_000u32).map(|i| (i % 251) as u8).collect();
+        assert_eq!(s.take(Lsn(base), &data).await.unwrap(), data.len());
+        assert!(!s.is_complete());
+        // More than the segment holds: only its end is taken.
+        assert_eq!(s.take(Lsn(base + 700_000), &data).await.unwrap(), seg as usize - 700_000);
+        assert!(s.is_complete());
+        assert_eq!(s.received, Lsn(6 * seg));
+        assert!(s.take(Lsn(6 * seg), &data).await.is_err(), "WAL of the next segment was taken");
+        s.write_pending().await.unwrap();
+        let file = std::fs::read(dir.path().join("000000020000000000000005")).unwrap();
+        assert_eq!(file.len() as u64, seg);
+        assert_eq!(&file[..700_000], &data[..]);
+        assert_eq!(&file[700_000..], &data[..seg as usize - 700_000]);
+        s.discard();
+        assert!(!dir.path().join("000000020000000000000005").exists());
+    }
+
+    #[tokio::test]
+    async fn a_partly_received_segment_is_zero_beyond_what_arrived() {
+        let dir = tempfile::tempdir().unwrap();
+        let seg = 1u64 << 20;
+        let mut s = Spooled::create(dir.path(), SegmentId { tli: 1, segno: 0 }, seg).await.unwrap();
+        s.take(Lsn(0), &[7u8; 1000]).await.unwrap();
+        s.write_pending().await.unwrap();
+        let file = std::fs::read(&s.path).unwrap();
+        assert_eq!(file.len() as u64, seg);
+        assert!(file[..1000].iter().all(|&b| b == 7) && file[1000..].iter().all(|&b| b == 0));
+    }
 }

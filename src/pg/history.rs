@@ -36,9 +36,25 @@ pub fn parse_history(text: &str) -> Result<Vec<HistoryEntry>, String> {
     Ok(out)
 }
 
+/// The timeline a position belongs to, given the history of timeline `current` (pure):
+/// the first timeline whose switchpoint lies beyond it, like `tliOfPointInHistory`.
+pub fn timeline_of(lsn: Lsn, history: &[HistoryEntry], current: u32) -> u32 {
+    history.iter().find(|e| lsn < e.switchpoint).map_or(current, |e| e.parent_tli)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn timeline_of_a_position() {
+        let h = parse_history("1\t0/3000198\tx\n2\t0/5000000\ty\n").unwrap();
+        assert_eq!(timeline_of(Lsn(0x1000000), &h, 3), 1);
+        assert_eq!(timeline_of(Lsn(0x3000197), &h, 3), 1);
+        assert_eq!(timeline_of(Lsn(0x3000198), &h, 3), 2);
+        assert_eq!(timeline_of(Lsn(0x5000000), &h, 3), 3);
+        assert_eq!(timeline_of(Lsn(0x5000000), &[], 1), 1);
+    }
 
     #[test]
     fn parses_postgres_output() {

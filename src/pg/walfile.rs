@@ -2,7 +2,7 @@
 //! Pure functions over names and bytes; the caller does the reading.
 
 use super::history::parse_history;
-use super::lsn::{format_size, split_segment_name, SegmentId};
+use super::lsn::{format_size, SegmentId};
 
 /// The kinds of file PostgreSQL archives.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -15,6 +15,10 @@ pub enum WalFile {
     History(u32),
     /// Backup history label, `000000010000000000000003.00000028.backup`.
     BackupLabel { seg: SegmentId, offset: u32 },
+    /// tidewal's own, never PostgreSQL's: the segment the streaming receiver is still
+    /// filling (`….stream`), replaced as it grows. A name of its own, because PostgreSQL
+    /// archives a `.partial` of the same segment at promotion, with other content.
+    Streamed(SegmentId),
 }
 
 impl WalFile {
@@ -33,6 +37,9 @@ impl WalFile {
         if let Some(seg) = name.strip_suffix(".partial") {
             return Ok(WalFile::Partial(SegmentId::parse(seg, seg_size)?));
         }
+        if let Some(seg) = name.strip_suffix(".stream") {
+            return Ok(WalFile::Streamed(SegmentId::parse(seg, seg_size)?));
+        }
         if let Some(rest) = name.strip_suffix(".backup") {
             if let Some((seg, off)) = rest.split_once('.') {
                 if off.len() == 8 && off.bytes().all(|b| b.is_ascii_hexdigit()) {
@@ -45,24 +52,28 @@ impl WalFile {
         Ok(WalFile::Segment(SegmentId::parse(name, seg_size)?))
     }
 
+    /// The segment this file is, or belongs to; `None` for a history file.
+    pub fn segment(&self) -> Option<SegmentId> {
+        match self {
+            WalFile::Segment(s) | WalFile::Partial(s) | WalFile::Streamed(s) | WalFile::BackupLabel { seg: s, .. } => {
+                Some(*s)
+            }
+            WalFile::History(_) => None,
+        }
+    }
+
     /// The timeline this file belongs to, which is also its directory in the repository.
     pub fn timeline(&self) -> u32 {
         match self {
-            WalFile::Segment(s) | WalFile::Partial(s) | WalFile::BackupLabel { seg: s, .. } => s.tli,
             WalFile::History(t) => *t,
+            other => other.segment().map_or(0, |s| s.tli),
         }
     }
 
     /// Whether the file must be exactly one segment long.
     pub fn is_segment_sized(&self) -> bool {
-        matches!(self, WalFile::Segment(_) | WalFile::Partial(_))
+        matches!(self, WalFile::Segment(_) | WalFile::Partial(_) | WalFile::Streamed(_))
     }
-}
-
-/// Quick shape check that needs no segment size: used where the repository is not open yet.
-pub fn looks_like_wal_name(name: &str) -> bool {
-    let base = name.strip_suffix(".partial").unwrap_or(name);
-    split_segment_name(base).is_ok() || name.ends_with(".history") || name.ends_with(".backup")
 }
 
 /// The WAL page magic (`XLOG_PAGE_MAGIC`) of each supported PostgreSQL major version.
@@ -217,8 +228,6 @@ mod tests {
         ] {
             assert!(WalFile::parse(bad, MB16).is_err(), "{bad}");
         }
-        assert!(looks_like_wal_name("000000010000000000000003"));
-        assert!(!looks_like_wal_name("RECOVERYXLOG"));
     }
 
     #[test]

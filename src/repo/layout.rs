@@ -4,6 +4,7 @@
 //! tidewal.json                       identity (sealed)
 //! wal/<TLI>/<segment>                completed segments
 //! wal/<TLI>/<segment>.partial        last segment of a timeline that was left by promotion
+//! wal/<TLI>/<segment>.stream         the segment the streaming receiver is filling (replaced)
 //! wal/<TLI>/<segment>.<off>.backup   backup history labels
 //! wal/<TLI>.history                  timeline history files
 //! ```
@@ -29,6 +30,7 @@ pub fn wal_object(file: &WalFile, seg_size: u64) -> String {
         WalFile::History(tli) => format!("wal/{tli:08X}.history"),
         WalFile::Segment(s) => format!("wal/{:08X}/{}", s.tli, s.file_name(seg_size)),
         WalFile::Partial(s) => format!("wal/{:08X}/{}.partial", s.tli, s.file_name(seg_size)),
+        WalFile::Streamed(s) => format!("wal/{:08X}/{}.stream", s.tli, s.file_name(seg_size)),
         WalFile::BackupLabel { seg, offset } => {
             format!("wal/{:08X}/{}.{offset:08X}.backup", seg.tli, seg.file_name(seg_size))
         }
@@ -53,6 +55,7 @@ mod tests {
         assert_eq!(f("000000010000000000000003"), "wal/00000001/000000010000000000000003");
         assert_eq!(f("0000000A.history"), "wal/0000000A.history");
         assert_eq!(f("000000020000000100000003.partial"), "wal/00000002/000000020000000100000003.partial");
+        assert_eq!(f("000000020000000100000003.stream"), "wal/00000002/000000020000000100000003.stream");
         assert_eq!(
             f("000000010000000000000003.00000028.backup"),
             "wal/00000001/000000010000000000000003.00000028.backup"

@@ -177,6 +177,15 @@ impl Repo {
         Ok(Pushed::Stored)
     }
 
+    /// Seal and store a plaintext stream, replacing whatever `obj` held: only for objects
+    /// that are meant to change, like the receiver's growing `.stream` copy. Returns the
+    /// stored size.
+    pub async fn replace_stream<R: Read + Send + 'static>(&self, obj: &str, mut src: R) -> Result<u64> {
+        let (_, _, stored) =
+            self.sealed_upload(obj, None, move |w| std::io::copy(&mut src, w).map(|_| ())).wait(obj).await?;
+        Ok(stored)
+    }
+
     /// Is `obj` stored already? `Some(AlreadyPresent)` with this digest, `None` when absent,
     /// a conflict naming both digests when different. Reads only the object's header.
     pub async fn already_stored(&self, obj: &str, digest: &Digest) -> Result<Option<Pushed>> {

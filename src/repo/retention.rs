@@ -50,15 +50,8 @@ pub fn plan(cat: &Catalog, now: SystemTime, window: Duration) -> Result<Plan, St
         let kind = WalFile::parse(file, seg).map_err(|e| format!("{name}: {e}"))?;
         wal.push((name, kind));
     }
-    let present = wal
-        .iter()
-        .map(|(_, k)| match k {
-            WalFile::Segment(s) | WalFile::Partial(s) | WalFile::BackupLabel { seg: s, .. } => s.tli,
-            WalFile::History(t) => *t,
-        })
-        .chain(backups.iter().map(|(b, _)| b.timeline))
-        .max()
-        .unwrap_or(1);
+    let present =
+        wal.iter().map(|(_, k)| k.timeline()).chain(backups.iter().map(|(b, _)| b.timeline)).max().unwrap_or(1);
     let mut out = Plan { present, ..Plan::default() };
     if backups.is_empty() {
         // WAL without a backup restores nothing, but deleting it helps nobody either.
@@ -95,10 +88,7 @@ pub fn plan(cat: &Catalog, now: SystemTime, window: Duration) -> Result<Plan, St
         keep.iter().any(|l| l.tli == s.tli && s.segno >= l.first && l.last.is_none_or(|z| s.segno <= z))
     };
     for (name, kind) in wal {
-        let needed = match &kind {
-            WalFile::History(_) => true,
-            WalFile::Segment(s) | WalFile::Partial(s) | WalFile::BackupLabel { seg: s, .. } => kept(s),
-        };
+        let needed = kind.segment().is_none_or(|s| kept(&s));
         if needed {
             out.keep_wal += 1;
         } else {
