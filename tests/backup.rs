@@ -397,12 +397,7 @@ fn backup_from_a_standby() {
     let c = &a.cluster;
     c.psql("CREATE TABLE t (n int)");
     c.psql("INSERT INTO t SELECT generate_series(1, 100)");
-    let dir = a.env.pg_dir("standby");
-    let data = dir.join("pgdata");
-    run_ok(c.client("pg_basebackup").args(["-D", data.to_str().unwrap(), "-R", "-X", "stream", "-c", "fast"]));
-    let mut standby = Cluster::adopt(&dir, &data);
-    standby.configure("hot_standby = on\n");
-    standby.start();
+    let standby = c.standby(&a.env.pg_dir("standby"), "");
     c.psql("INSERT INTO t SELECT generate_series(101, 200)");
     wait_for("the standby to catch up", Duration::from_secs(60), || standby.psql("SELECT count(*) FROM t") == "200");
     assert_eq!(standby.psql("SELECT pg_is_in_recovery()"), "t");

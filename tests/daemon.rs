@@ -343,12 +343,7 @@ fn streaming_follows_a_promotion() {
     c.psql("CREATE TABLE t (n int PRIMARY KEY, tli int)");
     c.psql("INSERT INTO t SELECT i, 1 FROM generate_series(1, 100) i");
     expect_exit(&a.env.tidewal(&["backup"]), 0, &[]);
-    let dir = a.env.pg_dir("standby");
-    let data = dir.join("pgdata");
-    run_ok(c.client("pg_basebackup").args(["-D", data.to_str().unwrap(), "-R", "-X", "stream", "-c", "fast"]));
-    let mut standby = Cluster::adopt(&dir, &data);
-    standby.configure("hot_standby = on\n");
-    standby.start();
+    let standby = c.standby(&a.env.pg_dir("standby"), "");
     c.psql("INSERT INTO t SELECT i, 1 FROM generate_series(101, 200) i");
     let last = c.switch_wal();
     c.wait_archived(&last);
@@ -375,8 +370,7 @@ fn streaming_follows_a_promotion() {
     // Failover: the primary dies, the standby is promoted and takes writes on timeline 2.
     let mut primary = a.cluster;
     primary.stop_immediate();
-    run_ok(as_pg(pg_bin("pg_ctl")).args(["-D", data.to_str().unwrap(), "-w", "promote"]));
-    wait_promoted(&standby);
+    standby.promote();
     standby.psql("INSERT INTO t SELECT i, 2 FROM generate_series(301, 400) i");
     let switched = standby.switch_wal();
     assert!(switched.starts_with("00000002"), "{switched}");
@@ -401,6 +395,68 @@ fn streaming_follows_a_promotion() {
     assert_eq!(standby.psql("SELECT archived_count > 0 FROM pg_stat_archiver"), "t");
 
     // The new primary dies too; the repository alone brings back all 500 rows.
+    let mut d = d;
+    d.signal(15);
+    wait_for("the daemon to stop", Duration::from_secs(60), || d.child.try_wait().unwrap().is_some());
+    drop(standby);
+    let a = Archiving { cluster: primary, ..a };
+    let r = restore_and_start(&a, "after-failover", &["--target-action", "promote"]);
+    wait_promoted(&r);
+    assert_eq!(r.psql("SELECT count(*) || ':' || sum(tli) FROM t"), "500:700");
+}
+
+/// A failover to a standby that has no slot: the daemon streamed from the primary, which
+/// dies; the standby is promoted and takes writes before the daemon is pointed at it
+/// (SIGHUP). The receiver resumes where the repository's streamed WAL ends, not at the new
+/// slot's position, so the WAL written between the promotion and the reconnect is not lost.
+#[test]
+fn streaming_resumes_after_a_failover_to_a_server_without_the_slot() {
+    let a = Archiving::start("noslot", RepoKind::File);
+    let c = &a.cluster;
+    c.psql("CREATE TABLE t (n int PRIMARY KEY, tli int)");
+    c.psql("INSERT INTO t SELECT i, 1 FROM generate_series(1, 100) i");
+    expect_exit(&a.env.tidewal(&["backup"]), 0, &[]);
+    // From here on only the receiver stores WAL (the standby inherits this too).
+    c.set("archive_command", "/bin/true");
+    let standby = c.standby(&a.env.pg_dir("standby"), "wal_keep_size = '1GB'\n");
+    let (port, log) =
+        daemon_config(&a, "archive = false\nstream = true\nslot = \"tidewal_ha\"\nflush_interval = \"1s\"");
+    let d = Daemon::start(&a.env, port, &log);
+    wait_for("streaming", Duration::from_secs(30), || {
+        c.psql("SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'tidewal_ha' AND active") == "1"
+    });
+    c.psql("INSERT INTO t SELECT i, 1 FROM generate_series(101, 200) i");
+    c.switch_wal();
+    c.psql("INSERT INTO t SELECT i, 1 FROM generate_series(201, 300) i");
+    wait_for("the standby to catch up", Duration::from_secs(60), || standby.psql("SELECT count(*) FROM t") == "300");
+    std::thread::sleep(Duration::from_millis(1500));
+    wait_for("the stream to be stored", Duration::from_secs(30), || {
+        d.metric("tidewal_wal_archive_lag_bytes") == Some(0.0)
+    });
+
+    let mut primary = a.cluster;
+    primary.stop_immediate();
+    standby.promote();
+    // Writes on timeline 2, over more than one segment, before the daemon gets there.
+    standby.psql("INSERT INTO t SELECT i, 2 FROM generate_series(301, 400) i");
+    standby.switch_wal();
+    standby.psql("INSERT INTO t SELECT i, 2 FROM generate_series(401, 450) i");
+    standby.switch_wal();
+    let config = std::fs::read_to_string(&a.env.config).unwrap();
+    a.env.write_config(&config.replace(&primary.conninfo(), &standby.conninfo()));
+    d.signal(1);
+    wait_for("the new slot", Duration::from_secs(60), || {
+        standby.psql("SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'tidewal_ha' AND active") == "1"
+    });
+    standby.psql("INSERT INTO t SELECT i, 2 FROM generate_series(451, 500) i");
+    std::thread::sleep(Duration::from_millis(1500));
+    wait_for("the stream to be stored", Duration::from_secs(30), || {
+        d.metric("tidewal_wal_archive_lag_bytes") == Some(0.0)
+    });
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("slot tidewal_ha was missing on the server"), "{text}");
+    assert!(text.contains("timeline 1 ended; timeline 2 starts at"), "{text}");
+
     let mut d = d;
     d.signal(15);
     wait_for("the daemon to stop", Duration::from_secs(60), || d.child.try_wait().unwrap().is_some());

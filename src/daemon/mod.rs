@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Settings;
 use crate::error::{Code, Fail, Result};
-use crate::pg::lsn::SegmentId;
+use crate::pg::lsn::{Lsn, SegmentId};
 use crate::repo::Repo;
 
 /// What the tasks share.
@@ -36,8 +36,9 @@ pub struct Shared {
     pub pushed_ahead: Mutex<HashSet<SegmentId>>,
     pub backup_lock: tokio::sync::Mutex<()>,
     pub backup_now: tokio::sync::Notify,
-    /// Streaming mode: WAL durable in the repository up to here (an LSN).
-    pub streamed_to: std::sync::atomic::AtomicU64,
+    /// Streaming mode: WAL of this timeline is durable in the repository up to this LSN.
+    /// Kept across reloads: after a failover it says where the new server must resume.
+    pub streamed: Mutex<Option<(u32, Lsn)>>,
     /// The server's `pg_wal`, when it is on this host (for its free space).
     pub local_pg_wal: Option<PathBuf>,
 }
@@ -68,8 +69,9 @@ pub async fn run(settings: Settings, reload: impl Fn() -> Result<Settings>) -> R
         watchdog = Duration::from_micros(usec / 2);
     }
     let mut settings = settings;
+    let mut streamed = None;
     loop {
-        let generation = start(settings.clone(), prometheus.clone()).await?;
+        let generation = start(settings.clone(), prometheus.clone(), streamed).await?;
         let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
         tracing::info!("tidewal daemon running (repository {})", settings.repo_url);
         let mut ping = tokio::time::interval(if watchdog.is_zero() { Duration::from_secs(3600) } else { watchdog });
@@ -91,7 +93,9 @@ pub async fn run(settings: Settings, reload: impl Fn() -> Result<Settings>) -> R
             false,
             &[if next.is_some() { sd_notify::NotifyState::Reloading } else { sd_notify::NotifyState::Stopping }],
         );
+        let shared = generation.shared.clone();
         generation.stop(settings.daemon.shutdown_timeout).await;
+        streamed = *lock(&shared.streamed);
         match next {
             Some(s) => {
                 tracing::info!("configuration reloaded");
@@ -123,7 +127,7 @@ impl Generation {
     }
 }
 
-async fn start(settings: Settings, prometheus: PrometheusHandle) -> Result<Generation> {
+async fn start(settings: Settings, prometheus: PrometheusHandle, streamed: Option<(u32, Lsn)>) -> Result<Generation> {
     let repo = crate::cmd::open_repo(&settings).await?;
     let data = data_directory(&settings).await;
     let local_pg_wal = data.as_ref().ok().and_then(|d| local_pg_wal(d, repo.identity.system_id()));
@@ -135,7 +139,7 @@ async fn start(settings: Settings, prometheus: PrometheusHandle) -> Result<Gener
         pushed_ahead: Mutex::new(HashSet::new()),
         backup_lock: tokio::sync::Mutex::new(()),
         backup_now: tokio::sync::Notify::new(),
-        streamed_to: std::sync::atomic::AtomicU64::new(0),
+        streamed: Mutex::new(streamed),
         local_pg_wal,
     });
     let cancel = CancellationToken::new();

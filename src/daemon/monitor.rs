@@ -95,7 +95,9 @@ pub async fn run(shared: Arc<Shared>, cancel: CancellationToken) -> Result<()> {
                 durable = Lsn(durable.0 + seg);
             }
         }
-        durable = durable.max(Lsn(shared.streamed_to.load(std::sync::atomic::Ordering::Relaxed)));
+        if let Some((_, end)) = *super::lock(&shared.streamed) {
+            durable = durable.max(end);
+        }
         let (secs, bytes) = tracker.lag(durable, now);
         metrics::gauge!("tidewal_wal_archive_lag_seconds").set(secs);
         metrics::gauge!("tidewal_wal_archive_lag_bytes").set(bytes as f64);

@@ -11,7 +11,6 @@
 
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -19,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::Shared;
 use crate::error::{Code, Fail, Result};
-use crate::pg::history::{parse_history, timeline_of};
+use crate::pg::history::{parse_history, resume_point, timeline_of};
 use crate::pg::lsn::{Lsn, SegmentId};
 use crate::pg::replication::{ReplConn, WalEvent};
 use crate::pg::walfile::WalFile;
@@ -40,27 +39,55 @@ pub async fn run(shared: Arc<Shared>, cancel: CancellationToken) -> Result<()> {
     let mut conn = ReplConn::connect(&cfg).await.map_err(pg)?;
     let ident = conn.identify_system().await.map_err(pg)?;
     shared.repo.ensure_cluster(ident.system_identifier, "the server")?;
-    let restart = match conn.read_replication_slot(&slot).await.map_err(pg)? {
-        Some((lsn, _)) => lsn,
+    let (restart, created) = match conn.read_replication_slot(&slot).await.map_err(pg)? {
+        Some((lsn, _)) => (lsn, false),
         None => {
             conn.create_physical_slot(&slot).await.map_err(pg)?;
             tracing::info!("created replication slot {slot}");
-            conn.read_replication_slot(&slot).await.map_err(pg)?.map(|(l, _)| l).unwrap_or(ident.xlogpos)
+            let lsn = conn.read_replication_slot(&slot).await.map_err(pg)?.map(|(l, _)| l);
+            (lsn.unwrap_or(ident.xlogpos), true)
         }
     };
-    let restart = if restart.0 == 0 { ident.xlogpos } else { restart };
-    // From the start of the segment that holds the slot's position (the server keeps whole
+    let mut restart = if restart.0 == 0 { ident.xlogpos } else { restart };
+    let history = match ident.timeline {
+        1 => Vec::new(),
+        t => store_history(&shared, &mut conn, t).await?,
+    };
+    // A new slot on a server this daemon streamed from before under another slot (a
+    // failover to a standby that had none): resume where the repository's WAL ends, or
+    // where the server left that timeline, not at the new slot's position, which would
+    // leave a gap. The server may no longer have that WAL; then starting fails and says so.
+    let mut resumed = None;
+    if let (true, Some((t, end))) = (created, *super::lock(&shared.streamed)) {
+        match resume_point(t, end, ident.timeline, &history) {
+            Some(p) if p < restart => {
+                tracing::warn!(
+                    "slot {slot} was missing on the server (a failover?): resuming from {p}, where the repository's streamed WAL of timeline {t} ends, not from the new slot's {restart}"
+                );
+                restart = p;
+                resumed = Some(p);
+            }
+            Some(_) => {}
+            None => tracing::error!(
+                "the server's history does not pass through timeline {t}, where streaming stopped at {end}: WAL after that point may be missing from the repository; take a base backup (tidewal backup --via-daemon)"
+            ),
+        }
+    }
+    // From the start of the segment that holds the position (the server keeps whole
     // segments), on the timeline that position belongs to: an older one when the server was
     // promoted since, and then the server streams it up to the switch.
     let mut pos = Lsn(restart.0 - restart.0 % seg);
-    let mut tli = ident.timeline;
-    if ident.timeline > 1 {
-        let history = store_history(&shared, &mut conn, ident.timeline).await?;
-        tli = timeline_of(pos, &history, ident.timeline);
-    }
+    let mut tli = timeline_of(pos, &history, ident.timeline);
     let spool = settings.daemon.spool.join(format!("{}-{slot}", ident.system_identifier));
     loop {
-        conn.start_replication(&slot, pos, tli).await.map_err(pg)?;
+        if let Err(e) = conn.start_replication(&slot, pos, tli).await {
+            return Err(match resumed {
+                Some(p) => pg(format!(
+                    "{e}: the server no longer has WAL from {p}, where the repository's streamed WAL ends; unless archive mode stored it, restores cannot pass that point: take a base backup (tidewal backup --via-daemon)"
+                )),
+                None => pg(e),
+            });
+        }
         // The slot is ours now (a physical slot serves one connection), so is the spool.
         clear_spool(&spool)?;
         tracing::info!("streaming WAL from {pos} on timeline {tli} through slot {slot}");
@@ -240,7 +267,7 @@ impl Spooled {
         let streamed = layout::wal_object(&WalFile::Streamed(self.id), self.seg_size);
         shared.repo.store.delete(&streamed).await?;
         self.discard();
-        shared.streamed_to.fetch_max(self.received.0, Ordering::Relaxed);
+        self.mark_durable(shared);
         tracing::info!("streamed {}", self.id.file_name(self.seg_size));
         Ok(self.received)
     }
@@ -253,9 +280,18 @@ impl Spooled {
         let file = std::fs::File::open(&self.path).map_err(|e| spool_error(&self.path, e))?;
         let stored = shared.repo.replace_stream(&obj, std::io::BufReader::with_capacity(1 << 20, file)).await?;
         metrics::counter!("tidewal_uploaded_bytes_total").increment(stored);
-        shared.streamed_to.fetch_max(self.received.0, Ordering::Relaxed);
+        self.mark_durable(shared);
         tracing::debug!("stored {obj} up to {}", self.received);
         Ok(self.received)
+    }
+
+    /// Tell the monitor (and a later reconnect) how far the repository has this timeline.
+    fn mark_durable(&self, shared: &Shared) {
+        let mut streamed = super::lock(&shared.streamed);
+        let (tli, end) = (self.id.tli, self.received);
+        if streamed.is_none_or(|(t, l)| tli > t || (tli == t && end > l)) {
+            *streamed = Some((tli, end));
+        }
     }
 
     /// Its spool file is not needed any more.

@@ -42,9 +42,32 @@ pub fn timeline_of(lsn: Lsn, history: &[HistoryEntry], current: u32) -> u32 {
     history.iter().find(|e| lsn < e.switchpoint).map_or(current, |e| e.parent_tli)
 }
 
+/// Where streaming resumes on a server that lost (or never had) our slot (pure): where the
+/// WAL we stored ends (`tli`, `end`), or where the server's history left that timeline, if
+/// that came first. `None` when the server's history does not pass through our timeline.
+pub fn resume_point(tli: u32, end: Lsn, server_tli: u32, history: &[HistoryEntry]) -> Option<Lsn> {
+    if tli == server_tli {
+        return Some(end);
+    }
+    history.iter().find(|e| e.parent_tli == tli).map(|e| end.min(e.switchpoint))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn resuming_after_a_failover() {
+        let h = parse_history("1\t0/5000000\tx\n2\t0/9000000\ty\n").unwrap();
+        // Same timeline: where we stopped.
+        assert_eq!(resume_point(3, Lsn(0xA000000), 3, &h), Some(Lsn(0xA000000)));
+        // We got further on timeline 1 than the new primary did: back to its switch.
+        assert_eq!(resume_point(1, Lsn(0x8000000), 3, &h), Some(Lsn(0x5000000)));
+        // The switch came later than where we stopped.
+        assert_eq!(resume_point(2, Lsn(0x6000000), 3, &h), Some(Lsn(0x6000000)));
+        // A timeline the server never went through.
+        assert_eq!(resume_point(4, Lsn(0x6000000), 3, &h), None);
+    }
 
     #[test]
     fn timeline_of_a_position() {

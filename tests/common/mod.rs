@@ -196,6 +196,23 @@ impl Cluster {
         Cluster { data: data.to_path_buf(), sock, port: free_port(), log: dir.join("postgres.log"), running: false }
     }
 
+    /// A streaming standby of this (running) cluster under `dir`, started with hot_standby
+    /// and `extra_conf`; it inherits this cluster's settings, archive_command included.
+    pub fn standby(&self, dir: &Path, extra_conf: &str) -> Cluster {
+        let data = dir.join("pgdata");
+        run_ok(self.client("pg_basebackup").args(["-D", data.to_str().unwrap(), "-R", "-X", "stream", "-c", "fast"]));
+        let mut standby = Cluster::adopt(dir, &data);
+        standby.configure(&format!("hot_standby = on\n{extra_conf}"));
+        standby.start();
+        standby
+    }
+
+    /// Promote a standby and wait until it takes writes.
+    pub fn promote(&self) {
+        run_ok(as_pg(pg_bin("pg_ctl")).args(["-D", self.data.to_str().unwrap(), "-w", "promote"]));
+        wait_for("the promotion", Duration::from_secs(60), || self.psql("SELECT pg_is_in_recovery()") == "f");
+    }
+
     /// Take charge of a cluster something else started (so it is stopped on drop).
     pub fn attach(data: &Path, sock: &Path, port: u16, log: &Path) -> Cluster {
         Cluster { data: data.to_path_buf(), sock: sock.to_path_buf(), port, log: log.to_path_buf(), running: true }
