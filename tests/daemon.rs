@@ -442,6 +442,9 @@ fn streaming_resumes_after_a_failover_to_a_server_without_the_slot() {
     standby.switch_wal();
     standby.psql("INSERT INTO t SELECT i, 2 FROM generate_series(401, 450) i");
     standby.switch_wal();
+    // A new slot reserves WAL from the last checkpoint on: after this one, the timeline-2
+    // WAL above is older than anything the new slot holds.
+    standby.psql("CHECKPOINT");
     let config = std::fs::read_to_string(&a.env.config).unwrap();
     a.env.write_config(&config.replace(&primary.conninfo(), &standby.conninfo()));
     d.signal(1);
