@@ -457,7 +457,7 @@ fn streaming_resumes_after_a_failover_to_a_server_without_the_slot() {
         d.metric("tidewal_wal_archive_lag_bytes") == Some(0.0)
     });
     let text = std::fs::read_to_string(&log).unwrap();
-    assert!(text.contains("slot tidewal_ha was missing on the server"), "{text}");
+    assert!(text.contains("(it was created anew: a failover?): resuming from"), "{text}");
     assert!(text.contains("timeline 1 ended; timeline 2 starts at"), "{text}");
 
     let mut d = d;
@@ -468,4 +468,57 @@ fn streaming_resumes_after_a_failover_to_a_server_without_the_slot() {
     let r = restore_and_start(&a, "after-failover", &["--target-action", "promote"]);
     wait_promoted(&r);
     assert_eq!(r.psql("SELECT count(*) || ':' || sum(tli) FROM t"), "500:700");
+}
+
+/// The slot is dropped while the daemon is down and the server recycles the WAL nobody kept:
+/// the restarted daemon looks for where the repository's WAL ends, finds the server no
+/// longer has what follows, reports the gap (health failing), takes a base backup at once so
+/// that restores reach the present again, and streams on.
+#[test]
+fn streaming_reports_a_gap_and_takes_a_base_backup() {
+    let a = Archiving::start("gap", RepoKind::File);
+    let c = &a.cluster;
+    c.set("archive_command", "/bin/true");
+    let (port, log) =
+        daemon_config(&a, "archive = false\nstream = true\nslot = \"tidewal_gap\"\nflush_interval = \"1s\"");
+    let d = Daemon::start(&a.env, port, &log);
+    wait_for("the first base backup", Duration::from_secs(120), || d.metric("tidewal_repo_backups") == Some(1.0));
+    c.psql("CREATE TABLE t (n int)");
+    c.psql("INSERT INTO t VALUES (1)");
+    std::thread::sleep(Duration::from_millis(1500));
+    wait_for("the stream to be stored", Duration::from_secs(30), || {
+        d.metric("tidewal_wal_archive_lag_bytes") == Some(0.0)
+    });
+    let mut d = d;
+    d.signal(15);
+    wait_for("the daemon to stop", Duration::from_secs(60), || d.child.try_wait().unwrap().is_some());
+    drop(d);
+
+    c.psql("SELECT pg_drop_replication_slot('tidewal_gap')");
+    for i in 2..5 {
+        c.psql(&format!("INSERT INTO t VALUES ({i})"));
+        c.switch_wal();
+        c.psql("CHECKPOINT");
+    }
+    let d = Daemon::start(&a.env, port, &log);
+    wait_for("the gap to be reported", Duration::from_secs(60), || {
+        std::fs::read_to_string(&log).unwrap().contains("is neither in the repository nor on the server any more")
+    });
+    wait_for("a base backup after the gap", Duration::from_secs(120), || d.metric("tidewal_repo_backups") == Some(2.0));
+    c.psql("INSERT INTO t VALUES (5)");
+    std::thread::sleep(Duration::from_millis(1500));
+    wait_for("streaming to go on", Duration::from_secs(30), || d.metric("tidewal_wal_archive_lag_bytes") == Some(0.0));
+    let (status, body) = d.get("/healthz").unwrap();
+    assert!(!body.contains("neither in the repository"), "{status}\n{body}");
+
+    let mut d = d;
+    d.signal(15);
+    wait_for("the daemon to stop", Duration::from_secs(60), || d.child.try_wait().unwrap().is_some());
+    let mut primary = a.cluster;
+    primary.stop_immediate();
+    let a = Archiving { cluster: primary, ..a };
+    // The new backup restores everything, the gap notwithstanding.
+    let r = restore_and_start(&a, "after-gap", &["--target-action", "promote"]);
+    wait_promoted(&r);
+    assert_eq!(r.psql("SELECT string_agg(n::text, ',' ORDER BY n) FROM t"), "1,2,3,4,5");
 }

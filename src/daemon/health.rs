@@ -20,6 +20,9 @@ pub struct State {
     pub server_error: Option<String>,
     /// The streaming slot holds back too much WAL on the server.
     pub slot_warning: Option<String>,
+    /// WAL the repository will never have, and when that was found: restores cannot cross
+    /// it until a base backup finishes after it.
+    pub wal_gap: Option<(String, SystemTime)>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -48,6 +51,11 @@ pub fn evaluate(s: &State, now: SystemTime, flush_interval: Duration) -> Health 
         }
         None => degraded.push("backup lag unknown: the server has not been reached yet".into()),
         _ => {}
+    }
+    if let Some((gap, at)) = &s.wal_gap {
+        if s.last_backup.is_none_or(|b| b < *at) {
+            failing.push(gap.clone());
+        }
     }
     if s.upload_failures_in_a_row >= 3 {
         let why = s.last_upload_error.as_deref().unwrap_or("unknown error");
@@ -108,7 +116,15 @@ mod tests {
         assert_eq!(evaluate(&none, now, flush).status, Status::Failing);
         let first = State { last_backup: None, backup_running: true, ..good.clone() };
         assert_eq!(evaluate(&first, now, flush).status, Status::Ok);
-        let uploads = State { upload_failures_in_a_row: 3, last_upload_error: Some("disk full".into()), ..good };
+        let uploads =
+            State { upload_failures_in_a_row: 3, last_upload_error: Some("disk full".into()), ..good.clone() };
         assert!(evaluate(&uploads, now, flush).reasons[0].contains("disk full"));
+        // A gap in the WAL fails until a base backup finishes after it.
+        let gap = Some(("WAL from 0/5000000 is gone".to_string(), now - Duration::from_secs(10)));
+        let before = State { wal_gap: gap.clone(), last_backup: Some(now - Duration::from_secs(60)), ..good.clone() };
+        assert_eq!(evaluate(&before, now, flush).status, Status::Failing);
+        assert!(evaluate(&before, now, flush).reasons[0].contains("0/5000000"));
+        let after = State { wal_gap: gap, last_backup: Some(now), ..good };
+        assert_eq!(evaluate(&after, now, flush).status, Status::Ok);
     }
 }

@@ -304,5 +304,9 @@ fn describe() {
     describe_counter!("tidewal_pruned_objects_total", "Objects deleted by retention");
     describe_counter!("tidewal_retention_failures_total", "Retention runs that stopped without deleting");
     describe_counter!("tidewal_task_restarts_total", "Supervised tasks restarted after failing");
+    describe_counter!(
+        "tidewal_wal_gaps_total",
+        "Streaming found WAL that is neither in the repository nor on the server (a base backup follows)"
+    );
     describe_histogram!("tidewal_wal_upload_seconds", Unit::Seconds, "Time to check, seal and store one WAL file");
 }

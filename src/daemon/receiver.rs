@@ -18,10 +18,11 @@ use tokio_util::sync::CancellationToken;
 
 use super::Shared;
 use crate::error::{Code, Fail, Result};
-use crate::pg::history::{parse_history, resume_point, timeline_of};
+use crate::pg::history::{parse_history, resume_point, timeline_of, HistoryEntry};
 use crate::pg::lsn::{Lsn, SegmentId};
 use crate::pg::replication::{ReplConn, WalEvent};
 use crate::pg::walfile::WalFile;
+use crate::repo::catalog::wal_end_on_history;
 use crate::repo::layout;
 
 /// Received WAL is gathered up to this much before it is written to the spool file.
@@ -48,58 +49,87 @@ pub async fn run(shared: Arc<Shared>, cancel: CancellationToken) -> Result<()> {
             (lsn.unwrap_or(ident.xlogpos), true)
         }
     };
-    let mut restart = if restart.0 == 0 { ident.xlogpos } else { restart };
+    let slot_pos = if restart.0 == 0 { ident.xlogpos } else { restart };
     let history = match ident.timeline {
         1 => Vec::new(),
         t => store_history(&shared, &mut conn, t).await?,
     };
-    // A new slot on a server this daemon streamed from before under another slot (a
-    // failover to a standby that had none): resume where the repository's WAL ends, or
-    // where the server left that timeline, not at the new slot's position, which would
-    // leave a gap. The server may no longer have that WAL; then starting fails and says so.
-    let mut resumed = None;
-    if let (true, Some((t, end))) = (created, *super::lock(&shared.streamed)) {
-        match resume_point(t, end, ident.timeline, &history) {
-            Some(p) if p < restart => {
-                tracing::warn!(
-                    "slot {slot} was missing on the server (a failover?): resuming from {p}, where the repository's streamed WAL of timeline {t} ends, not from the new slot's {restart}"
-                );
-                restart = p;
-                resumed = Some(p);
-            }
-            Some(_) => {}
-            None => tracing::error!(
-                "the server's history does not pass through timeline {t}, where streaming stopped at {end}: WAL after that point may be missing from the repository; take a base backup (tidewal backup --via-daemon)"
-            ),
-        }
+    // A new slot (a failover to a server that had none, or a slot dropped by hand) holds WAL
+    // only from about now: resume where the repository's WAL on this server's line of
+    // history ends instead, so nothing in between is skipped.
+    let resumed = resume_from(&shared, created, ident.timeline, &history).await?.filter(|p| *p < slot_pos);
+    if let Some(p) = resumed {
+        tracing::warn!(
+            "slot {slot} starts at {slot_pos}, after the end of the repository's WAL at {p} (it was created anew: a failover?): resuming from {p}"
+        );
     }
     // From the start of the segment that holds the position (the server keeps whole
     // segments), on the timeline that position belongs to: an older one when the server was
     // promoted since, and then the server streams it up to the switch.
-    let mut pos = Lsn(restart.0 - restart.0 % seg);
+    let mut pos = Lsn({
+        let l = resumed.unwrap_or(slot_pos).0;
+        l - l % seg
+    });
     let mut tli = timeline_of(pos, &history, ident.timeline);
     let spool = settings.daemon.spool.join(format!("{}-{slot}", ident.system_identifier));
     loop {
-        if let Err(e) = conn.start_replication(&slot, pos, tli).await {
-            return Err(match resumed {
-                Some(p) => pg(format!(
-                    "{e}: the server no longer has WAL from {p}, where the repository's streamed WAL ends; unless archive mode stored it, restores cannot pass that point: take a base backup (tidewal backup --via-daemon)"
-                )),
-                None => pg(e),
-            });
-        }
+        conn.start_replication(&slot, pos, tli).await.map_err(pg)?;
         // The slot is ours now (a physical slot serves one connection), so is the spool.
         clear_spool(&spool)?;
         tracing::info!("streaming WAL from {pos} on timeline {tli} through slot {slot}");
-        match follow(&shared, &mut conn, &spool, tli, pos, &cancel).await? {
-            None => return Ok(()),
-            Some((next_tli, next_start)) => {
+        let followed = follow(&shared, &mut conn, &spool, tli, pos, &cancel).await;
+        match followed {
+            // The server no longer has the WAL we came back for either (the message is
+            // PostgreSQL's): say so loudly, start a base backup so that restores can reach
+            // the present again, and go on from the slot.
+            Err(e) if resumed.is_some() && e.message.contains("has already been removed") => {
+                let p = resumed.unwrap_or(slot_pos);
+                let gap = format!(
+                    "WAL from {p} to {slot_pos} is neither in the repository nor on the server any more ({e}): restores cannot pass {p} until the next base backup, which starts now"
+                );
+                tracing::error!("{gap}");
+                metrics::counter!("tidewal_wal_gaps_total").increment(1);
+                super::lock(&shared.state).wal_gap = Some((gap.clone(), std::time::SystemTime::now()));
+                *super::lock(&shared.streamed) = Some((timeline_of(slot_pos, &history, ident.timeline), slot_pos));
+                shared.backup_now.notify_one();
+                return Err(Fail::new(Code::Postgres, gap));
+            }
+            Err(e) => return Err(e),
+            Ok(None) => return Ok(()),
+            Ok(Some((next_tli, next_start))) => {
                 tracing::info!("timeline {tli} ended; timeline {next_tli} starts at {next_start}");
                 store_history(&shared, &mut conn, next_tli).await?;
                 tli = next_tli;
                 pos = Lsn(next_start.0 - next_start.0 % seg);
             }
         }
+    }
+}
+
+/// Where the repository's WAL on the server's line of history ends: known in this process
+/// when it streamed before (kept across reloads and task restarts), else, for a new slot,
+/// read from the repository (and then remembered, so that a retry resumes there too).
+async fn resume_from(shared: &Shared, created: bool, server_tli: u32, history: &[HistoryEntry]) -> Result<Option<Lsn>> {
+    let known = *super::lock(&shared.streamed);
+    match known {
+        Some((t, end)) => {
+            let p = resume_point(t, end, server_tli, history);
+            if p.is_none() {
+                tracing::error!(
+                    "the server's history does not pass through timeline {t}, where streaming stopped at {end}: WAL after that point may be missing from the repository; take a base backup (tidewal backup --via-daemon)"
+                );
+            }
+            Ok(p)
+        }
+        None if created => {
+            let names = shared.repo.store.list("wal/").await?;
+            let p = wal_end_on_history(&names, shared.repo.identity.wal_segment_size, server_tli, history);
+            if let Some(p) = p {
+                *super::lock(&shared.streamed) = Some((timeline_of(p, history, server_tli), p));
+            }
+            Ok(p)
+        }
+        None => Ok(None),
     }
 }
 
@@ -328,11 +358,7 @@ async fn blocking<T: Send + 'static>(
 }
 
 /// History files arrive through the stream's side channel, not as WAL.
-async fn store_history(
-    shared: &Shared,
-    conn: &mut ReplConn,
-    tli: u32,
-) -> Result<Vec<crate::pg::history::HistoryEntry>> {
+async fn store_history(shared: &Shared, conn: &mut ReplConn, tli: u32) -> Result<Vec<HistoryEntry>> {
     let (name, content) = conn.timeline_history(tli).await.map_err(pg)?;
     let text = String::from_utf8_lossy(&content).into_owned();
     let history = parse_history(&text).map_err(|e| pg(format!("{name} from the server: {e}")))?;

@@ -243,6 +243,26 @@ pub fn history_timelines(names: &[String]) -> Vec<u32> {
         .collect()
 }
 
+/// Where the repository's WAL on a server's line of history ends (pure): the furthest end
+/// of a stored segment (or the start of a segment stored only in part) on the server's
+/// timeline or one it descends from, counted only up to where the server left it.
+pub fn wal_end_on_history(names: &[String], seg: u64, server_tli: u32, history: &[HistoryEntry]) -> Option<Lsn> {
+    names
+        .iter()
+        .filter_map(|n| WalFile::parse(n.rsplit('/').next()?, seg).ok())
+        .filter_map(|f| match f {
+            WalFile::Segment(s) => Some((s.tli, s.segno, Lsn((s.segno + 1) * seg))),
+            WalFile::Partial(s) | WalFile::Streamed(s) => Some((s.tli, s.segno, Lsn(s.segno * seg))),
+            _ => None,
+        })
+        .filter_map(|(tli, segno, end)| {
+            // Segments a timeline has beyond the server's switch away from it are off the line.
+            let upto = crate::pg::history::resume_point(tli, end, server_tli, history)?;
+            (segno * seg <= upto.0).then_some(upto)
+        })
+        .max()
+}
+
 /// A backup without `backup.json` whose objects are this old was interrupted, not running.
 pub const ABANDONED_AFTER: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 
@@ -330,6 +350,32 @@ pub async fn load_history(repo: &Repo, tli: u32) -> Result<Vec<HistoryEntry>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn where_the_wal_on_a_line_of_history_ends() {
+        let seg = 16u64 << 20;
+        let names: Vec<String> = [
+            "wal/00000001/000000010000000000000003",
+            "wal/00000001/000000010000000000000004",
+            "wal/00000001/000000010000000000000009", // old timeline beyond the switch
+            "wal/00000002/000000020000000000000005.stream",
+            "wal/00000003/000000030000000000000007", // a fork the server does not descend from
+            "wal/00000002.history",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let h2 = parse_history("1\t0/5800000\tx\n").unwrap();
+        // Timeline 1 beyond the switch does not count; timeline 2's partial copy counts from
+        // its start.
+        assert_eq!(wal_end_on_history(&names, seg, 2, &h2), Some(Lsn(5 * seg)));
+        // The segment holding the switch counts up to the switch.
+        let mut more = names.clone();
+        more.push("wal/00000001/000000010000000000000005".into());
+        assert_eq!(wal_end_on_history(&more, seg, 2, &h2), Some(Lsn(0x5800000)));
+        assert_eq!(wal_end_on_history(&names, seg, 1, &[]), Some(Lsn(10 * seg)));
+        assert_eq!(wal_end_on_history(&names[5..], seg, 1, &[]), None);
+    }
 
     fn info(id: &str, finished: &str, end: &str) -> BackupInfo {
         BackupInfo {
