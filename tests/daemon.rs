@@ -293,6 +293,10 @@ fn streaming_loses_at_most_the_last_flush_interval() {
     let _ = d.child.wait();
     drop(d);
     let d = Daemon::start(&a.env, port, &log);
+    // A mark inside the segment being streamed: only its .stream copy holds it.
+    let mark = c.psql("SELECT count(*) || ' ' || pg_current_wal_lsn() FROM t");
+    let (mark_rows, mark_lsn) = mark.split_once(' ').unwrap();
+    let mark_rows: i64 = mark_rows.parse().unwrap();
     std::thread::sleep(Duration::from_secs(3));
     let pm: i32 =
         std::fs::read_to_string(c.data.join("postmaster.pid")).unwrap().lines().next().unwrap().parse().unwrap();
@@ -316,6 +320,14 @@ fn streaming_loses_at_most_the_last_flush_interval() {
     primary.stop_immediate();
     let a = Archiving { cluster: primary, ..a };
 
+    // tidewal list and restore know the streamed copy reaches further than whole segments.
+    let listing: serde_json::Value = serde_json::from_str(&stdout(&a.env.tidewal(&["list", "--json"]))).unwrap();
+    assert_eq!(listing["restorable_to_streamed"], true, "{listing}");
+    let r = restore_and_start(&a, "to-mark", &["--target-lsn", mark_lsn, "--target-action", "promote"]);
+    wait_promoted(&r);
+    let at_mark: i64 = r.psql("SELECT count(*) FROM t").parse().unwrap();
+    assert!(at_mark >= mark_rows, "{at_mark} rows at the mark, {mark_rows} before it");
+    drop(r);
     let r = restore_and_start(&a, "restored", &["--target-action", "promote"]);
     wait_promoted(&r);
     assert!(r.log().contains(".stream"), "the streamed copy was not used:\n{}", r.log());

@@ -33,6 +33,8 @@ struct Listing<'a> {
     /// Newest WAL segment reachable without a gap from the newest restorable backup, on the
     /// timeline recovery would follow.
     restorable_to_wal: Option<String>,
+    /// That segment is there only as far as streaming got (the receiver's `.stream` copy).
+    restorable_to_streamed: bool,
     /// When that segment was archived: no commit in it is newer.
     restorable_to: Option<String>,
     restorable_timeline: Option<u32>,
@@ -66,7 +68,8 @@ pub async fn run(settings: &Settings, args: &Args) -> Result<()> {
         backups: &backups,
         wal,
         restorable_from: anchor.map(|b| b.finished_at.clone()),
-        restorable_to_wal: followed.as_ref().map(|f| f.last.file_name(seg)),
+        restorable_to_wal: followed.as_ref().map(|f| if f.streamed { f.missing } else { f.last }.file_name(seg)),
+        restorable_to_streamed: followed.as_ref().is_some_and(|f| f.streamed),
         restorable_to: followed.as_ref().map(|f| humantime::format_rfc3339_seconds(f.last_written).to_string()),
         restorable_timeline: followed.as_ref().map(|f| f.tli),
     };
@@ -110,7 +113,8 @@ pub async fn run(settings: &Settings, args: &Args) -> Result<()> {
     }
     match (&listing.restorable_from, &listing.restorable_to, &listing.restorable_to_wal) {
         (Some(from), Some(to), Some(wal)) => println!(
-            "\nrestorable from {from} to {to} (the end of WAL segment {wal}, timeline {})",
+            "\nrestorable from {from} to {to} ({} WAL segment {wal}, timeline {})",
+            if listing.restorable_to_streamed { "as far as streaming got into" } else { "the end of" },
             listing.restorable_timeline.unwrap_or(1)
         ),
         _ => println!("\nnothing is restorable yet: a backup and its WAL are needed"),

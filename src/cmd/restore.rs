@@ -212,15 +212,26 @@ async fn check_reachable(repo: &Repo, info: &BackupInfo, args: &Args, time: Opti
         )));
     }
     let f = follow(repo, info, &listing, args.target_timeline.as_deref()).await?;
-    let window = format!(
-        "WAL segment {} is missing; the WAL from backup {} reaches {} (archived {}) (see tidewal list)",
-        f.missing.file_name(seg),
-        info.id,
-        f.last.file_name(seg),
-        humantime::format_rfc3339_seconds(f.last_written)
-    );
+    let window = if f.streamed {
+        format!(
+            "the WAL from backup {} reaches into {}, as far as it was streamed (stored {}) (see tidewal list)",
+            info.id,
+            f.missing.file_name(seg),
+            humantime::format_rfc3339_seconds(f.last_written)
+        )
+    } else {
+        format!(
+            "WAL segment {} is missing; the WAL from backup {} reaches {} (archived {}) (see tidewal list)",
+            f.missing.file_name(seg),
+            info.id,
+            f.last.file_name(seg),
+            humantime::format_rfc3339_seconds(f.last_written)
+        )
+    };
+    // A streamed copy holds part of its segment: how much, only recovery finds out.
+    let reachable_segno = if f.streamed { f.missing.segno } else { f.last.segno };
     if let Some(lsn) = args.target_lsn {
-        if lsn.0 / seg > f.last.segno {
+        if lsn.0 / seg > reachable_segno {
             return Err(bad(format!("target {lsn} cannot be reached: {window}")));
         }
     }

@@ -294,10 +294,14 @@ pub struct Followed {
     pub tli: u32,
     /// The last segment reachable without a gap.
     pub last: SegmentId,
-    /// When that segment was stored: no WAL record in it is newer.
+    /// When the newest reachable WAL was stored: no WAL record in it is newer. That is the
+    /// streamed copy of `missing` when there is one.
     pub last_written: SystemTime,
     /// The first segment recovery would need next (a gap, or the end of the archive).
     pub missing: SegmentId,
+    /// `missing` is there as the receiver's streamed copy (`.stream`): recovery replays it
+    /// up to where streaming got.
+    pub streamed: bool,
 }
 
 /// Follow the WAL from a backup's end onto the timeline `recovery_target_timeline` picks.
@@ -320,9 +324,11 @@ pub async fn follow(
     let r = reach(&route, &cov);
     let last = r.last.ok_or_else(|| bad(format!("no WAL follows backup {} on timeline {tli}", info.id)))?;
     let stored = super::layout::wal_object(&WalFile::Segment(last), seg);
-    let last_written = listing.iter().find(|o| o.name == stored).map(|o| o.modified).unwrap_or(SystemTime::UNIX_EPOCH);
+    let written = |obj: &str| listing.iter().find(|o| o.name == obj).map(|o| o.modified);
     let missing = r.gap.unwrap_or(SegmentId { tli: route.last().map_or(tli, |l| l.tli), segno: last.segno + 1 });
-    Ok(Followed { tli, last, last_written, missing })
+    let streamed = written(&super::layout::wal_object(&WalFile::Streamed(missing), seg));
+    let last_written = streamed.or(written(&stored)).unwrap_or(SystemTime::UNIX_EPOCH);
+    Ok(Followed { tli, last, last_written, missing, streamed: streamed.is_some() })
 }
 
 /// A timeline's history from the repository (timeline 1 has none).
