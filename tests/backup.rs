@@ -308,6 +308,14 @@ fn tablespaces_are_restored_where_asked() {
         f.set_modified(std::time::SystemTime::now() - Duration::from_secs(age)).unwrap();
     }
     chown_pg(&repo.join("backups"));
+    // tidewal list shows both, and which one is interrupted.
+    let listing: serde_json::Value = serde_json::from_str(&stdout(&a.env.tidewal(&["list", "--json"]))).unwrap();
+    let incomplete = listing["incomplete_backups"].as_array().unwrap();
+    assert_eq!(incomplete.len(), 2, "{listing}");
+    assert_eq!(incomplete[0]["id"], "20200101T000000Z");
+    assert_eq!(incomplete[0]["interrupted"], true);
+    assert_eq!(incomplete[1]["interrupted"], false);
+    assert!(stdout(&a.env.tidewal(&["list"])).contains("20200101T000000Z  incomplete: 1 object(s)"));
     let out = a.env.tidewal(&["backup"]);
     backup_id(&out);
     assert!(stderr(&out).contains("removed interrupted backup 20200101T000000Z"), "{}", stderr(&out));

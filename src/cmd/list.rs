@@ -7,7 +7,9 @@ use crate::config::Settings;
 use crate::error::{Code, Fail, Result};
 use crate::pg::lsn::SegmentId;
 use crate::progress::human_size;
-use crate::repo::catalog::{backup_wal_complete, follow, list_backups, wal_coverage, BackupInfo};
+use crate::repo::catalog::{
+    backup_wal_complete, follow, incomplete_backups, list_backups, newest, wal_coverage, BackupInfo, ABANDONED_AFTER,
+};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -24,9 +26,21 @@ struct WalRun {
     segments: u64,
 }
 
+/// A backup without `backup.json`: running now, or interrupted.
+#[derive(Serialize)]
+struct Incomplete {
+    id: String,
+    objects: usize,
+    stored_bytes: u64,
+    last_written: String,
+    /// No object written for a day: interrupted; the next backup or prune removes it.
+    interrupted: bool,
+}
+
 #[derive(Serialize)]
 struct Listing<'a> {
     backups: &'a [BackupInfo],
+    incomplete_backups: Vec<Incomplete>,
     wal: Vec<WalRun>,
     /// Oldest moment a restore can reach: the end of the oldest backup with complete WAL.
     restorable_from: Option<String>,
@@ -44,6 +58,21 @@ pub async fn run(settings: &Settings, args: &Args) -> Result<()> {
     let repo = super::open_repo(settings).await?;
     let seg = repo.identity.wal_segment_size;
     let backups = list_backups(&repo).await?;
+    let now = std::time::SystemTime::now();
+    let backup_objects = repo.store.list_meta("backups/").await?;
+    let incomplete: Vec<Incomplete> = incomplete_backups(&backup_objects)
+        .into_iter()
+        .map(|(id, objs)| {
+            let last = newest(&objs).unwrap_or(std::time::UNIX_EPOCH);
+            Incomplete {
+                id: id.to_string(),
+                objects: objs.len(),
+                stored_bytes: objs.iter().map(|o| o.size).sum(),
+                last_written: humantime::format_rfc3339_seconds(last).to_string(),
+                interrupted: last + ABANDONED_AFTER < now,
+            }
+        })
+        .collect();
     let listing = repo.store.list_meta("wal").await?;
     let names: Vec<String> = listing.iter().map(|o| o.name.clone()).collect();
     let cov = wal_coverage(&names, seg);
@@ -66,6 +95,7 @@ pub async fn run(settings: &Settings, args: &Args) -> Result<()> {
     };
     let listing = Listing {
         backups: &backups,
+        incomplete_backups: incomplete,
         wal,
         restorable_from: anchor.map(|b| b.finished_at.clone()),
         restorable_to_wal: followed.as_ref().map(|f| if f.streamed { f.missing } else { f.last }.file_name(seg)),
@@ -97,6 +127,20 @@ pub async fn run(settings: &Settings, args: &Args) -> Result<()> {
             b.end_lsn,
             b.timeline,
             if backup_wal_complete(b, &cov, seg) { "" } else { "  (WAL incomplete: cannot be restored)" }
+        );
+    }
+    for b in &listing.incomplete_backups {
+        println!(
+            "  {}  incomplete: {} object(s), {} stored, last written {}  ({})",
+            b.id,
+            b.objects,
+            human_size(b.stored_bytes),
+            b.last_written,
+            if b.interrupted {
+                "interrupted: the next backup or prune removes it"
+            } else {
+                "running now, or interrupted less than a day ago"
+            }
         );
     }
     println!("\nWAL");

@@ -266,6 +266,22 @@ pub fn wal_end_on_history(names: &[String], seg: u64, server_tli: u32, history: 
 /// A backup without `backup.json` whose objects are this old was interrupted, not running.
 pub const ABANDONED_AFTER: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 
+/// Backups without `backup.json` (running, or interrupted), by id, with their objects (pure).
+pub fn incomplete_backups(listing: &[ObjectInfo]) -> Vec<(&str, Vec<&ObjectInfo>)> {
+    let mut by_id: std::collections::BTreeMap<&str, Vec<&ObjectInfo>> = Default::default();
+    for o in listing {
+        if let Some(id) = o.name.strip_prefix("backups/").and_then(|r| r.split('/').next()) {
+            by_id.entry(id).or_default().push(o);
+        }
+    }
+    by_id.into_iter().filter(|(_, objs)| !objs.iter().any(|o| o.name.ends_with("/backup.json"))).collect()
+}
+
+/// The newest object of a group was written then.
+pub fn newest(objs: &[&ObjectInfo]) -> Option<SystemTime> {
+    objs.iter().map(|o| o.modified).max()
+}
+
 /// Backups that never completed (no `backup.json`) and whose newest object is older than
 /// `age` at `now`: left by an interrupted run, since a running backup keeps writing (pure).
 /// Each with the names of its objects.
@@ -274,16 +290,9 @@ pub fn abandoned_backups(
     now: SystemTime,
     age: std::time::Duration,
 ) -> Vec<(String, Vec<String>)> {
-    let mut by_id: std::collections::BTreeMap<&str, Vec<&ObjectInfo>> = Default::default();
-    for o in listing {
-        if let Some(id) = o.name.strip_prefix("backups/").and_then(|r| r.split('/').next()) {
-            by_id.entry(id).or_default().push(o);
-        }
-    }
-    by_id
+    incomplete_backups(listing)
         .into_iter()
-        .filter(|(_, objs)| !objs.iter().any(|o| o.name.ends_with("/backup.json")))
-        .filter(|(_, objs)| objs.iter().map(|o| o.modified).max().is_some_and(|m| m + age < now))
+        .filter(|(_, objs)| newest(objs).is_some_and(|m| m + age < now))
         .map(|(id, objs)| (id.to_string(), objs.iter().map(|o| o.name.clone()).collect()))
         .collect()
 }
