@@ -330,9 +330,23 @@ impl Spooled {
     }
 }
 
-/// Leftovers of an earlier run: the slot replays them.
+/// Make the spool (private: the default lives in the shared temporary directory, where
+/// someone else could have put a directory or a link first) and drop the leftovers of an
+/// earlier run: the slot replays them.
 fn clear_spool(dir: &Path) -> Result<()> {
-    std::fs::create_dir_all(dir).map_err(|e| spool_error(dir, e))?;
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(|e| spool_error(dir, e))?;
+    // SAFETY: geteuid has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    for d in [dir.parent().unwrap_or(dir), dir] {
+        let m = std::fs::symlink_metadata(d).map_err(|e| spool_error(d, e))?;
+        if !m.is_dir() || m.uid() != me || m.mode() & 0o022 != 0 {
+            return Err(spool_error(
+                d,
+                std::io::Error::other("not a directory of this user's that only it can write to"),
+            ));
+        }
+    }
     for entry in std::fs::read_dir(dir).map_err(|e| spool_error(dir, e))?.flatten() {
         let _ = std::fs::remove_file(entry.path());
     }
@@ -401,6 +415,25 @@ mod tests {
         assert_eq!(&file[700_000..], &data[..seg as usize - 700_000]);
         s.discard();
         assert!(!dir.path().join("000000020000000000000005").exists());
+    }
+
+    #[test]
+    fn the_spool_must_be_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let base = dir.path().join("spool");
+        let ours = base.join("7-slot");
+        clear_spool(&ours).unwrap();
+        std::fs::write(ours.join("000000010000000000000001"), b"old").unwrap();
+        clear_spool(&ours).unwrap();
+        assert_eq!(std::fs::read_dir(&ours).unwrap().count(), 0, "leftovers stay");
+        std::fs::set_permissions(&base, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let e = clear_spool(&ours).unwrap_err();
+        assert!(e.message.contains("only it can write"), "{e}");
+        std::fs::set_permissions(&base, std::fs::Permissions::from_mode(0o700)).unwrap();
+        std::fs::remove_dir(&ours).unwrap();
+        std::os::unix::fs::symlink(dir.path(), &ours).unwrap();
+        assert!(clear_spool(&ours).is_err(), "a link was followed");
     }
 
     #[tokio::test]
