@@ -54,6 +54,26 @@ impl Daemon {
     fn signal(&self, sig: i32) {
         run_ok(std::process::Command::new("pkill").args([&format!("-{sig}"), "-f", &self.pattern]));
     }
+
+    /// SIGTERM, and wait until it has exited; its exit status.
+    fn stop(&mut self) -> std::process::ExitStatus {
+        self.signal(15);
+        let mut status = None;
+        wait_for("the daemon to stop", Duration::from_secs(60), || {
+            status = self.child.try_wait().unwrap();
+            status.is_some()
+        });
+        status.unwrap()
+    }
+
+    /// Wait until all the WAL the server has written is durable in the repository (the
+    /// monitor samples the server every second, so first let it see the newest writes).
+    fn wait_durable(&self) {
+        std::thread::sleep(Duration::from_millis(1500));
+        wait_for("the WAL to be durable", Duration::from_secs(30), || {
+            self.metric("tidewal_wal_archive_lag_bytes") == Some(0.0)
+        });
+    }
 }
 
 impl Drop for Daemon {
@@ -228,13 +248,8 @@ fn daemon_archives_ahead_backs_up_and_reports() {
     // SIGTERM: a clean stop.
     let mut d = d;
     let began = Instant::now();
-    d.signal(15);
-    let mut status = None;
-    wait_for("the daemon to stop", Duration::from_secs(60), || {
-        status = d.child.try_wait().unwrap();
-        status.is_some()
-    });
-    assert!(status.unwrap().success(), "exit status {status:?}");
+    let status = d.stop();
+    assert!(status.success(), "exit status {status:?}");
     assert!(began.elapsed() < Duration::from_secs(60));
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(text.contains("tidewal daemon stopped"), "{text}");
@@ -314,8 +329,7 @@ fn streaming_loses_at_most_the_last_flush_interval() {
     }
     std::thread::sleep(Duration::from_secs(2));
     let mut d = d;
-    d.signal(15);
-    wait_for("the daemon to stop", Duration::from_secs(60), || d.child.try_wait().unwrap().is_some());
+    d.stop();
     let mut primary = a.cluster;
     primary.stop_immediate();
     let a = Archiving { cluster: primary, ..a };
@@ -344,6 +358,21 @@ fn streaming_loses_at_most_the_last_flush_interval() {
     assert!(rpo < Duration::from_secs(3), "lost {rpo:?} of commits with a 1 s flush interval");
 }
 
+/// The failover tests' table: rows 1 to 100 on timeline 1, and a base backup.
+fn rows_and_a_backup(a: &Archiving) {
+    a.cluster.psql("CREATE TABLE t (n int PRIMARY KEY, tli int)");
+    a.cluster.psql("INSERT INTO t SELECT i, 1 FROM generate_series(1, 100) i");
+    expect_exit(&a.env.tidewal(&["backup"]), 0, &[]);
+}
+
+/// Every server is gone: the repository alone brings back rows 1 to 300 of timeline 1 and
+/// 301 to 500 of timeline 2.
+fn restored_rows(a: Archiving) {
+    let r = restore_and_start(&a, "after-failover", &["--target-action", "promote"]);
+    wait_promoted(&r);
+    assert_eq!(r.psql("SELECT count(*) || ':' || sum(tli) FROM t"), "500:700");
+}
+
 /// Streaming from a standby that is promoted: the receiver follows the switch onto the new
 /// timeline without a gap, its own copy of the switch segment does not collide with the
 /// `.partial` the promoted server archives, and the repository restores every row written
@@ -352,9 +381,7 @@ fn streaming_loses_at_most_the_last_flush_interval() {
 fn streaming_follows_a_promotion() {
     let a = Archiving::start("failover", RepoKind::File);
     let c = &a.cluster;
-    c.psql("CREATE TABLE t (n int PRIMARY KEY, tli int)");
-    c.psql("INSERT INTO t SELECT i, 1 FROM generate_series(1, 100) i");
-    expect_exit(&a.env.tidewal(&["backup"]), 0, &[]);
+    rows_and_a_backup(&a);
     let standby = c.standby(&a.env.pg_dir("standby"), "");
     c.psql("INSERT INTO t SELECT i, 1 FROM generate_series(101, 200) i");
     let last = c.switch_wal();
@@ -371,13 +398,7 @@ fn streaming_follows_a_promotion() {
     });
     c.psql("INSERT INTO t SELECT i, 1 FROM generate_series(201, 300) i");
     wait_for("the standby to catch up", Duration::from_secs(60), || standby.psql("SELECT count(*) FROM t") == "300");
-    let caught_up = |d: &Daemon| {
-        std::thread::sleep(Duration::from_millis(1500));
-        wait_for("the stream to be stored", Duration::from_secs(30), || {
-            d.metric("tidewal_wal_archive_lag_bytes") == Some(0.0)
-        });
-    };
-    caught_up(&d);
+    d.wait_durable();
 
     // Failover: the primary dies, the standby is promoted and takes writes on timeline 2.
     let mut primary = a.cluster;
@@ -388,7 +409,7 @@ fn streaming_follows_a_promotion() {
     assert!(switched.starts_with("00000002"), "{switched}");
     standby.wait_archived(&switched);
     standby.psql("INSERT INTO t SELECT i, 2 FROM generate_series(401, 500) i");
-    caught_up(&d);
+    d.wait_durable();
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(text.contains("timeline 1 ended; timeline 2 starts at"), "{text}");
     // The promoted server archived its own .partial of the switch segment beside the
@@ -408,13 +429,9 @@ fn streaming_follows_a_promotion() {
 
     // The new primary dies too; the repository alone brings back all 500 rows.
     let mut d = d;
-    d.signal(15);
-    wait_for("the daemon to stop", Duration::from_secs(60), || d.child.try_wait().unwrap().is_some());
+    d.stop();
     drop(standby);
-    let a = Archiving { cluster: primary, ..a };
-    let r = restore_and_start(&a, "after-failover", &["--target-action", "promote"]);
-    wait_promoted(&r);
-    assert_eq!(r.psql("SELECT count(*) || ':' || sum(tli) FROM t"), "500:700");
+    restored_rows(Archiving { cluster: primary, ..a });
 }
 
 /// A failover to a standby that has no slot: the daemon streamed from the primary, which
@@ -425,9 +442,7 @@ fn streaming_follows_a_promotion() {
 fn streaming_resumes_after_a_failover_to_a_server_without_the_slot() {
     let a = Archiving::start("noslot", RepoKind::File);
     let c = &a.cluster;
-    c.psql("CREATE TABLE t (n int PRIMARY KEY, tli int)");
-    c.psql("INSERT INTO t SELECT i, 1 FROM generate_series(1, 100) i");
-    expect_exit(&a.env.tidewal(&["backup"]), 0, &[]);
+    rows_and_a_backup(&a);
     // From here on only the receiver stores WAL (the standby inherits this too).
     c.set("archive_command", "/bin/true");
     let standby = c.standby(&a.env.pg_dir("standby"), "wal_keep_size = '1GB'\n");
@@ -441,10 +456,7 @@ fn streaming_resumes_after_a_failover_to_a_server_without_the_slot() {
     c.switch_wal();
     c.psql("INSERT INTO t SELECT i, 1 FROM generate_series(201, 300) i");
     wait_for("the standby to catch up", Duration::from_secs(60), || standby.psql("SELECT count(*) FROM t") == "300");
-    std::thread::sleep(Duration::from_millis(1500));
-    wait_for("the stream to be stored", Duration::from_secs(30), || {
-        d.metric("tidewal_wal_archive_lag_bytes") == Some(0.0)
-    });
+    d.wait_durable();
 
     let mut primary = a.cluster;
     primary.stop_immediate();
@@ -464,22 +476,15 @@ fn streaming_resumes_after_a_failover_to_a_server_without_the_slot() {
         standby.psql("SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'tidewal_ha' AND active") == "1"
     });
     standby.psql("INSERT INTO t SELECT i, 2 FROM generate_series(451, 500) i");
-    std::thread::sleep(Duration::from_millis(1500));
-    wait_for("the stream to be stored", Duration::from_secs(30), || {
-        d.metric("tidewal_wal_archive_lag_bytes") == Some(0.0)
-    });
+    d.wait_durable();
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(text.contains("(it was created anew: a failover?): resuming from"), "{text}");
     assert!(text.contains("timeline 1 ended; timeline 2 starts at"), "{text}");
 
     let mut d = d;
-    d.signal(15);
-    wait_for("the daemon to stop", Duration::from_secs(60), || d.child.try_wait().unwrap().is_some());
+    d.stop();
     drop(standby);
-    let a = Archiving { cluster: primary, ..a };
-    let r = restore_and_start(&a, "after-failover", &["--target-action", "promote"]);
-    wait_promoted(&r);
-    assert_eq!(r.psql("SELECT count(*) || ':' || sum(tli) FROM t"), "500:700");
+    restored_rows(Archiving { cluster: primary, ..a });
 }
 
 /// The slot is dropped while the daemon is down and the server recycles the WAL nobody kept:
@@ -497,13 +502,9 @@ fn streaming_reports_a_gap_and_takes_a_base_backup() {
     wait_for("the first base backup", Duration::from_secs(120), || d.metric("tidewal_repo_backups") == Some(1.0));
     c.psql("CREATE TABLE t (n int)");
     c.psql("INSERT INTO t VALUES (1)");
-    std::thread::sleep(Duration::from_millis(1500));
-    wait_for("the stream to be stored", Duration::from_secs(30), || {
-        d.metric("tidewal_wal_archive_lag_bytes") == Some(0.0)
-    });
+    d.wait_durable();
     let mut d = d;
-    d.signal(15);
-    wait_for("the daemon to stop", Duration::from_secs(60), || d.child.try_wait().unwrap().is_some());
+    d.stop();
     drop(d);
 
     c.psql("SELECT pg_drop_replication_slot('tidewal_gap')");
@@ -518,8 +519,7 @@ fn streaming_reports_a_gap_and_takes_a_base_backup() {
     });
     wait_for("a base backup after the gap", Duration::from_secs(120), || d.metric("tidewal_repo_backups") == Some(2.0));
     c.psql("INSERT INTO t VALUES (5)");
-    std::thread::sleep(Duration::from_millis(1500));
-    wait_for("streaming to go on", Duration::from_secs(30), || d.metric("tidewal_wal_archive_lag_bytes") == Some(0.0));
+    d.wait_durable();
     let (status, body) = d.get("/healthz").unwrap();
     assert!(!body.contains("neither in the repository"), "{status}\n{body}");
 
