@@ -94,6 +94,10 @@ for round in $(seq "$ROUNDS"); do
     t1=$(date +%s%N)
     kill "$sampler"
     echo "tidewal $(((t1 - t0) / 1000000)) $(sort -n "$WORK/rss.txt" | tail -n1)" >>"$results"
+    if [ "$round" = "$ROUNDS" ]; then
+        sleep 12 # past the monitor's periodic release of freed memory
+        echo "idle $(rss_kb)" >"$WORK/idle.txt"
+    fi
     stop_daemon
 
     t0=$(date +%s%N)
@@ -111,7 +115,7 @@ done
 
 echo
 echo "$SEGMENTS segments of 16 MiB per round, $ROUNDS rounds, $(nproc) cores; medians (range)"
-python3 - "$results" "$SEGMENTS" <<'PY'
+python3 - "$results" "$SEGMENTS" "$(cut -d' ' -f2 "$WORK/idle.txt")" <<'PY'
 import statistics, sys
 segs = int(sys.argv[2])
 runs = {}
@@ -124,5 +128,5 @@ for label, rs in runs.items():
     med = statistics.median(secs)
     print(f"{label:<16}{med:>9.2f}{segs / med:>12.1f}   {min(secs):.2f}-{max(secs):.2f}")
 peaks = [r for _, r in runs["tidewal"]]
-print(f"tidewal daemon RSS while catching up: peak {max(peaks) // 1024} MB")
+print(f"tidewal daemon RSS: peak {max(peaks) // 1024} MB while catching up, {int(sys.argv[3]) // 1024} MB idle afterwards")
 PY
