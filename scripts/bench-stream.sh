@@ -5,7 +5,8 @@
 #   tidewal daemon, streaming mode   lz4 + XChaCha20-Poly1305 into a local repository;
 #                                    confirms a segment only once it is stored
 #   pg_receivewal --synchronous      lz4 (-Z lz4), no encryption, fsync of every write
-# ROUNDS (default 3) rounds, each on a fresh backlog; medians. Needs PostgreSQL 15, python3.
+# ROUNDS (default 3) rounds, each on a fresh backlog; medians. SPOOL_DIR sets the daemon's
+# spool (a directory of the postgres user's, mode 0700). Needs PostgreSQL 15, python3.
 set -euo pipefail
 cd "$(dirname "$0")"
 . ./lib.sh
@@ -44,7 +45,7 @@ archive = false
 stream = true
 slot = \"tidewal_bench\"
 flush_interval = \"1s\"
-spool = \"$WORK/spool\"
+spool = \"${SPOOL_DIR:-$WORK/spool}\"
 listen = \"127.0.0.1:$METRICS_PORT\"
 backup_interval = \"1000d\""
 as_pg "$TIDEWAL" --config "$WORK/tidewal.toml" -q init
