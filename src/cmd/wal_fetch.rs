@@ -12,8 +12,9 @@ use futures::StreamExt;
 
 use crate::config::Settings;
 use crate::error::{Code, Fail, Result};
-use crate::pg::lsn::SegmentId;
+use crate::pg::lsn::{Lsn, SegmentId};
 use crate::pg::walfile::WalFile;
+use crate::repo::catalog::load_history;
 use crate::repo::{layout, Repo};
 
 #[derive(Debug, clap::Args)]
@@ -56,7 +57,10 @@ pub async fn run(settings: &Settings, args: &Args) -> Result<()> {
             // .stream copy: its WAL is valid up to where streaming got, zeros after, as
             // pg_receivewal leaves it. Recovery replays it and ends there. Only absence
             // falls back: a damaged copy must stop recovery like any damaged object.
-            (Err(f), WalFile::Segment(seg)) if f.code == Code::NotFound => {
+            // Not the segment in which its timeline was left, though: there the copy may hold
+            // the old primary's WAL beyond the switch (PostgreSQL renames its own copy of
+            // that segment to .partial so that recovery never takes it).
+            (Err(f), WalFile::Segment(seg)) if f.code == Code::NotFound && !left_by_then(&repo, *seg).await? => {
                 let streamed = layout::wal_object(&WalFile::Streamed(*seg), seg_size);
                 match repo.fetch_to_path(&streamed, &args.path).await {
                     Ok(bytes) => {
@@ -86,6 +90,24 @@ pub async fn run(settings: &Settings, args: &Args) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Whether a later timeline's history (consecutive numbers, as PostgreSQL probes them)
+/// shows `seg`'s timeline ending before the end of `seg`.
+async fn left_by_then(repo: &Repo, seg: SegmentId) -> Result<bool> {
+    let end = Lsn((seg.segno + 1) * repo.identity.wal_segment_size);
+    let mut tli = seg.tli + 1;
+    loop {
+        let history = match load_history(repo, tli).await {
+            Ok(h) => h,
+            Err(f) if f.code == Code::NotFound => return Ok(false),
+            Err(f) => return Err(f),
+        };
+        if history.iter().any(|e| e.parent_tli == seg.tli && e.switchpoint < end) {
+            return Ok(true);
+        }
+        tli += 1;
+    }
 }
 
 /// Re-run this command line as a detached worker. Best effort: recovery works without it.

@@ -39,6 +39,8 @@ pub struct Shared {
     /// Streaming mode: WAL of this timeline is durable in the repository up to this LSN.
     /// Kept across reloads: after a failover it says where the new server must resume.
     pub streamed: Mutex<Option<(u32, Lsn)>>,
+    /// Streaming mode: a gap was reported; the receiver starts over from what the server has.
+    pub accept_gap: std::sync::atomic::AtomicBool,
     /// The server's `pg_wal`, when it is on this host (for its free space).
     pub local_pg_wal: Option<PathBuf>,
 }
@@ -140,6 +142,7 @@ async fn start(settings: Settings, prometheus: PrometheusHandle, streamed: Optio
         backup_lock: tokio::sync::Mutex::new(()),
         backup_now: tokio::sync::Notify::new(),
         streamed: Mutex::new(streamed),
+        accept_gap: std::sync::atomic::AtomicBool::new(false),
         local_pg_wal,
     });
     let cancel = CancellationToken::new();

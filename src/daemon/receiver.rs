@@ -40,16 +40,22 @@ pub async fn run(shared: Arc<Shared>, cancel: CancellationToken) -> Result<()> {
     let mut conn = ReplConn::connect(&cfg).await.map_err(pg)?;
     let ident = conn.identify_system().await.map_err(pg)?;
     shared.repo.ensure_cluster(ident.system_identifier, "the server")?;
-    let (restart, created) = match conn.read_replication_slot(&slot).await.map_err(pg)? {
-        Some((lsn, _)) => (lsn, false),
-        None => {
+    // After a reported gap, start over from what the server has: a slot made anew.
+    let accept_gap = shared.accept_gap.swap(false, std::sync::atomic::Ordering::SeqCst);
+    let (slot_pos, created) = match conn.read_replication_slot(&slot).await.map_err(pg)? {
+        Some((lsn, _)) if lsn.0 != 0 && !accept_gap => (lsn, false),
+        existing => {
+            if existing.is_some() {
+                // No position: invalidated by max_slot_wal_keep_size, or made without
+                // reserving WAL. Either way it holds nothing for us.
+                conn.drop_slot(&slot).await.map_err(pg)?;
+            }
             conn.create_physical_slot(&slot).await.map_err(pg)?;
             tracing::info!("created replication slot {slot}");
             let lsn = conn.read_replication_slot(&slot).await.map_err(pg)?.map(|(l, _)| l);
-            (lsn.unwrap_or(ident.xlogpos), true)
+            (lsn.filter(|l| l.0 != 0).unwrap_or(ident.xlogpos), true)
         }
     };
-    let slot_pos = if restart.0 == 0 { ident.xlogpos } else { restart };
     let history = match ident.timeline {
         1 => Vec::new(),
         t => store_history(&shared, &mut conn, t).await?,
@@ -57,7 +63,17 @@ pub async fn run(shared: Arc<Shared>, cancel: CancellationToken) -> Result<()> {
     // A new slot (a failover to a server that had none, or a slot dropped by hand) holds WAL
     // only from about now: resume where the repository's WAL on this server's line of
     // history ends instead, so nothing in between is skipped.
-    let resumed = resume_from(&shared, created, ident.timeline, &history).await?.filter(|p| *p < slot_pos);
+    let resumed = match accept_gap {
+        true => None,
+        false => resume_from(&shared, created, ident.timeline, &history).await?.filter(|p| *p < slot_pos),
+    };
+    // What the server was told is durable (or the repository is known to have): the
+    // `.stream` copy is not replaced before the stream gets past it, and nothing lower is
+    // confirmed, which would move the slot back.
+    let confirmed = resumed.unwrap_or(slot_pos);
+    if accept_gap {
+        mark_durable(&shared, timeline_of(slot_pos, &history, ident.timeline), slot_pos);
+    }
     if let Some(p) = resumed {
         tracing::warn!(
             "slot {slot} starts at {slot_pos}, after the end of the repository's WAL at {p} (it was created anew: a failover?): resuming from {p}"
@@ -77,20 +93,19 @@ pub async fn run(shared: Arc<Shared>, cancel: CancellationToken) -> Result<()> {
         // The slot is ours now (a physical slot serves one connection), so is the spool.
         clear_spool(&spool)?;
         tracing::info!("streaming WAL from {pos} on timeline {tli} through slot {slot}");
-        let followed = follow(&shared, &mut conn, &spool, tli, pos, &cancel).await;
+        let followed = follow(&shared, &mut conn, &spool, tli, pos, confirmed, &cancel).await;
         match followed {
-            // The server no longer has the WAL we came back for either (the message is
+            // The server no longer has the WAL streaming must go on from (the message is
             // PostgreSQL's): say so loudly, start a base backup so that restores can reach
-            // the present again, and go on from the slot.
-            Err(e) if resumed.is_some() && e.message.contains("has already been removed") => {
-                let p = resumed.unwrap_or(slot_pos);
+            // the present again, and start over from what the server has.
+            Err(e) if e.message.contains("has already been removed") => {
                 let gap = format!(
-                    "WAL from {p} to {slot_pos} is neither in the repository nor on the server any more ({e}): restores cannot pass {p} until the next base backup, which starts now"
+                    "the server no longer has WAL from {pos}, where the repository's WAL ends ({e}): restores cannot pass {pos} until the next base backup, which starts now"
                 );
                 tracing::error!("{gap}");
                 metrics::counter!("tidewal_wal_gaps_total").increment(1);
                 super::lock(&shared.state).wal_gap = Some((gap.clone(), std::time::SystemTime::now()));
-                *super::lock(&shared.streamed) = Some((timeline_of(slot_pos, &history, ident.timeline), slot_pos));
+                shared.accept_gap.store(true, std::sync::atomic::Ordering::SeqCst);
                 shared.backup_now.notify_one();
                 return Err(Fail::new(Code::Postgres, gap));
             }
@@ -133,19 +148,21 @@ async fn resume_from(shared: &Shared, created: bool, server_tli: u32, history: &
     }
 }
 
-/// Stream one timeline from `start` (a segment boundary). `Some(next timeline, its start)`
-/// when the timeline ended, `None` when cancelled; errors after storing what arrived.
+/// Stream one timeline from `start` (a segment boundary), with WAL up to `confirmed`
+/// already durable. `Some(next timeline, its start)` when the timeline ended, `None` when
+/// cancelled; errors after storing what arrived.
 async fn follow(
     shared: &Shared,
     conn: &mut ReplConn,
     spool: &Path,
     tli: u32,
     start: Lsn,
+    confirmed: Lsn,
     cancel: &CancellationToken,
 ) -> Result<Option<(u32, Lsn)>> {
     let seg = shared.repo.identity.wal_segment_size;
     let mut cur = Spooled::create(spool, SegmentId::containing(tli, start, seg), seg).await?;
-    let mut durable = start;
+    let mut durable = start.max(confirmed);
     let interval = shared.settings.daemon.flush_interval;
     let mut last_flush = Instant::now();
     loop {
@@ -154,7 +171,7 @@ async fn follow(
                 // What arrived is stored before stopping, and confirmed.
                 if cur.received > durable {
                     durable = cur.store_stream(shared).await?;
-                    conn.send_status(cur.received, durable, false).await.map_err(pg)?;
+                    conn.send_status(cur.received.max(durable), durable, false).await.map_err(pg)?;
                 }
                 return Ok(None);
             }
@@ -170,7 +187,7 @@ async fn follow(
                     at = Lsn(at.0 + n as u64);
                     if cur.is_complete() {
                         durable = cur.store_segment(shared).await?;
-                        conn.send_status(cur.received, durable, false).await.map_err(pg)?;
+                        conn.send_status(cur.received.max(durable), durable, false).await.map_err(pg)?;
                         let next = SegmentId { tli, segno: cur.id.segno + 1 };
                         cur = Spooled::create(spool, next, seg).await?;
                         last_flush = Instant::now();
@@ -179,17 +196,17 @@ async fn follow(
             }
             Ok(Ok(WalEvent::Keepalive { reply, .. })) => {
                 if reply {
-                    conn.send_status(cur.received, durable, false).await.map_err(pg)?;
+                    conn.send_status(cur.received.max(durable), durable, false).await.map_err(pg)?;
                 }
             }
-            Ok(Ok(WalEvent::EndOfTimeline { next_tli, next_start })) => {
+            Ok(Ok(WalEvent::EndOfStream)) => {
                 // The old timeline's last segment stays as its `.stream` copy; the new
                 // timeline's copy of that segment, switch included, follows.
                 if cur.received > durable {
                     cur.store_stream(shared).await?;
                 }
                 cur.discard();
-                return Ok(Some((next_tli, next_start)));
+                return conn.end_of_timeline().await.map(Some).map_err(pg);
             }
             Ok(Err(e)) => {
                 // The connection is gone: keep what did arrive before reporting it.
@@ -203,7 +220,7 @@ async fn follow(
         if last_flush.elapsed() >= interval {
             if cur.received > durable {
                 durable = cur.store_stream(shared).await?;
-                conn.send_status(cur.received, durable, false).await.map_err(pg)?;
+                conn.send_status(cur.received.max(durable), durable, false).await.map_err(pg)?;
             }
             last_flush = Instant::now();
         }
@@ -297,7 +314,7 @@ impl Spooled {
         let streamed = layout::wal_object(&WalFile::Streamed(self.id), self.seg_size);
         shared.repo.store.delete(&streamed).await?;
         self.discard();
-        self.mark_durable(shared);
+        mark_durable(shared, self.id.tli, self.received);
         tracing::info!("streamed {}", self.id.file_name(self.seg_size));
         Ok(self.received)
     }
@@ -310,23 +327,22 @@ impl Spooled {
         let file = std::fs::File::open(&self.path).map_err(|e| spool_error(&self.path, e))?;
         let stored = shared.repo.replace_stream(&obj, std::io::BufReader::with_capacity(1 << 20, file)).await?;
         metrics::counter!("tidewal_uploaded_bytes_total").increment(stored);
-        self.mark_durable(shared);
+        mark_durable(shared, self.id.tli, self.received);
         tracing::debug!("stored {obj} up to {}", self.received);
         Ok(self.received)
-    }
-
-    /// Tell the monitor (and a later reconnect) how far the repository has this timeline.
-    fn mark_durable(&self, shared: &Shared) {
-        let mut streamed = super::lock(&shared.streamed);
-        let (tli, end) = (self.id.tli, self.received);
-        if streamed.is_none_or(|(t, l)| tli > t || (tli == t && end > l)) {
-            *streamed = Some((tli, end));
-        }
     }
 
     /// Its spool file is not needed any more.
     fn discard(&self) {
         let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Tell the monitor (and a later reconnect) how far the repository has this timeline.
+fn mark_durable(shared: &Shared, tli: u32, end: Lsn) {
+    let mut streamed = super::lock(&shared.streamed);
+    if streamed.is_none_or(|(t, l)| tli > t || (tli == t && end > l)) {
+        *streamed = Some((tli, end));
     }
 }
 

@@ -59,11 +59,9 @@ pub enum WalEvent {
         end: Lsn,
         reply: bool,
     },
-    /// The timeline being streamed ended; `next_tli` starts at `next_start`.
-    EndOfTimeline {
-        next_tli: u32,
-        next_start: Lsn,
-    },
+    /// The server ended the stream (the timeline being streamed ended): call
+    /// [`ReplConn::end_of_timeline`] for the one that follows.
+    EndOfStream,
 }
 
 fn quote_ident(s: &str) -> String {
@@ -269,6 +267,11 @@ impl ReplConn {
             .map(|_| ())
     }
 
+    /// Drop a slot (not in use by anyone).
+    pub async fn drop_slot(&mut self, slot: &str) -> Result<(), String> {
+        self.simple_query(&format!("DROP_REPLICATION_SLOT {}", quote_ident(slot))).await.map(|_| ())
+    }
+
     /// `START_REPLICATION SLOT s PHYSICAL start TIMELINE tli`; WAL then arrives through
     /// [`ReplConn::next_wal_event`].
     pub async fn start_replication(&mut self, slot: &str, start: Lsn, tli: u32) -> Result<(), String> {
@@ -319,29 +322,36 @@ impl ReplConn {
                         other => return Err(format!("unexpected replication message type {:?}", other as char)),
                     }
                 }
-                Message::CopyDone => {
-                    // The server's timeline ended: it says which one follows, then is ready.
-                    let mut msg = BytesMut::new();
-                    frontend::copy_done(&mut msg);
-                    self.send(msg).await?;
-                    let mut next = None;
-                    loop {
-                        match self.recv().await? {
-                            Message::DataRow(r) => next = Some(row_text(&r)),
-                            Message::ErrorResponse(e) => return Err(db_error(&e)),
-                            Message::ReadyForQuery(_) => break,
-                            _ => {}
-                        }
-                    }
-                    let row = next.unwrap_or_default();
-                    let tli = row.first().cloned().flatten().and_then(|t| t.parse().ok()).unwrap_or(0);
-                    let start = row.get(1).cloned().flatten().and_then(|l| l.parse().ok()).unwrap_or_default();
-                    return Ok(WalEvent::EndOfTimeline { next_tli: tli, next_start: start });
-                }
+                // Returned as it is, so that this stays cancel-safe: the reply is not sent here.
+                Message::CopyDone => return Ok(WalEvent::EndOfStream),
                 Message::ErrorResponse(e) => return Err(format!("replication: {}", db_error(&e))),
                 _ => {}
             }
         }
+    }
+
+    /// After [`WalEvent::EndOfStream`]: end our side too and read which timeline follows
+    /// and where it starts. The connection then takes commands again.
+    pub async fn end_of_timeline(&mut self) -> Result<(u32, Lsn), String> {
+        let mut msg = BytesMut::new();
+        frontend::copy_done(&mut msg);
+        self.send(msg).await?;
+        let mut next = None;
+        loop {
+            match self.recv().await? {
+                Message::DataRow(r) => next = Some(row_text(&r)),
+                Message::ErrorResponse(e) => return Err(db_error(&e)),
+                Message::ReadyForQuery(_) => break,
+                _ => {}
+            }
+        }
+        let row = next.ok_or("the server ended the stream without naming the next timeline")?;
+        let tli = row.first().cloned().flatten().and_then(|t| t.parse().ok()).unwrap_or(0);
+        let start: Lsn = row.get(1).cloned().flatten().and_then(|l| l.parse().ok()).unwrap_or_default();
+        if tli == 0 {
+            return Err(format!("the server ended the stream with an unreadable next timeline: {row:?}"));
+        }
+        Ok((tli, start))
     }
 
     /// Standby status update: written, flushed (here: durable in the repository) and applied.

@@ -243,17 +243,27 @@ impl Repo {
 }
 
 /// A sealed upload under way: sealing on a blocking thread, a multipart upload on a task.
+/// Dropped before its end (its caller was cancelled), the upload is aborted: it must not
+/// land later, over what a newer writer stored.
 struct SealedUpload {
     sealer: tokio::task::JoinHandle<std::io::Result<(Digest, u64, u64)>>,
-    upload: tokio::task::JoinHandle<std::result::Result<(), StoreError>>,
+    upload: AbortOnDrop<std::result::Result<(), StoreError>>,
+}
+
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 impl SealedUpload {
     /// Wait for both halves. When the producer failed, the upload was aborted because of it,
     /// so the producer's error explains; otherwise the store's own error does.
-    async fn wait(self, obj: &str) -> Result<(Digest, u64, u64)> {
+    async fn wait(mut self, obj: &str) -> Result<(Digest, u64, u64)> {
         let sealed = self.sealer.await.map_err(|e| Fail::new(Code::Internal, e.to_string()))?;
-        let uploaded = self.upload.await.map_err(|e| Fail::new(Code::Internal, e.to_string()))?;
+        let uploaded = (&mut self.upload.0).await.map_err(|e| Fail::new(Code::Internal, e.to_string()))?;
         match (sealed, uploaded) {
             (Ok(done), Ok(())) => Ok(done),
             (Err(e), Ok(()) | Err(StoreError::Incomplete(_))) => Err(match CodecError::from_io(e) {
@@ -310,7 +320,7 @@ impl Repo {
         });
         let store = self.store.clone();
         let path = obj.to_string();
-        let upload = tokio::spawn(async move { store.put_stream(&path, piece_rx).await });
+        let upload = AbortOnDrop(tokio::spawn(async move { store.put_stream(&path, piece_rx).await }));
         SealedUpload { sealer, upload }
     }
 
