@@ -422,7 +422,12 @@ fn streaming_follows_a_promotion() {
         .map(|e| e.unwrap().file_name().into_string().unwrap())
         .collect();
     assert!(old_tli.iter().any(|n| n.ends_with(".partial")), "{old_tli:?}");
-    assert!(old_tli.iter().any(|n| n.ends_with(".stream")), "{old_tli:?}");
+    let stream = old_tli.iter().find(|n| n.ends_with(".stream")).expect("the receiver's copy of the switch segment");
+    // Recovery never gets it: past the switch it may hold WAL the new timeline does not have.
+    let fetched = a.env.path().join("fetched");
+    let out = a.env.tidewal(&["wal-fetch", stream.trim_end_matches(".stream"), fetched.to_str().unwrap()]);
+    expect_exit(&out, 1, &[]);
+    assert!(!fetched.exists());
     assert!(repo.join("wal/00000002.history").exists());
     // Both the archiver and the receiver stored the completed timeline-2 segment: one object.
     assert!(repo.join("wal/00000002").join(&switched).exists());
@@ -508,7 +513,10 @@ fn streaming_reports_a_gap_and_takes_a_base_backup() {
     d.stop();
     drop(d);
 
+    // The slot is replaced by one that holds no WAL (as one invalidated by
+    // max_slot_wal_keep_size does): the daemon makes it anew.
     c.psql("SELECT pg_drop_replication_slot('tidewal_gap')");
+    c.psql("SELECT pg_create_physical_replication_slot('tidewal_gap', false)");
     for i in 2..5 {
         c.psql(&format!("INSERT INTO t VALUES ({i})"));
         c.switch_wal();
