@@ -98,7 +98,7 @@ pub async fn run(shared: Arc<Shared>, cancel: CancellationToken) -> Result<()> {
             // The server no longer has the WAL streaming must go on from (the message is
             // PostgreSQL's): say so loudly, start a base backup so that restores can reach
             // the present again, and start over from what the server has.
-            Err(e) if e.message.contains("has already been removed") => {
+            Err(e) if crate::pg::replication::is_wal_removed(&e.message) => {
                 let gap = format!(
                     "the server no longer has WAL from {pos}, where the repository's WAL ends ({e}): restores cannot pass {pos} until the next base backup, which starts now"
                 );

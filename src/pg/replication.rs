@@ -76,6 +76,24 @@ pub struct SystemIdent {
     pub xlogpos: Lsn,
 }
 
+/// The SQLSTATE of an error (`C` field).
+fn sqlstate(body: &postgres_protocol::message::backend::ErrorResponseBody) -> String {
+    let mut fields = body.fields();
+    while let Ok(Some(f)) = fields.next() {
+        if f.type_() == b'C' {
+            return String::from_utf8_lossy(f.value_bytes()).into_owned();
+        }
+    }
+    String::new()
+}
+
+/// Whether a replication error says the WAL asked for is gone from the server: walsender
+/// reports "requested WAL segment ... has already been removed" as `undefined_file`
+/// (58P01), whatever language its messages are in.
+pub fn is_wal_removed(message: &str) -> bool {
+    message.contains("(SQLSTATE 58P01)") || message.contains("has already been removed")
+}
+
 fn db_error(body: &postgres_protocol::message::backend::ErrorResponseBody) -> String {
     let mut fields = body.fields();
     let (mut msg, mut detail, mut hint) = (String::new(), None, None);
@@ -324,7 +342,9 @@ impl ReplConn {
                 }
                 // Returned as it is, so that this stays cancel-safe: the reply is not sent here.
                 Message::CopyDone => return Ok(WalEvent::EndOfStream),
-                Message::ErrorResponse(e) => return Err(format!("replication: {}", db_error(&e))),
+                Message::ErrorResponse(e) => {
+                    return Err(format!("replication: {} (SQLSTATE {})", db_error(&e), sqlstate(&e)))
+                }
                 _ => {}
             }
         }
@@ -500,4 +520,16 @@ fn row_text(r: &postgres_protocol::message::backend::DataRowBody) -> Vec<Option<
         row.push(range.map(|rg| String::from_utf8_lossy(&buf[rg]).into_owned()));
     }
     row
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn removed_wal_is_recognised_in_any_language() {
+        assert!(is_wal_removed("replication: le segment WAL demandé a déjà été supprimé (SQLSTATE 58P01)"));
+        assert!(is_wal_removed("requested WAL segment 000000010000000000000003 has already been removed"));
+        assert!(!is_wal_removed("replication: terminating connection due to administrator command (SQLSTATE 57P01)"));
+    }
 }
