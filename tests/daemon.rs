@@ -56,7 +56,7 @@ impl Daemon {
     }
 
     /// SIGTERM, and wait until it has exited; its exit status.
-    fn stop(&mut self) -> std::process::ExitStatus {
+    fn stop(mut self) -> std::process::ExitStatus {
         self.signal(15);
         let mut status = None;
         wait_for("the daemon to stop", Duration::from_secs(60), || {
@@ -247,7 +247,6 @@ fn daemon_archives_ahead_backs_up_and_reports() {
     }
 
     // SIGTERM: a clean stop.
-    let mut d = d;
     let began = Instant::now();
     let status = d.stop();
     assert!(status.success(), "exit status {status:?}");
@@ -329,7 +328,6 @@ fn streaming_loses_at_most_the_last_flush_interval() {
         }
     }
     std::thread::sleep(Duration::from_secs(2));
-    let mut d = d;
     d.stop();
     let mut primary = a.cluster;
     primary.stop_immediate();
@@ -366,9 +364,11 @@ fn rows_and_a_backup(a: &Archiving) {
     expect_exit(&a.env.tidewal(&["backup"]), 0, &[]);
 }
 
-/// Every server is gone: the repository alone brings back rows 1 to 300 of timeline 1 and
-/// 301 to 500 of timeline 2.
-fn restored_rows(a: Archiving) {
+/// The daemon stops and every server is gone: the repository alone brings back rows 1 to
+/// 300 of timeline 1 and 301 to 500 of timeline 2.
+fn restored_rows(d: Daemon, standby: Cluster, a: Archiving) {
+    d.stop();
+    drop(standby);
     let r = restore_and_start(&a, "after-failover", &["--target-action", "promote"]);
     wait_promoted(&r);
     assert_eq!(r.psql("SELECT count(*) || ':' || sum(tli) FROM t"), "500:700");
@@ -434,10 +434,7 @@ fn streaming_follows_a_promotion() {
     assert_eq!(standby.psql("SELECT archived_count > 0 FROM pg_stat_archiver"), "t");
 
     // The new primary dies too; the repository alone brings back all 500 rows.
-    let mut d = d;
-    d.stop();
-    drop(standby);
-    restored_rows(Archiving { cluster: primary, ..a });
+    restored_rows(d, standby, Archiving { cluster: primary, ..a });
 }
 
 /// A failover to a standby that has no slot: the daemon streamed from the primary, which
@@ -487,10 +484,7 @@ fn streaming_resumes_after_a_failover_to_a_server_without_the_slot() {
     assert!(text.contains("(it was created anew: a failover?): resuming from"), "{text}");
     assert!(text.contains("timeline 1 ended; timeline 2 starts at"), "{text}");
 
-    let mut d = d;
-    d.stop();
-    drop(standby);
-    restored_rows(Archiving { cluster: primary, ..a });
+    restored_rows(d, standby, Archiving { cluster: primary, ..a });
 }
 
 /// The slot is dropped while the daemon is down and the server recycles the WAL nobody kept:
@@ -509,9 +503,7 @@ fn streaming_reports_a_gap_and_takes_a_base_backup() {
     c.psql("CREATE TABLE t (n int)");
     c.psql("INSERT INTO t VALUES (1)");
     d.wait_durable();
-    let mut d = d;
     d.stop();
-    drop(d);
 
     // The slot is replaced by one that holds no WAL (as one invalidated by
     // max_slot_wal_keep_size does): the daemon makes it anew.
@@ -532,9 +524,7 @@ fn streaming_reports_a_gap_and_takes_a_base_backup() {
     let (status, body) = d.get("/healthz").unwrap();
     assert!(!body.contains("no longer has WAL"), "{status}\n{body}");
 
-    let mut d = d;
-    d.signal(15);
-    wait_for("the daemon to stop", Duration::from_secs(60), || d.child.try_wait().unwrap().is_some());
+    d.stop();
     let mut primary = a.cluster;
     primary.stop_immediate();
     let a = Archiving { cluster: primary, ..a };

@@ -8,7 +8,7 @@ use crate::error::{Code, Fail, Result};
 use crate::pg::lsn::SegmentId;
 use crate::progress::human_size;
 use crate::repo::catalog::{
-    backup_wal_complete, follow, incomplete_backups, list_backups, newest, wal_coverage, BackupInfo, ABANDONED_AFTER,
+    backup_wal_complete, follow, incomplete_backups, newest, read_backups, wal_coverage, BackupInfo, ABANDONED_AFTER,
 };
 
 #[derive(Debug, clap::Args)]
@@ -57,9 +57,11 @@ struct Listing<'a> {
 pub async fn run(settings: &Settings, args: &Args) -> Result<()> {
     let repo = super::open_repo(settings).await?;
     let seg = repo.identity.wal_segment_size;
-    let backups = list_backups(&repo).await?;
-    let now = std::time::SystemTime::now();
+    // One listing of backups/ for the complete backups and the incomplete ones.
     let backup_objects = repo.store.list_meta("backups/").await?;
+    let names: Vec<String> = backup_objects.iter().map(|o| o.name.clone()).collect();
+    let backups = read_backups(&repo, &names).await?;
+    let now = std::time::SystemTime::now();
     let incomplete: Vec<Incomplete> = incomplete_backups(&backup_objects)
         .into_iter()
         .map(|(id, objs)| {

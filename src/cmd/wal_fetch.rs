@@ -36,9 +36,6 @@ pub async fn run(settings: &Settings, args: &Args) -> Result<()> {
     let kind = WalFile::parse(&args.name, seg_size).map_err(|e| {
         Fail::new(Code::BadInput, format!("{e}: wal-fetch takes the file name PostgreSQL asks for (%f)"))
     })?;
-    if let WalFile::Streamed(_) = kind {
-        return Err(Fail::new(Code::BadInput, format!("{}: PostgreSQL never asks for .stream objects", args.name)));
-    }
     let spool = args.path.parent().unwrap_or(Path::new(".")).join(SPOOL);
     if args.prefetch_worker {
         if let WalFile::Segment(seg) = kind {

@@ -67,11 +67,6 @@ pub async fn push_file(repo: &Repo, path: &Path) -> Result<PushReport> {
     let kind = WalFile::parse(&name, seg_size)
         .map_err(|e| Fail::new(Code::BadInput, format!("{e}: wal-push takes files that PostgreSQL archives (%p)")))?;
     let bad = |m: String| Fail::new(Code::BadInput, m);
-    if let WalFile::Streamed(_) = kind {
-        return Err(bad(format!(
-            "{name}: .stream objects are the daemon's own; wal-push takes files that PostgreSQL archives (%p)"
-        )));
-    }
     let want = Expect { system_identifier: id.system_id(), seg_size, pg_major: id.pg_major() };
     // Refuse wrong sizes before reading anything into memory.
     match &kind {

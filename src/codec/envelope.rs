@@ -68,10 +68,13 @@ impl CodecError {
 
     /// Recover a codec error that travelled through an `io::Error`.
     pub fn from_io(e: io::Error) -> CodecError {
-        if e.get_ref().is_some_and(|i| i.is::<CodecError>()) {
-            *e.into_inner().expect("checked").downcast::<CodecError>().expect("checked")
-        } else {
-            CodecError::Io(e)
+        if !e.get_ref().is_some_and(|i| i.is::<CodecError>()) {
+            return CodecError::Io(e);
+        }
+        match e.into_inner().map(|i| i.downcast::<CodecError>()) {
+            Some(Ok(c)) => *c,
+            Some(Err(other)) => CodecError::Io(io::Error::other(other)),
+            None => CodecError::Io(io::Error::other("an I/O error without its cause")),
         }
     }
 

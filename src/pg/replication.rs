@@ -402,11 +402,13 @@ impl ReplConn {
         let mut msg = BytesMut::new();
         frontend::query(&sql, &mut msg).map_err(|e| e.to_string())?;
         self.send(msg).await?;
-        let mut sets: Vec<Vec<Vec<Option<String>>>> = vec![Vec::new()];
+        // Result sets before the copy stream: the finished ones, and the one being read.
+        let mut sets: Vec<Vec<Vec<Option<String>>>> = Vec::new();
+        let mut rows = Vec::new();
         loop {
             match self.recv().await? {
-                Message::DataRow(r) => sets.last_mut().expect("a set").push(row_text(&r)),
-                Message::CommandComplete(_) => sets.push(Vec::new()),
+                Message::DataRow(r) => rows.push(row_text(&r)),
+                Message::CommandComplete(_) => sets.push(std::mem::take(&mut rows)),
                 Message::CopyOutResponse(_) => break,
                 Message::ErrorResponse(e) => {
                     let err = db_error(&e);
@@ -415,6 +417,9 @@ impl ReplConn {
                 }
                 _ => {}
             }
+        }
+        if !rows.is_empty() {
+            sets.push(rows);
         }
         let start = sets.first().and_then(|s| s.first()).ok_or("BASE_BACKUP sent no start position")?;
         let col = |i: usize| start.get(i).cloned().flatten().unwrap_or_default();

@@ -37,9 +37,6 @@ impl WalFile {
         if let Some(seg) = name.strip_suffix(".partial") {
             return Ok(WalFile::Partial(SegmentId::parse(seg, seg_size)?));
         }
-        if let Some(seg) = name.strip_suffix(".stream") {
-            return Ok(WalFile::Streamed(SegmentId::parse(seg, seg_size)?));
-        }
         if let Some(rest) = name.strip_suffix(".backup") {
             if let Some((seg, off)) = rest.split_once('.') {
                 if off.len() == 8 && off.bytes().all(|b| b.is_ascii_hexdigit()) {
@@ -50,6 +47,15 @@ impl WalFile {
             return Err(format!("{name:?} is not a backup label name (segment.offset.backup)"));
         }
         Ok(WalFile::Segment(SegmentId::parse(name, seg_size)?))
+    }
+
+    /// Classify the name of a stored object (the file part under `wal/`): what PostgreSQL
+    /// archives, and the receiver's `.stream` copies, which only the repository has.
+    pub fn parse_stored(name: &str, seg_size: u64) -> Result<Self, String> {
+        match name.strip_suffix(".stream") {
+            Some(seg) => Ok(WalFile::Streamed(SegmentId::parse(seg, seg_size)?)),
+            None => Self::parse(name, seg_size),
+        }
     }
 
     /// The segment this file is, or belongs to; `None` for a history file.
@@ -214,6 +220,9 @@ mod tests {
         let seg = SegmentId { tli: 1, segno: 3 };
         assert_eq!(WalFile::parse("000000010000000000000003", MB16).unwrap(), WalFile::Segment(seg));
         assert_eq!(WalFile::parse("000000010000000000000003.partial", MB16).unwrap(), WalFile::Partial(seg));
+        // .stream copies exist only in the repository: not a name PostgreSQL archives or asks for.
+        assert!(WalFile::parse("000000010000000000000003.stream", MB16).is_err());
+        assert_eq!(WalFile::parse_stored("000000010000000000000003.stream", MB16).unwrap(), WalFile::Streamed(seg));
         assert_eq!(WalFile::parse("0000000A.history", MB16).unwrap(), WalFile::History(10));
         assert_eq!(
             WalFile::parse("000000010000000000000003.00000028.backup", MB16).unwrap(),

@@ -249,7 +249,7 @@ pub fn history_timelines(names: &[String]) -> Vec<u32> {
 pub fn wal_end_on_history(names: &[String], seg: u64, server_tli: u32, history: &[HistoryEntry]) -> Option<Lsn> {
     names
         .iter()
-        .filter_map(|n| WalFile::parse(n.rsplit('/').next()?, seg).ok())
+        .filter_map(|n| WalFile::parse_stored(n.rsplit('/').next()?, seg).ok())
         .filter_map(|f| match f {
             WalFile::Segment(s) => Some((s.tli, s.segno, Lsn((s.segno + 1) * seg))),
             WalFile::Partial(s) | WalFile::Streamed(s) => Some((s.tli, s.segno, Lsn(s.segno * seg))),

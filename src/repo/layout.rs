@@ -51,7 +51,7 @@ mod tests {
     #[test]
     fn names() {
         let seg = 16 << 20;
-        let f = |n: &str| wal_object(&WalFile::parse(n, seg).unwrap(), seg);
+        let f = |n: &str| wal_object(&WalFile::parse_stored(n, seg).unwrap(), seg);
         assert_eq!(f("000000010000000000000003"), "wal/00000001/000000010000000000000003");
         assert_eq!(f("0000000A.history"), "wal/0000000A.history");
         assert_eq!(f("000000020000000100000003.partial"), "wal/00000002/000000020000000100000003.partial");

@@ -211,7 +211,7 @@ impl Repo {
         tokio::task::spawn_blocking(move || -> Result<Digest> {
             let mut r = OpenReader::new(reader, &keys, &name).map_err(|e| integrity(&name, e))?;
             std::io::copy(&mut r, &mut std::io::sink()).map_err(|e| integrity(&name, CodecError::from_io(e)))?;
-            Ok(r.digest().expect("digest after EOF"))
+            r.digest().ok_or_else(|| integrity(&name, CodecError::Truncated { chunk: 0 }))
         })
         .await
         .map_err(|e| Fail::new(Code::Internal, e.to_string()))?

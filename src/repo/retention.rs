@@ -47,7 +47,7 @@ pub fn plan(cat: &Catalog, now: SystemTime, window: Duration) -> Result<Plan, St
     let mut wal = Vec::new();
     for name in cat.wal {
         let file = name.rsplit('/').next().unwrap_or_default();
-        let kind = WalFile::parse(file, seg).map_err(|e| format!("{name}: {e}"))?;
+        let kind = WalFile::parse_stored(file, seg).map_err(|e| format!("{name}: {e}"))?;
         wal.push((name, kind));
     }
     let present =
