@@ -332,6 +332,14 @@ fn load_keys(
     }
 }
 
+impl Settings {
+    /// Open the configured, initialised repository.
+    pub async fn open_repo(&self) -> Result<crate::repo::Repo> {
+        let store = crate::store::Store::open(&self.repo_url, &self.store)?;
+        crate::repo::Repo::open(store, self.keys.clone(), self.lz4).await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

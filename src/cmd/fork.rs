@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use crate::config::Settings;
 use crate::error::{Code, Fail, Result};
+use crate::ops::restore::Action;
 
 #[derive(Debug, clap::Args)]
 #[group(id = "fork_args")]
@@ -24,22 +25,22 @@ pub struct Args {
 }
 
 pub async fn run(settings: &Settings, args: &Args) -> Result<()> {
-    let mut restore = args.restore.clone();
-    if restore.target_action.is_some_and(|a| a != super::restore::Action::Promote) {
+    let mut restore = args.restore.request(settings)?;
+    if restore.target_action.is_some_and(|a| a != Action::Promote) {
         return Err(Fail::new(Code::Usage, "a fork always promotes: drop --target-action"));
     }
-    restore.target_action = Some(super::restore::Action::Promote);
+    restore.target_action = Some(Action::Promote);
     let extra = vec![
         "# tidewal fork: an independent cluster".to_string(),
         format!("port = {}", args.port),
         "archive_mode = off".to_string(),
     ];
-    super::restore::restore(settings, &restore, &extra).await?;
+    let repo = super::open_repo(settings).await?;
+    crate::ops::restore::restore(&repo, &restore, &extra).await?;
     if !args.start {
         println!("fork ready in {}; start it with: pg_ctl -D {} start", restore.to.display(), restore.to.display());
         return Ok(());
     }
-    let repo = super::open_repo(settings).await?;
     let pg_ctl = match &args.pg_bin {
         Some(dir) => dir.join("pg_ctl"),
         None => {

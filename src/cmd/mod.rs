@@ -1,5 +1,5 @@
-//! The command line: one file per verb. Each parses nothing itself and holds no logic
-//! beyond wiring settings into the modules below.
+//! The command line: one file per verb. Each parses its arguments, hands plain values to the
+//! operations layer (`crate::ops`) and prints the outcome; no logic lives here.
 
 pub mod backup;
 pub mod check;
@@ -20,7 +20,6 @@ use clap::{Parser, Subcommand, ValueEnum};
 use crate::config::{Flags, Settings};
 use crate::error::Result;
 use crate::repo::Repo;
-use crate::store::Store;
 
 const AFTER_HELP: &str = "\
 Exit codes:
@@ -114,8 +113,7 @@ pub fn load_settings(cli: &Cli) -> Result<Settings> {
 
 /// Open the configured, initialised repository.
 pub async fn open_repo(settings: &Settings) -> Result<Repo> {
-    let store = Store::open(&settings.repo_url, &settings.store)?;
-    Repo::open(store, settings.keys.clone(), settings.lz4).await
+    settings.open_repo().await
 }
 
 pub async fn run(cli: Cli) -> Result<()> {

@@ -1,23 +1,12 @@
 //! `tidewal restore --to DIR`: a base backup from the repository, unpacked and checked
 //! against its manifest, with recovery configured to replay WAL from the repository.
 
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::path::PathBuf;
 
 use crate::config::Settings;
-use crate::error::{Code, Fail, Result};
+use crate::error::Result;
+use crate::ops::restore::{parse_time, restore, Action, RestoreRequest};
 use crate::pg::lsn::Lsn;
-use crate::progress::Progress;
-use crate::repo::catalog::{backup_wal_complete, choose, follow, list_backups, wal_coverage, BackupInfo, Target};
-use crate::repo::{layout, manifest, Repo};
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum Action {
-    Pause,
-    Promote,
-    Shutdown,
-}
 
 #[derive(Clone, Debug, clap::Args)]
 pub struct Args {
@@ -56,319 +45,35 @@ pub struct Args {
     pub force: bool,
 }
 
-/// How far past the newest archived segment's upload a time target may lie: the server's
-/// and the store's clocks need not agree to the second.
-const CLOCK_GRACE: Duration = Duration::from_secs(60);
-
-pub async fn run(settings: &Settings, args: &Args) -> Result<()> {
-    restore(settings, args, &[]).await
-}
-
-/// Restore, appending `extra` settings (e.g. a fork's port) to postgresql.auto.conf.
-pub async fn restore(settings: &Settings, args: &Args, extra: &[String]) -> Result<()> {
-    check_target_dir(&args.to, args.force, "")?;
-    // Parsed once, before anything is read or written.
-    let target_time = args.target_time.as_deref().map(parse_time).transpose()?;
-    let repo = super::open_repo(settings).await?;
-    let backups = list_backups(&repo).await?;
-    let target = match (target_time, args.target_lsn) {
-        (Some(t), _) => Target::Time(t),
-        (_, Some(l)) => Target::Lsn(l),
-        _ => Target::Latest,
-    };
-    let info = if args.backup == "latest" {
-        choose(&backups, &target).ok_or_else(|| {
-            let window = match (backups.first(), backups.last()) {
-                (Some(f), Some(l)) => {
-                    format!("backups in the repository finished between {} and {}", f.finished_at, l.finished_at)
-                }
-                _ => "the repository has no complete backup yet (run tidewal backup)".into(),
-            };
-            Fail::new(Code::NotFound, format!("no backup finished before the target: {window}"))
-        })?
-    } else {
-        backups
-            .iter()
-            .find(|b| b.id == args.backup)
-            .ok_or_else(|| Fail::new(Code::NotFound, format!("no complete backup with id {}", args.backup)))?
-    };
-    let spaces = tablespace_destinations(info, &args.tablespace_map)?;
-    for (oid, dir) in &spaces {
-        check_target_dir(dir, args.force, &format!("tablespace {oid}: "))?;
-    }
-    check_reachable(&repo, info, args, target_time).await?;
-    tracing::info!("restoring backup {} (finished {}, ends at {})", info.id, info.finished_at, info.end_lsn);
-    for dir in std::iter::once(&args.to).chain(spaces.iter().map(|(_, d)| d)) {
-        std::fs::create_dir_all(dir).map_err(|e| local(dir, e))?;
-        std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))
-            .map_err(|e| local(dir, e))?;
-    }
-    // The manifest comes first, so every file is checked as it is written.
-    let manifest_path = args.to.join("backup_manifest");
-    repo.fetch_to_path(&layout::backup_object(&info.id, "backup_manifest"), &manifest_path).await?;
-    let text = std::fs::read(&manifest_path).map_err(|e| local(&manifest_path, e))?;
-    let checker = manifest::parse(&text)
-        .and_then(manifest::Checker::new)
-        .map_err(|e| Fail::new(Code::Integrity, format!("backup {}: {e}", info.id)))?;
-    let checker = Arc::new(checker);
-    // Every archive downloads and unpacks at the same time.
-    let total = info.objects.iter().filter(|o| o.name.ends_with(".tar")).map(|o| o.bytes).sum();
-    let progress = Progress::start(&format!("restore {}", info.id), total);
-    let mut jobs = Vec::new();
-    for obj in &info.objects {
-        let file = obj.name.rsplit('/').next().unwrap_or_default();
-        let (dest, prefix) = if file == "base.tar" {
-            (args.to.clone(), String::new())
-        } else if let Some(oid) = file.strip_suffix(".tar") {
-            let dir = spaces.iter().find(|(o, _)| o.to_string() == oid).map(|(_, d)| d.clone()).ok_or_else(|| {
-                Fail::new(Code::Integrity, format!("backup {} has {oid}.tar but no such tablespace", info.id))
-            })?;
-            (dir, format!("pg_tblspc/{oid}/"))
-        } else {
-            continue;
-        };
-        jobs.push(unpack(&repo, &obj.name, dest, prefix, checker.clone(), progress.clone()));
-    }
-    let unpacked = futures::future::try_join_all(jobs).await;
-    progress.finish();
-    unpacked?;
-    let checked = checker
-        .complete()
-        .map_err(|e| Fail::new(Code::Integrity, format!("restored files do not match the backup manifest: {e}")))?;
-    link_tablespaces(&args.to, &spaces)?;
-    // Durable before it is declared restored (one syncfs per file system).
-    for dir in std::iter::once(&args.to).chain(spaces.iter().map(|(_, d)| d)) {
-        sync_filesystem(dir)?;
-    }
-    write_recovery_config(settings, args, target_time, extra)?;
-    println!(
-        "restored backup {} into {} ({checked} files verified against the manifest); start it with: pg_ctl -D {} start",
-        info.id,
-        args.to.display(),
-        args.to.display()
-    );
-    Ok(())
-}
-
-/// Where each of the backup's tablespaces goes: its original location unless mapped.
-fn tablespace_destinations(info: &BackupInfo, map: &[String]) -> Result<Vec<(u32, PathBuf)>> {
-    let known = || info.tablespaces.iter().map(|(o, l)| format!("{o} ({l})")).collect::<Vec<_>>().join(", ");
-    let mut mapped = Vec::new();
-    for m in map {
-        let usage = |why: String| Fail::new(Code::Usage, format!("--tablespace-map {m:?}: {why}"));
-        let (oid, dir) = m.split_once('=').ok_or_else(|| usage("give OID=DIR".into()))?;
-        let oid: u32 = oid.trim().parse().map_err(|_| usage(format!("{oid:?} is not a tablespace OID")))?;
-        if !info.tablespaces.iter().any(|(o, _)| *o == oid) {
-            let have = if info.tablespaces.is_empty() { "none".into() } else { known() };
-            return Err(usage(format!("backup {} has no tablespace {oid}; its tablespaces: {have}", info.id)));
-        }
-        let dir = PathBuf::from(dir);
-        if !dir.is_absolute() {
-            return Err(usage("the directory must be an absolute path".into()));
-        }
-        mapped.push((oid, dir));
-    }
-    Ok(info
-        .tablespaces
-        .iter()
-        .map(|(oid, loc)| {
-            let dir = mapped.iter().find(|(o, _)| o == oid).map(|(_, d)| d.clone());
-            (*oid, dir.unwrap_or_else(|| PathBuf::from(loc)))
+impl Args {
+    /// The plain request; the target time is parsed here, before anything is read or written.
+    pub fn request(&self, settings: &Settings) -> Result<RestoreRequest> {
+        Ok(RestoreRequest {
+            to: self.to.clone(),
+            backup: self.backup.clone(),
+            target_time: self.target_time.as_deref().map(parse_time).transpose()?,
+            target_lsn: self.target_lsn,
+            target_xid: self.target_xid.clone(),
+            target_name: self.target_name.clone(),
+            immediate: self.immediate,
+            target_action: self.target_action,
+            target_timeline: self.target_timeline.clone(),
+            tablespace_map: self.tablespace_map.clone(),
+            force: self.force,
+            restore_command: restore_command(settings),
         })
-        .collect())
-}
-
-/// `pg_tblspc/<oid>` must point where the tablespace was unpacked (the tar holds the old target).
-fn link_tablespaces(data: &Path, spaces: &[(u32, PathBuf)]) -> Result<()> {
-    let tblspc = data.join("pg_tblspc");
-    std::fs::create_dir_all(&tblspc).map_err(|e| local(&tblspc, e))?;
-    for (oid, dir) in spaces {
-        let link = tblspc.join(oid.to_string());
-        if std::fs::read_link(&link).ok().as_deref() == Some(dir.as_path()) {
-            continue;
-        }
-        match std::fs::remove_file(&link) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(local(&link, e)),
-        }
-        std::os::unix::fs::symlink(dir, &link).map_err(|e| local(&link, e))?;
     }
-    Ok(())
 }
 
-/// Refuse what cannot work before writing anything: the backup's own WAL must be complete,
-/// and the target must lie within the WAL that follows it on the timeline recovery takes.
-async fn check_reachable(repo: &Repo, info: &BackupInfo, args: &Args, time: Option<SystemTime>) -> Result<()> {
-    let seg = repo.identity.wal_segment_size;
-    let listing = repo.store.list_meta("wal").await?;
-    let names: Vec<String> = listing.iter().map(|o| o.name.clone()).collect();
-    let cov = wal_coverage(&names, seg);
-    let bad = |m: String| Fail::new(Code::NotFound, m);
-    if !backup_wal_complete(info, &cov, seg) {
-        return Err(bad(format!(
-            "backup {} cannot be restored: WAL between {} and {} is missing from the repository (see tidewal list)",
-            info.id, info.start_wal, info.end_wal
-        )));
-    }
-    let f = follow(repo, info, &listing, args.target_timeline.as_deref()).await?;
-    let window = if f.streamed {
-        format!(
-            "the WAL from backup {} reaches into {}, as far as it was streamed (stored {}) (see tidewal list)",
-            info.id,
-            f.missing.file_name(seg),
-            humantime::format_rfc3339_seconds(f.last_written)
-        )
-    } else {
-        format!(
-            "WAL segment {} is missing; the WAL from backup {} reaches {} (archived {}) (see tidewal list)",
-            f.missing.file_name(seg),
-            info.id,
-            f.last.file_name(seg),
-            humantime::format_rfc3339_seconds(f.last_written)
-        )
-    };
-    // A streamed copy holds part of its segment: how much, only recovery finds out.
-    let reachable_segno = if f.streamed { f.missing.segno } else { f.last.segno };
-    if let Some(lsn) = args.target_lsn {
-        if lsn.0 / seg > reachable_segno {
-            return Err(bad(format!("target {lsn} cannot be reached: {window}")));
-        }
-    }
-    if let Some(t) = time {
-        if t > f.last_written + CLOCK_GRACE {
-            return Err(bad(format!(
-                "target time {} cannot be reached: {window}; omit the target to restore everything archived",
-                humantime::format_rfc3339_seconds(t)
-            )));
-        }
-    }
-    Ok(())
-}
-
-fn local(p: &Path, e: std::io::Error) -> Fail {
-    Fail::new(Code::Storage, format!("{}: {e}", p.display()))
-}
-
-/// Never write into a running cluster; into a non-empty directory only with --force.
-fn check_target_dir(dir: &Path, force: bool, what: &str) -> Result<()> {
-    if let Ok(pid) = std::fs::read_to_string(dir.join("postmaster.pid")) {
-        let alive = pid
-            .lines()
-            .next()
-            .and_then(|l| l.trim().parse::<i32>().ok())
-            .is_some_and(|p| unsafe { libc::kill(p, 0) } == 0);
-        if alive {
-            return Err(Fail::new(
-                Code::Conflict,
-                format!("{what}{} holds a running cluster: stop it first", dir.display()),
-            ));
-        }
-    }
-    let non_empty = std::fs::read_dir(dir).map(|mut d| d.next().is_some()).unwrap_or(false);
-    if non_empty && !force {
-        return Err(Fail::new(
-            Code::Conflict,
-            format!(
-                "{what}{} is not empty: restore into an empty directory{}, or pass --force to overwrite",
-                dir.display(),
-                if what.is_empty() { "" } else { " (--tablespace-map OID=DIR)" }
-            ),
-        ));
-    }
-    Ok(())
-}
-
-/// A target time in UTC: RFC 3339 or PostgreSQL's form, fractions of a second kept.
-fn parse_time(t: &str) -> Result<SystemTime> {
-    let bare = ["Z", "z", "+00:00", "+00", " UTC"].iter().find_map(|z| t.strip_suffix(z)).unwrap_or(t);
-    humantime::parse_rfc3339_weak(bare).map_err(|e| {
-        Fail::new(
-            Code::Usage,
-            format!("--target-time {t:?}: {e}; give UTC in RFC 3339 form, e.g. 2026-11-24T13:05:00Z"),
-        )
-    })
-}
-
-async fn unpack(
-    repo: &Repo,
-    obj: &str,
-    dest: PathBuf,
-    prefix: String,
-    checker: Arc<manifest::Checker>,
-    progress: Progress,
-) -> Result<()> {
-    let reader = repo.reader(obj).await?;
-    let keys = repo.keys.clone();
-    let name = obj.to_string();
-    tokio::task::spawn_blocking(move || {
-        crate::repo::unpack::unpack(reader, keys, &name, &dest, &prefix, checker, move |n| progress.add(n))
-    })
-    .await
-    .map_err(|e| Fail::new(Code::Internal, e.to_string()))?
-}
-
-fn sync_filesystem(dir: &Path) -> Result<()> {
-    let f = std::fs::File::open(dir).map_err(|e| local(dir, e))?;
-    // SAFETY: syncfs on a descriptor owned by `f`.
-    if unsafe { libc::syncfs(std::os::fd::AsRawFd::as_raw_fd(&f)) } != 0 {
-        return Err(local(dir, std::io::Error::last_os_error()));
-    }
-    Ok(())
-}
-
-fn write_recovery_config(
-    settings: &Settings,
-    args: &Args,
-    target_time: Option<SystemTime>,
-    extra: &[String],
-) -> Result<()> {
+/// This binary, with the configuration file restore used, as recovery's restore_command.
+fn restore_command(settings: &Settings) -> String {
     let exe = std::env::current_exe().map(|p| p.display().to_string()).unwrap_or_else(|_| "tidewal".into());
     let config = settings.config_path.as_ref().map(|c| format!(" --config {}", c.display())).unwrap_or_default();
-    let mut lines =
-        vec!["# added by tidewal restore".to_string(), format!("restore_command = '{exe}{config} wal-fetch %f %p'")];
-    let quote = |v: &str| v.replace('\'', "''");
-    if let Some(t) = target_time {
-        // PostgreSQL wants "YYYY-MM-DD HH:MM:SS.ffffff+00" here, not the RFC 3339 'T'/'Z' form.
-        let t = humantime::format_rfc3339_micros(t).to_string().replace('T', " ").replace('Z', "+00");
-        lines.push(format!("recovery_target_time = '{}'", quote(&t)));
-    }
-    if let Some(l) = args.target_lsn {
-        lines.push(format!("recovery_target_lsn = '{l}'"));
-    }
-    if let Some(x) = &args.target_xid {
-        lines.push(format!("recovery_target_xid = '{}'", quote(x)));
-    }
-    if let Some(n) = &args.target_name {
-        lines.push(format!("recovery_target_name = '{}'", quote(n)));
-    }
-    if args.immediate {
-        lines.push("recovery_target = 'immediate'".into());
-    }
-    if let Some(a) = args.target_action {
-        let a = match a {
-            Action::Pause => "pause",
-            Action::Promote => "promote",
-            Action::Shutdown => "shutdown",
-        };
-        lines.push(format!("recovery_target_action = '{a}'"));
-    }
-    if let Some(t) = &args.target_timeline {
-        lines.push(format!("recovery_target_timeline = '{}'", quote(t)));
-    }
-    lines.extend(extra.iter().cloned());
-    let auto = args.to.join("postgresql.auto.conf");
-    let mut text = std::fs::read_to_string(&auto).unwrap_or_default();
-    text.push('\n');
-    text.push_str(&lines.join("\n"));
-    text.push('\n');
-    std::fs::write(&auto, text).map_err(|e| local(&auto, e))?;
-    // A backup taken from a standby carries its standby.signal, which would make the copy
-    // wait for a primary forever instead of recovering to the target.
-    let standby = args.to.join("standby.signal");
-    if standby.exists() {
-        std::fs::remove_file(&standby).map_err(|e| local(&standby, e))?;
-        tracing::info!("removed standby.signal (the backup was taken from a standby)");
-    }
-    std::fs::write(args.to.join("recovery.signal"), "").map_err(|e| local(&args.to, e))
+    format!("{exe}{config} wal-fetch %f %p")
+}
+
+pub async fn run(settings: &Settings, args: &Args) -> Result<()> {
+    let req = args.request(settings)?;
+    let repo = super::open_repo(settings).await?;
+    restore(&repo, &req, &[]).await
 }

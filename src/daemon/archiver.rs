@@ -87,7 +87,7 @@ pub async fn run(shared: Arc<Shared>, pg_wal: PathBuf, cancel: CancellationToken
 
 async fn push(shared: &Shared, path: &Path) -> Result<()> {
     let began = Instant::now();
-    match crate::cmd::wal_push::push_file(&shared.repo, path).await {
+    match crate::ops::push::push_file(&shared.repo, path).await {
         Ok(r) => {
             metrics::histogram!("tidewal_wal_upload_seconds").record(began.elapsed().as_secs_f64());
             if r.outcome == crate::repo::Pushed::Stored {

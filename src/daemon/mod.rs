@@ -130,7 +130,7 @@ impl Generation {
 }
 
 async fn start(settings: Settings, prometheus: PrometheusHandle, streamed: Option<(u32, Lsn)>) -> Result<Generation> {
-    let repo = crate::cmd::open_repo(&settings).await?;
+    let repo = settings.open_repo().await?;
     let data = data_directory(&settings).await;
     let local_pg_wal = data.as_ref().ok().and_then(|d| local_pg_wal(d, repo.identity.system_id()));
     let pg_wal = if settings.daemon.archive { Some(archive_status_dir(data)?) } else { None };
@@ -185,7 +185,7 @@ async fn prune_loop(shared: Arc<Shared>, cancel: CancellationToken) -> Result<()
         // Never while a backup runs: its objects have no backup.json yet.
         let _quiet = shared.backup_lock.lock().await;
         let window = shared.settings.retention_window;
-        match crate::cmd::prune::prune(&shared.repo, SystemTime::now(), window, false).await {
+        match crate::ops::prune::prune(&shared.repo, SystemTime::now(), window, false).await {
             Ok(done) => {
                 metrics::counter!("tidewal_pruned_objects_total").increment(done.deleted_objects);
                 lock(&shared.state).last_prune_error = None;

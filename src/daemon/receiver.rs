@@ -306,7 +306,7 @@ impl Spooled {
     /// The complete segment, create-only, as `wal-push` stores it; then its `.stream` goes.
     async fn store_segment(&mut self, shared: &Shared) -> Result<Lsn> {
         self.write_pending().await?;
-        let pushed = crate::cmd::wal_push::push_file(&shared.repo, &self.path).await?;
+        let pushed = crate::ops::push::push_file(&shared.repo, &self.path).await?;
         if pushed.outcome == crate::repo::Pushed::Stored {
             metrics::counter!("tidewal_wal_segments_archived_total").increment(1);
             metrics::counter!("tidewal_uploaded_bytes_total").increment(pushed.stored_bytes);

@@ -79,16 +79,17 @@ async fn take_backup(shared: &Shared, cancel: &CancellationToken) {
 pub async fn backup_once(shared: &Shared, cancel: &CancellationToken) -> Option<Result<String>> {
     let _one = shared.backup_lock.lock().await;
     super::lock(&shared.state).backup_running = true;
-    let args = crate::cmd::backup::Args {
+    let args = crate::ops::backup::BackupRequest {
+        conninfo: shared.settings.conninfo.clone(),
+        standby_conninfo: shared.settings.standby_conninfo.clone(),
         label: Some("tidewal daemon".into()),
         spread_checkpoint: false,
-        manifest_checksums: crate::cmd::backup::ManifestChecksums::Crc32c,
-        via_daemon: false,
+        manifest_checksums: crate::ops::backup::ManifestChecksums::Crc32c,
         wal_timeout: Duration::from_secs(600),
     };
     let began = std::time::Instant::now();
     let result = tokio::select! {
-        r = crate::cmd::backup::take(&shared.settings, &args) => Some(r),
+        r = crate::ops::backup::take(&shared.repo, &args) => Some(r),
         _ = cancel.cancelled() => None,
     };
     let outcome = {

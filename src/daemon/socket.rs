@@ -51,13 +51,11 @@ async fn serve(shared: &Shared, stream: UnixStream) -> std::io::Result<()> {
     let failed = |f: Fail| format!("error {} {}\n", f.code as u8, f.message.replace('\n', " "));
     let request = line.trim_end();
     let answer = match request.strip_prefix("push ") {
-        Some(p) if Path::new(p).is_absolute() => {
-            match crate::cmd::wal_push::push_file(&shared.repo, Path::new(p)).await {
-                Ok(r) if r.outcome == Pushed::Stored => "ok stored\n".to_string(),
-                Ok(_) => "ok present\n".to_string(),
-                Err(f) => failed(f),
-            }
-        }
+        Some(p) if Path::new(p).is_absolute() => match crate::ops::push::push_file(&shared.repo, Path::new(p)).await {
+            Ok(r) if r.outcome == Pushed::Stored => "ok stored\n".to_string(),
+            Ok(_) => "ok present\n".to_string(),
+            Err(f) => failed(f),
+        },
         _ if request == "backup" => match super::scheduler::backup_once(shared, &CancellationToken::new()).await {
             Some(Ok(id)) => format!("ok {id}\n"),
             Some(Err(f)) => failed(f),

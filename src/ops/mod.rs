@@ -1,0 +1,9 @@
+//! The operations layer: what a one-shot verb (`cmd/`) and the daemon (`daemon/`) both run.
+//! Each operation takes an open `Repo` and plain values; nothing here reads the
+//! configuration, parses a command line or prints for a person.
+
+pub mod backup;
+pub mod fetch;
+pub mod prune;
+pub mod push;
+pub mod restore;
