@@ -57,12 +57,8 @@ pub async fn run(settings: &Settings, args: &Args) -> Result<()> {
         (Some(a), Some(z)) => format!(" ({a} .. {z})"),
         _ => String::new(),
     };
-    println!(
-        "WAL on the way to timeline {}: keeping {} object(s), {verb} {}{range}",
-        p.present,
-        p.keep_wal,
-        p.delete_wal.len()
-    );
+    let from = p.keep_from.map_or("everything".to_string(), |l| format!("WAL ending after {l}"));
+    println!("keeping {from}: {} object(s), {verb} {}{range}", p.keep_wal, p.delete_wal.len());
     if !done.abandoned.is_empty() {
         println!("interrupted backups older than a day: {verb} {}", done.abandoned.join(", "));
     }
@@ -80,9 +76,10 @@ pub async fn prune(repo: &Repo, now: SystemTime, window: Duration, dry_run: bool
     let listing = repo.store.list_meta("backups").await?;
     let names: Vec<String> = listing.iter().map(|o| o.name.clone()).collect();
     let backups = read_backups(repo, &names).await?;
-    let wal = repo.store.list("wal").await?;
+    let wal = repo.store.list_meta("wal").await?;
+    let wal_names: Vec<String> = wal.iter().map(|o| o.name.clone()).collect();
     let mut histories = BTreeMap::new();
-    for tli in history_timelines(&wal) {
+    for tli in history_timelines(&wal_names) {
         histories.insert(tli, load_history(repo, tli).await?);
     }
     let cat = Catalog { backups: &backups, wal: &wal, histories: &histories, seg_size: repo.identity.wal_segment_size };
