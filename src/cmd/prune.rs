@@ -37,12 +37,8 @@ pub async fn run(settings: &Settings, args: &Args) -> Result<()> {
         (Some(a), Some(z)) => format!(" ({a} .. {z})"),
         _ => String::new(),
     };
-    println!(
-        "WAL on the way to timeline {}: keeping {} object(s), {verb} {}{range}",
-        p.present,
-        p.keep_wal,
-        p.delete_wal.len()
-    );
+    let from = p.keep_from.map_or("everything".to_string(), |l| format!("WAL ending after {l}"));
+    println!("keeping {from}: {} object(s), {verb} {}{range}", p.keep_wal, p.delete_wal.len());
     if !done.abandoned.is_empty() {
         println!("interrupted backups older than a day: {verb} {}", done.abandoned.join(", "));
     }

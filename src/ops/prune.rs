@@ -33,9 +33,10 @@ pub async fn prune(repo: &Repo, now: SystemTime, window: Duration, dry_run: bool
     let listing = repo.store.list_meta("backups").await?;
     let names: Vec<String> = listing.iter().map(|o| o.name.clone()).collect();
     let backups = read_backups(repo, &names).await?;
-    let wal = repo.store.list("wal").await?;
+    let wal = repo.store.list_meta("wal").await?;
+    let wal_names: Vec<String> = wal.iter().map(|o| o.name.clone()).collect();
     let mut histories = BTreeMap::new();
-    for tli in history_timelines(&wal) {
+    for tli in history_timelines(&wal_names) {
         histories.insert(tli, load_history(repo, tli).await?);
     }
     let cat = Catalog { backups: &backups, wal: &wal, histories: &histories, seg_size: repo.identity.wal_segment_size };

@@ -5,6 +5,7 @@ pub mod catalog;
 pub mod layout;
 pub mod manifest;
 pub mod retention;
+pub mod timelines;
 pub mod unpack;
 
 use std::io::{Read, Write};
