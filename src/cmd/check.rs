@@ -3,6 +3,7 @@
 
 use crate::config::Settings;
 use crate::error::{Code, Fail, Result};
+use crate::ops::timelines;
 use crate::pg::lsn::format_size;
 use crate::pg::replication::ReplConn;
 use crate::pg::sql;
@@ -77,6 +78,9 @@ pub async fn run(settings: &Settings, _args: &Args) -> Result<()> {
     let mut r = Report::default();
     println!("repository {}", settings.repo_url);
     let repo = check_repository(settings, &mut r).await;
+    if let Some(repo) = &repo {
+        check_timelines(repo, &mut r).await;
+    }
 
     match sql::connect(settings.conninfo.as_deref()).await {
         Err(e) => r.add(Level::Fail, e),
@@ -121,6 +125,44 @@ pub async fn run(settings: &Settings, _args: &Args) -> Result<()> {
     match r.worst() {
         Level::Fail => Err(Fail::new(Code::CheckFailed, "check found problems; fix the FAIL lines above")),
         _ => Ok(()),
+    }
+}
+
+/// Two clusters archiving into one repository (a split) break the window for both.
+async fn check_timelines(repo: &Repo, r: &mut Report) {
+    let seg = repo.identity.wal_segment_size;
+    match timelines::survey(repo).await {
+        Err(e) => r.add(Level::Fail, e.message),
+        Ok(survey) => {
+            let splits = survey.splits();
+            for s in &splits {
+                r.add(
+                    Level::Fail,
+                    format!(
+                        "two clusters archive into this repository: {}. Stop archiving from the one that is not production (a restored copy?), then keep the repository's window in mind: restore with --target-timeline {} or {}",
+                        timelines::describe_split(s, seg),
+                        s.parent_tli,
+                        s.child_tli
+                    ),
+                );
+            }
+            match survey.timelines.live.as_slice() {
+                [one] if splits.is_empty() => {
+                    r.add(Level::Ok, format!("one line of history, ending on timeline {}", one.tli))
+                }
+                [_, _, ..] if splits.is_empty() => {
+                    let tlis: Vec<String> = survey.timelines.live.iter().map(|l| l.tli.to_string()).collect();
+                    r.add(
+                        Level::Warn,
+                        format!(
+                            "timelines {} each end a line of history: restore needs --target-timeline",
+                            tlis.join(", ")
+                        ),
+                    )
+                }
+                _ => {}
+            }
+        }
     }
 }
 

@@ -5,6 +5,7 @@ use serde::Serialize;
 
 use crate::config::Settings;
 use crate::error::{Code, Fail, Result};
+use crate::ops::timelines;
 use crate::pg::lsn::SegmentId;
 use crate::progress::human_size;
 use crate::repo::catalog::{
@@ -52,6 +53,25 @@ struct Listing<'a> {
     /// When that segment was archived: no commit in it is newer.
     restorable_to: Option<String>,
     restorable_timeline: Option<u32>,
+    /// Two clusters archive into the repository: each branch point where the old line went on.
+    splits: Vec<SplitJson>,
+    /// Why the window is not given: the repository has several live lines and the server
+    /// could not say which one it is on (restore then needs --target-timeline).
+    ambiguous: Option<String>,
+}
+
+#[derive(Serialize)]
+struct SplitJson {
+    parent_timeline: u32,
+    child_timeline: u32,
+    switchpoint: String,
+    /// The parent's WAL from the switch segment on.
+    parent_first: String,
+    parent_last: String,
+    parent_last_upload: String,
+    /// The child's WAL (absent while it has stored only its history file).
+    child_first: Option<String>,
+    child_last: Option<String>,
 }
 
 pub async fn run(settings: &Settings, args: &Args) -> Result<()> {
@@ -75,7 +95,8 @@ pub async fn run(settings: &Settings, args: &Args) -> Result<()> {
             }
         })
         .collect();
-    let listing = repo.store.list_meta("wal").await?;
+    let survey = timelines::survey(&repo).await?;
+    let listing = &survey.listing;
     let names: Vec<String> = listing.iter().map(|o| o.name.clone()).collect();
     let cov = wal_coverage(&names, seg);
     let name = |tli: u32, segno: u64| SegmentId { tli, segno }.file_name(seg);
@@ -90,11 +111,35 @@ pub async fn run(settings: &Settings, args: &Args) -> Result<()> {
             })
         })
         .collect();
-    let anchor = backups.iter().find(|b| backup_wal_complete(b, &cov, seg));
-    let followed = match backups.iter().rev().find(|b| backup_wal_complete(b, &cov, seg)) {
-        Some(b) => follow(&repo, b, &listing, None).await.ok(),
+    // On a split, the window is the line of the server the configuration points at.
+    let (line, ambiguous) = match timelines::resolve(&repo, &survey, None, settings.conninfo.as_deref()).await {
+        Ok(l) => (l, None),
+        Err(e) => (None, Some(e.message)),
+    };
+    let tli: Option<u32> = line.as_deref().and_then(|l| l.parse().ok());
+    let usable = |b: &&BackupInfo| {
+        backup_wal_complete(b, &cov, seg) && tli.is_none_or(|t| timelines::on_line(b, t, &survey, seg))
+    };
+    let anchor = backups.iter().find(usable).filter(|_| ambiguous.is_none());
+    let followed = match backups.iter().rev().find(usable).filter(|_| ambiguous.is_none()) {
+        Some(b) => follow(&repo, b, listing, line.as_deref()).await.ok(),
         None => None,
     };
+    let fmt = |s: crate::pg::lsn::SegmentId| s.file_name(seg);
+    let splits: Vec<SplitJson> = survey
+        .splits()
+        .iter()
+        .map(|s| SplitJson {
+            parent_timeline: s.parent_tli,
+            child_timeline: s.child_tli,
+            switchpoint: s.switchpoint.to_string(),
+            parent_first: fmt(s.parent.first),
+            parent_last: fmt(s.parent.last),
+            parent_last_upload: humantime::format_rfc3339_seconds(s.parent.last_upload).to_string(),
+            child_first: s.child.map(|c| fmt(c.first)),
+            child_last: s.child.map(|c| fmt(c.last)),
+        })
+        .collect();
     let listing = Listing {
         backups: &backups,
         incomplete_backups: incomplete,
@@ -104,6 +149,8 @@ pub async fn run(settings: &Settings, args: &Args) -> Result<()> {
         restorable_to_streamed: followed.as_ref().is_some_and(|f| f.streamed),
         restorable_to: followed.as_ref().map(|f| humantime::format_rfc3339_seconds(f.last_written).to_string()),
         restorable_timeline: followed.as_ref().map(|f| f.tli),
+        splits,
+        ambiguous,
     };
     if args.json {
         let text = serde_json::to_string_pretty(&listing).map_err(|e| Fail::new(Code::Internal, e.to_string()))?;
@@ -156,6 +203,13 @@ pub async fn run(settings: &Settings, args: &Args) -> Result<()> {
         }
         println!("  timeline {}: {} .. {} ({} segments)", r.timeline, r.first, r.last, r.segments);
         prev = Some(r);
+    }
+    for sp in survey.splits() {
+        println!("\nSPLIT: two clusters archive into this repository: {}", timelines::describe_split(&sp, seg));
+    }
+    if let Some(why) = &listing.ambiguous {
+        println!("\nno single restorable window: {why}");
+        return Ok(());
     }
     match (&listing.restorable_from, &listing.restorable_to, &listing.restorable_to_wal) {
         (Some(from), Some(to), Some(wal)) => println!(

@@ -61,6 +61,7 @@ impl Args {
             tablespace_map: self.tablespace_map.clone(),
             force: self.force,
             restore_command: restore_command(settings),
+            conninfo: settings.conninfo.clone(),
         })
     }
 }

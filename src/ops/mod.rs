@@ -7,3 +7,4 @@ pub mod fetch;
 pub mod prune;
 pub mod push;
 pub mod restore;
+pub mod timelines;

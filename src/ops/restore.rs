@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use crate::error::{Code, Fail, Result};
+use crate::ops::timelines;
 use crate::pg::lsn::Lsn;
 use crate::progress::Progress;
 use crate::repo::catalog::{backup_wal_complete, choose, follow, list_backups, wal_coverage, BackupInfo, Target};
@@ -38,6 +39,8 @@ pub struct RestoreRequest {
     pub force: bool,
     /// The restore_command recovery runs (`%f %p` included)
     pub restore_command: String,
+    /// The server, asked for its timeline when two lines of history share the repository
+    pub conninfo: Option<String>,
 }
 
 /// How far past the newest archived segment's upload a time target may lie: the server's
@@ -48,7 +51,17 @@ const CLOCK_GRACE: Duration = Duration::from_secs(60);
 pub async fn restore(repo: &Repo, args: &RestoreRequest, extra: &[String]) -> Result<()> {
     check_target_dir(&args.to, args.force, "")?;
     let target_time = args.target_time;
-    let backups = list_backups(repo).await?;
+    // Which line of history: on a split, the server's (or refuse to guess); recovery is told
+    // the same timeline, so it cannot wander onto the other line.
+    let survey = timelines::survey(repo).await?;
+    let mut args = args.clone();
+    args.target_timeline =
+        timelines::resolve(repo, &survey, args.target_timeline.as_deref(), args.conninfo.as_deref()).await?;
+    let args = &args;
+    let mut backups = list_backups(repo).await?;
+    if let Some(tli) = args.target_timeline.as_deref().and_then(|t| t.parse::<u32>().ok()) {
+        backups.retain(|b| timelines::on_line(b, tli, &survey, repo.identity.wal_segment_size));
+    }
     let target = match (target_time, args.target_lsn) {
         (Some(t), _) => Target::Time(t),
         (_, Some(l)) => Target::Lsn(l),
