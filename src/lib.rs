@@ -10,5 +10,6 @@ pub mod daemon;
 pub mod error;
 pub mod pg;
 pub mod progress;
+pub mod redact;
 pub mod repo;
 pub mod store;
