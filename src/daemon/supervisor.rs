@@ -29,8 +29,8 @@ where
     let mut first = true;
     loop {
         let began = std::time::Instant::now();
-        // The tasks' shared state survives a panic: its mutexes are taken through
-        // `daemon::lock`, which ignores poisoning, and nothing else is held across a run.
+        // Shared state survives a panic: std mutexes are taken through `daemon::lock`, which
+        // ignores poisoning, and tokio's (the backup lock) are released on unwinding.
         let run = AssertUnwindSafe(async {
             test_panic(name, std::mem::take(&mut first));
             task(cancel.clone()).await
