@@ -8,6 +8,7 @@ use serde::Deserialize;
 
 use crate::codec::{Key, Keyring};
 use crate::error::{Code, Fail, Result};
+use crate::redact;
 use crate::store::{S3Options, StoreOptions};
 
 pub const DEFAULT_CONFIG: &str = "/etc/tidewal/tidewal.toml";
@@ -304,7 +305,65 @@ fn default_spool(env: &dyn Fn(&str) -> Option<String>) -> PathBuf {
 }
 
 fn parse_file(text: &str, path: &Path) -> Result<FileConfig> {
-    toml::from_str(text).map_err(|e| usage(format!("config file {}: {e}", path.display())))
+    toml::from_str(text).map_err(|e| usage(format!("config file {}: {}", path.display(), toml_error(text, &e))))
+}
+
+/// Every section and key of the file (the names a TOML error may be reported under).
+const KNOWN_KEYS: &str = "repository url compression key_file read_key_files retry_timeout s3 endpoint region \
+    access_key_id secret_access_key allow_http postgres conninfo standby_conninfo restore prefetch retention window \
+    daemon pgdata archive archive_parallel listen backup_interval backup_at prune_interval shutdown_timeout \
+    flush_interval stream slot socket spool";
+
+/// A TOML error by position and key, without the source line toml would quote (it may hold
+/// a password or an S3 secret); for a key that holds a credential, without the values the
+/// message quotes either.
+fn toml_error(text: &str, e: &toml::de::Error) -> String {
+    let message = e.message().trim().replace('\n', "; ");
+    let Some(start) = e.span().map(|s| s.start).filter(|s| text.is_char_boundary(*s)) else {
+        return redact::text(&message);
+    };
+    let line_start = text[..start].rfind('\n').map_or(0, |i| i + 1);
+    let line = text[..start].matches('\n').count() + 1;
+    let column = text[line_start..start].chars().count() + 1;
+    let key = key_at(&text[..line_start], text[line_start..].lines().next().unwrap_or(""));
+    let secret = key.as_deref().is_some_and(|k| redact::is_secret_key(k) || k.ends_with("conninfo"));
+    // serde quotes the value it was given ("invalid type: integer `5`", "string \"x\"");
+    // syntax errors quote only the tokens they expected.
+    let quotes_value = ["invalid type", "invalid value", "invalid length"].iter().any(|p| message.starts_with(p));
+    let message = if secret && quotes_value { mask_quoted(&message) } else { message };
+    let at = match key {
+        Some(k) => format!("line {line}, column {column}, at {k}"),
+        None => format!("line {line}, column {column}"),
+    };
+    format!("{at}: {}", redact::text(&message))
+}
+
+/// The dotted name of the key (or table) on `line`, given the lines before it; None unless
+/// every part is a known name, so that a fragment of a value is never shown as a key.
+fn key_at(before: &str, line: &str) -> Option<String> {
+    let known = |name: &str| {
+        let parts: Vec<&str> = name.split('.').map(str::trim).collect();
+        parts.iter().all(|p| KNOWN_KEYS.split_whitespace().any(|k| k == *p)).then(|| parts.join("."))
+    };
+    let line = line.trim();
+    if let Some(header) = line.strip_prefix('[') {
+        return known(header.split(']').next()?);
+    }
+    let key = known(line.split_once('=')?.0)?;
+    let table = before.lines().rev().map(str::trim).find(|l| l.starts_with('['));
+    match table.and_then(|t| known(t.trim_start_matches('[').split(']').next()?)) {
+        Some(t) => Some(format!("{t}.{key}")),
+        None => Some(key),
+    }
+}
+
+/// Every `...` and "..." in `message` masked.
+fn mask_quoted(message: &str) -> String {
+    let mask = |text: &str, q: char| {
+        let parts = text.split(q).enumerate();
+        parts.map(|(i, p)| if i % 2 == 1 { redact::MASK } else { p }).collect::<Vec<_>>().join(&q.to_string())
+    };
+    mask(&mask(message, '`'), '"')
 }
 
 fn load_keys(
@@ -401,7 +460,48 @@ mod tests {
         assert!(e.message.contains("TIDEWAL_S3_ALLOW_HTTP"), "{e}");
         let e = load_with(None, &[("TIDEWAL_KEY", "short")], Flags::default()).unwrap_err();
         assert!(e.message.contains("TIDEWAL_KEY"), "{e}");
+        let e = load_with(Some("[daemon]\narchive_parallel = \"x\"\n"), &[], Flags::default()).unwrap_err();
+        assert!(e.message.contains("line 2, column 20, at daemon.archive_parallel: invalid type"), "{e}");
         let flags = Flags { config: Some("/nonexistent/tidewal.toml".into()), ..Default::default() };
         assert!(load_with(None, &[], flags).unwrap_err().message.contains("/nonexistent/tidewal.toml"));
+    }
+
+    #[test]
+    fn errors_never_echo_secrets() {
+        // A syntax error on the line of a conninfo: toml would quote the line.
+        let t = "[repository]\nurl = \"file:///r\"\n[postgres]\nconninfo = \"host=db password=hunter2\n";
+        let e = load_with(Some(t), &[], Flags::default()).unwrap_err();
+        assert!(!e.message.contains("hunter2"), "{e}");
+        assert!(e.message.contains("line 4, column 37, at postgres.conninfo: invalid basic string"), "{e}");
+        // A wrong type: serde would quote the value.
+        let t = "[repository.s3]\nsecret_access_key = 12345678\n";
+        let e = load_with(Some(t), &[], Flags::default()).unwrap_err();
+        assert!(!e.message.contains("12345678"), "{e}");
+        assert!(e.message.contains("at repository.s3.secret_access_key: invalid type: integer `***`"), "{e}");
+        // A value that breaks the syntax further on names no key made of its pieces.
+        let t = "[postgres]\nconninfo = \"\"\"host=db\nhunter2 = \\q\"\"\"\n";
+        let e = load_with(Some(t), &[], Flags::default()).unwrap_err();
+        assert!(!e.message.contains("hunter2"), "{e}");
+        let t = "[repository.s3]\nsecret_access_key = [\"hunter2\"]\n";
+        let e = load_with(Some(t), &[], Flags::default()).unwrap_err();
+        assert!(!e.message.contains("hunter2") && e.message.contains("invalid type"), "{e}");
+        // Syntax errors still say what was expected; values of other keys are still quoted.
+        let t = "[postgres]\nconninfo = \"host=db\" password=hunter2\n";
+        let e = load_with(Some(t), &[], Flags::default()).unwrap_err();
+        assert!(!e.message.contains("hunter2") && e.message.contains("expected newline, `#`"), "{e}");
+        let e = load_with(Some("[repository]\ncompression = \"zstd\"\n"), &[], Flags::default()).unwrap_err();
+        assert!(e.message.contains("zstd"), "{e}");
+    }
+
+    #[test]
+    fn known_keys_cover_every_section() {
+        // serde lists a section's fields when it meets an unknown one.
+        for section in ["", "[repository]", "[repository.s3]", "[postgres]", "[restore]", "[retention]", "[daemon]"] {
+            let e = load_with(Some(&format!("{section}\nzz = 1\n")), &[], Flags::default()).unwrap_err();
+            let (_, expected) = e.message.split_once("expected").unwrap();
+            for field in expected.split('`').skip(1).step_by(2) {
+                assert!(KNOWN_KEYS.split_whitespace().any(|k| k == field), "{field} is missing from KNOWN_KEYS");
+            }
+        }
     }
 }

@@ -1,7 +1,9 @@
 //! Exit codes and the error every command returns. The codes are part of the interface:
 //! archive_command and restore_command scripts and PostgreSQL itself act on them.
 
+use std::any::Any;
 use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::codec::CodecError;
 use crate::store::StoreError;
@@ -28,6 +30,73 @@ pub enum Code {
     CheckFailed = 8,
     /// A bug: please report it.
     Internal = 70,
+}
+
+/// The process exit status for `code`. wal-fetch reports every failure other than "not found"
+/// as 128 + code: PostgreSQL stops recovery only for restore_command codes above 125, and
+/// reads any lower one as "not found", ending recovery early.
+pub fn exit_status(code: Code, wal_fetch: bool) -> u8 {
+    let c = code as u8;
+    if wal_fetch && c > 1 {
+        128 + c
+    } else {
+        c
+    }
+}
+
+/// Set once a supervisor runs: a panic off the main thread then unwinds to it (or to the
+/// task's JoinHandle) instead of ending the process.
+static SUPERVISED: AtomicBool = AtomicBool::new(false);
+
+/// From now on, tasks recover from panics (the daemon's supervisor restarts them).
+pub fn tasks_recover_from_panics() {
+    SUPERVISED.store(true, Ordering::SeqCst);
+}
+
+/// Whether a panic on `thread` ends the process: always, except off the main thread once
+/// supervised tasks run.
+pub fn panic_is_fatal(thread: Option<&str>) -> bool {
+    !SUPERVISED.load(Ordering::SeqCst) || thread == Some("main")
+}
+
+/// The text a panic was raised with.
+pub fn panic_message(payload: &(dyn Any + Send)) -> String {
+    match (payload.downcast_ref::<&str>(), payload.downcast_ref::<String>()) {
+        (Some(s), _) => (*s).to_string(),
+        (_, Some(s)) => s.clone(),
+        _ => "(no message)".into(),
+    }
+}
+
+/// Log every panic (redacted, with where it happened) and, where it is fatal, exit with
+/// the internal-error status: 70, or 198 for wal-fetch, a hard failure to PostgreSQL (the
+/// default 101 would read as "file not found" and end recovery early). Catching the panic
+/// later (a JoinError from tokio) could map it to any code; exiting here cannot.
+pub fn install_panic_hook(wal_fetch: bool) {
+    std::panic::set_hook(Box::new(move |info| {
+        let thread = std::thread::current();
+        let name = thread.name();
+        let at = info.location().map(|l| format!(" at {}:{}", l.file(), l.line())).unwrap_or_default();
+        let what = crate::redact::text(&panic_message(info.payload()));
+        let backtrace = std::backtrace::Backtrace::capture();
+        let trace = match backtrace.status() {
+            std::backtrace::BacktraceStatus::Captured => format!("\n{backtrace}"),
+            _ => String::new(),
+        };
+        let fatal = panic_is_fatal(name);
+        let line = format!(
+            "internal error (a bug, please report it): thread {} panicked{at}: {what}{trace}",
+            name.unwrap_or("unnamed")
+        );
+        if tracing::dispatcher::has_been_set() {
+            tracing::error!("{line}");
+        } else {
+            eprintln!("tidewal: {line}");
+        }
+        if fatal {
+            std::process::exit(exit_status(Code::Internal, wal_fetch).into());
+        }
+    }));
 }
 
 #[derive(Debug)]
@@ -81,5 +150,34 @@ impl From<CodecError> for Fail {
             _ => Code::Integrity,
         };
         Fail::new(code, e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wal_fetch_fails_hard_for_everything_but_not_found() {
+        assert_eq!(exit_status(Code::NotFound, true), 1);
+        assert_eq!(exit_status(Code::Storage, true), 134);
+        assert_eq!(exit_status(Code::Internal, true), 198);
+        assert_eq!(exit_status(Code::Internal, false), 70);
+        assert_eq!(exit_status(Code::Usage, false), 2);
+    }
+
+    #[test]
+    fn only_the_main_thread_is_fatal_once_tasks_are_supervised() {
+        tasks_recover_from_panics();
+        assert!(panic_is_fatal(Some("main")));
+        assert!(!panic_is_fatal(Some("tokio-runtime-worker")));
+        assert!(!panic_is_fatal(None));
+    }
+
+    #[test]
+    fn panic_messages() {
+        assert_eq!(panic_message(&"static"), "static");
+        assert_eq!(panic_message(&String::from("owned")), "owned");
+        assert_eq!(panic_message(&42u8), "(no message)");
     }
 }

@@ -12,5 +12,6 @@ pub mod error;
 pub mod ops;
 pub mod pg;
 pub mod progress;
+pub mod redact;
 pub mod repo;
 pub mod store;

@@ -32,9 +32,9 @@ Exit codes:
   6  storage unreachable or not writable (network, permissions, full disk)
   7  PostgreSQL unreachable or refused the request
   8  check found settings to fix
- 70  internal error (a bug)
-wal-fetch reports every failure other than 1 as 128 + code, because PostgreSQL only stops
-recovery for exit codes above 125; any lower code would end recovery early.";
+ 70  internal error (a bug), also every panic
+wal-fetch reports every failure other than 1 as 128 + code (a panic: 198), because PostgreSQL
+only stops recovery for exit codes above 125; any lower code would end recovery early.";
 
 #[derive(Debug, Parser)]
 #[command(

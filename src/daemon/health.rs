@@ -1,4 +1,6 @@
 //! /healthz: ok, degraded or failing, with the reasons (pure: the state and `now` go in).
+//! Reasons are fixed phrases with names and positions; the error texts they quote may come
+//! from a server, a store or a connection string, so every reason is redacted.
 
 use std::time::{Duration, SystemTime};
 
@@ -93,7 +95,7 @@ pub fn evaluate(s: &State, now: SystemTime, flush_interval: Duration) -> Health 
         Status::Ok
     };
     failing.extend(degraded);
-    Health { status, reasons: failing }
+    Health { status, reasons: failing.iter().map(|r| crate::redact::text(r)).collect() }
 }
 
 #[cfg(test)]
@@ -124,7 +126,33 @@ mod tests {
         let before = State { wal_gap: gap.clone(), last_backup: Some(now - Duration::from_secs(60)), ..good.clone() };
         assert_eq!(evaluate(&before, now, flush).status, Status::Failing);
         assert!(evaluate(&before, now, flush).reasons[0].contains("0/5000000"));
-        let after = State { wal_gap: gap, last_backup: Some(now), ..good };
+        let after = State { wal_gap: gap, last_backup: Some(now), ..good.clone() };
         assert_eq!(evaluate(&after, now, flush).status, Status::Ok);
+    }
+
+    #[test]
+    fn reasons_hold_no_credentials() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let s = State {
+            lag_seconds: Some(3.0),
+            last_backup: Some(now),
+            upload_failures_in_a_row: 3,
+            last_upload_error: Some("PUT https://k:hunter2@s3.example/b/x?X-Amz-Signature=hunter2: 403".into()),
+            last_backup_error: Some("cannot connect: host=db password=hunter2 user=rep".into()),
+            server_error: Some("postgresql://rep:hunter2@db/app?sslpassword=hunter2 is unreachable".into()),
+            last_prune_error: Some("secret_access_key = 'hunter2' was refused".into()),
+            ..State::default()
+        };
+        let h = evaluate(&s, now, Duration::from_secs(60));
+        assert_eq!(h.reasons.len(), 4, "{:?}", h.reasons);
+        let all = h.reasons.join("\n");
+        assert!(!all.contains("hunter2"), "{all}");
+        // What is left still says what happened, and where.
+        assert!(
+            all.contains("uploads in a row failed: PUT https://k:***@s3.example/b/x?X-Amz-Signature=*** 403"),
+            "{all}"
+        );
+        assert!(all.contains("postgresql://rep:***@db/app"), "{all}");
+        assert!(all.contains("user=rep"), "{all}");
     }
 }

@@ -1,6 +1,7 @@
 //! libpq conventions for finding the server: a conninfo string or URI, then the PG*
 //! environment, then `.pgpass`; and the TLS settings (sslmode, sslrootcert, sslcert, sslkey).
-//! Pure: the caller passes the environment and file contents.
+//! Pure: the caller passes the environment and file contents. Errors never quote a password
+//! or a URI parameter's value (they go to logs, `check` output and `/healthz`).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -24,12 +25,18 @@ pub struct ConnConfig {
 const TLS_KEYWORDS: [&str; 4] = ["sslmode", "sslrootcert", "sslcert", "sslkey"];
 
 /// Build a connection config the way libpq would: explicit settings first, then PG* variables.
+/// Errors never quote the connection string (a malformed one cannot be redacted reliably),
+/// and what they quote of it is redacted.
 pub fn resolve(
     conninfo: Option<&str>,
     env: &dyn Fn(&str) -> Option<String>,
     os_user: &str,
 ) -> Result<ConnConfig, String> {
     let text = conninfo.unwrap_or("").trim();
+    resolve_text(text, env, os_user).map_err(|e| crate::redact::text(&e))
+}
+
+fn resolve_text(text: &str, env: &dyn Fn(&str) -> Option<String>, os_user: &str) -> Result<ConnConfig, String> {
     let (rest, tls_params) = take_tls_params(text)?;
     let mut cfg: Config = if rest.is_empty() {
         Config::new()
@@ -96,9 +103,10 @@ fn resolve_tls(given: &[(String, String)], env: &dyn Fn(&str) -> Option<String>)
         None => dir.as_ref().map(|d| RootCert::File(d.join("root.crt"))),
     };
     let mode = match pick("sslmode", "PGSSLMODE") {
-        Some(m) => SslMode::parse(&m).ok_or_else(|| {
-            format!("sslmode={m:?} is not valid: use disable, allow, prefer, require, verify-ca or verify-full")
-        })?,
+        // Not quoted: from a URI with a ';' for a '&', the value runs on into the next ones.
+        Some(m) => SslMode::parse(&m).ok_or(
+            "the sslmode given is not valid: use disable, allow, prefer, require, verify-ca or verify-full".to_string(),
+        )?,
         // Trusting the whole system store only makes sense if the name is checked too.
         None if root_cert == Some(RootCert::System) => SslMode::VerifyFull,
         None => SslMode::Prefer,
@@ -129,9 +137,12 @@ fn take_tls_params(text: &str) -> Result<(String, Vec<(String, String)>), String
         let (mut kept, mut taken) = (Vec::new(), Vec::new());
         for part in text[q + 1..].split('&').filter(|p| !p.is_empty()) {
             let (k, v) = part.split_once('=').unwrap_or((part, ""));
-            let key = percent_decode(k)?;
+            let key =
+                percent_decode(k).ok_or("invalid percent-encoding in a connection URI parameter's name".to_string())?;
             if TLS_KEYWORDS.contains(&key.as_str()) {
-                taken.push((key, percent_decode(v)?));
+                let value = percent_decode(v)
+                    .ok_or_else(|| format!("invalid percent-encoding or UTF-8 in connection URI parameter {key}"))?;
+                taken.push((key, value));
             } else {
                 kept.push(part);
             }
@@ -173,7 +184,12 @@ fn parse_keywords(text: &str) -> Result<Vec<(String, String)>, String> {
         }
         while chars.next_if(|c| c.is_whitespace()).is_some() {}
         if chars.next() != Some('=') {
-            return Err(format!("invalid connection string: missing \"=\" after {key:?}"));
+            // A stray word may be the rest of a password with a space in it: never quote it.
+            let after = match out.last() {
+                Some((k, _)) => format!(" (after the value of {k})"),
+                None => String::new(),
+            };
+            return Err(format!("invalid connection string: a word without \"=\" where a keyword belongs{after}"));
         }
         while chars.next_if(|c| c.is_whitespace()).is_some() {}
         let quoted = chars.next_if_eq(&'\'').is_some();
@@ -194,21 +210,21 @@ fn parse_keywords(text: &str) -> Result<Vec<(String, String)>, String> {
     }
 }
 
-fn percent_decode(s: &str) -> Result<String, String> {
+/// None when the encoding or the UTF-8 is broken (the caller says where, not what).
+fn percent_decode(s: &str) -> Option<String> {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
         if bytes[i] == b'%' {
-            let hex = s.get(i + 1..i + 3).and_then(|h| u8::from_str_radix(h, 16).ok());
-            out.push(hex.ok_or_else(|| format!("invalid percent-encoding in connection URI: {s:?}"))?);
+            out.push(s.get(i + 1..i + 3).and_then(|h| u8::from_str_radix(h, 16).ok())?);
             i += 3;
         } else {
             out.push(bytes[i]);
             i += 1;
         }
     }
-    String::from_utf8(out).map_err(|_| format!("connection URI parameter {s:?} is not UTF-8"))
+    String::from_utf8(out).ok()
 }
 
 /// The `.pgpass` file libpq would read: PGPASSFILE, else ~/.pgpass.
@@ -371,6 +387,32 @@ mod tests {
         assert!(resolve(Some("host=db sslmode=sometimes"), &home, "u").unwrap_err().contains("verify-full"));
         assert!(resolve(Some("host=db sslnegotiation=direct"), &home, "u").is_err());
         assert!(resolve(Some("host='db"), &home, "u").is_err());
+    }
+
+    #[test]
+    fn errors_quote_no_password_and_no_uri_value() {
+        let env = env_of(&[]);
+        let bad = [
+            // A ';' where '&' belongs: the sslmode value swallows the password.
+            "postgresql://rep:hunter2@db/app?sslmode=verify;password=hunter2",
+            "postgresql://rep:hunter2@db/app?sslrootcert=%ZZhunter2",
+            "postgresql://rep:hunter2@db/app?sslkey=hunter2%FF",
+            "postgresql://rep:hunter2@db/app?password=hunter2&nosuchoption=hunter2",
+            "postgresql://rep:hunter2@db:notaport/app?password=hunter2",
+            "host=db password=hunter2 sslmode=sometimes",
+            "host=db password=hun hunter2 user=rep",
+            "host=db password=hun\\ hunter2 port=x",
+            "host=db password='hunter2' sslmode=require sslrootcert=system",
+        ];
+        for conninfo in bad {
+            let e = resolve(Some(conninfo), &env, "u").unwrap_err();
+            assert!(!e.contains("hunter2"), "{conninfo}: {e}");
+        }
+        // They still say what is wrong.
+        let e = resolve(Some(bad[0]), &env, "u").unwrap_err();
+        assert!(e.contains("sslmode given is not valid"), "{e}");
+        assert!(resolve(Some(bad[1]), &env, "u").unwrap_err().contains("parameter sslrootcert"));
+        assert!(resolve(Some(bad[6]), &env, "u").unwrap_err().contains("after the value of password"));
     }
 
     #[test]
