@@ -5,97 +5,15 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::process::{Child, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::*;
-
-struct Daemon {
-    child: Child,
-    port: u16,
-    /// Matches the daemon's own command line (not runuser's, which would escalate to SIGKILL).
-    pattern: String,
-}
-
-impl Daemon {
-    fn start(env: &TestEnv, port: u16, log: &std::path::Path) -> Daemon {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
-        let child = as_pg(&env.bin)
-            .arg("--config")
-            .arg(&env.config)
-            .arg("daemon")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        let pattern = format!("^[^ ]*/tidewal --config {} daemon", env.config.display());
-        let d = Daemon { child, port, pattern };
-        wait_for("the daemon's HTTP endpoint", Duration::from_secs(30), || d.get("/healthz").is_some());
-        d
-    }
-
-    /// Status line and body of a GET, or None when nothing listens.
-    fn get(&self, path: &str) -> Option<(String, String)> {
-        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.port)).ok()?;
-        s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-        write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
-        let mut out = String::new();
-        s.read_to_string(&mut out).ok()?;
-        let (head, body) = out.split_once("\r\n\r\n")?;
-        Some((head.lines().next()?.to_string(), body.to_string()))
-    }
-
-    fn metric(&self, name: &str) -> Option<f64> {
-        let (_, body) = self.get("/metrics")?;
-        body.lines().find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))?.rsplit(' ').next()?.parse().ok()
-    }
-
-    fn signal(&self, sig: i32) {
-        run_ok(std::process::Command::new("pkill").args([&format!("-{sig}"), "-f", &self.pattern]));
-    }
-
-    /// SIGTERM, and wait until it has exited; its exit status.
-    fn stop(mut self) -> std::process::ExitStatus {
-        self.signal(15);
-        let mut status = None;
-        wait_for("the daemon to stop", Duration::from_secs(60), || {
-            status = self.child.try_wait().unwrap();
-            status.is_some()
-        });
-        status.unwrap()
-    }
-
-    /// Wait until all the WAL the server has written is durable in the repository (the
-    /// monitor samples the server every second, so first let it see the newest writes).
-    fn wait_durable(&self) {
-        std::thread::sleep(Duration::from_millis(1500));
-        wait_for("the WAL to be durable", Duration::from_secs(30), || {
-            self.metric("tidewal_wal_archive_lag_bytes") == Some(0.0)
-        });
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("pkill").args(["-9", "-f", &self.pattern]).status();
-        let _ = self.child.wait();
-    }
-}
 
 fn ready_count(c: &Cluster) -> usize {
     std::fs::read_dir(c.data.join("pg_wal/archive_status"))
         .map(|d| d.filter(|e| e.as_ref().is_ok_and(|e| e.file_name().to_string_lossy().ends_with(".ready"))).count())
         .unwrap_or(0)
-}
-
-/// Add a [daemon] section (with a free listen port) to the test's config; the port and the
-/// daemon's log file.
-fn daemon_config(a: &Archiving, section: &str) -> (u16, std::path::PathBuf) {
-    let port = free_port();
-    let config = std::fs::read_to_string(&a.env.config).unwrap();
-    a.env.write_config(&format!("{config}\n[daemon]\n{section}\nlisten = \"127.0.0.1:{port}\"\n"));
-    (port, a.env.path().join("daemon.log"))
 }
 
 fn percentile(sorted: &[u64], p: f64) -> u64 {

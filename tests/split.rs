@@ -6,6 +6,7 @@
 mod common;
 
 use std::io::Write;
+use std::time::Duration;
 
 use common::*;
 
@@ -72,6 +73,16 @@ fn a_copy_that_archives_is_a_split_and_production_keeps_its_wal() {
     assert_eq!(listing["splits"][0]["parent_timeline"], 1, "{listing}");
     assert_eq!(listing["splits"][0]["child_timeline"], 2, "{listing}");
     assert_eq!(listing["restorable_timeline"], 1, "{listing}");
+
+    // The daemon reports it: /healthz fails naming both lines, and the metric counts it.
+    let (port, log) = daemon_config(&a, &format!("pgdata = \"{}\"", c.data.display()));
+    let d = Daemon::start(&a.env, port, &log);
+    wait_for("the split on /metrics", Duration::from_secs(60), || d.metric("tidewal_timeline_splits") == Some(1.0));
+    let (status, body) = d.get("/healthz").unwrap();
+    assert!(status.contains("503"), "{status} {body}");
+    assert!(body.contains("two clusters archive into this repository"), "{body}");
+    assert!(body.contains("server is on timeline 1"), "{body}");
+    drop(d);
 
     // Retention with the default window deletes none of production's WAL.
     let out = a.env.tidewal(&["prune"]);

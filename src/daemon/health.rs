@@ -25,6 +25,8 @@ pub struct State {
     /// WAL the repository will never have, and when that was found: restores cannot cross
     /// it until a base backup finishes after it.
     pub wal_gap: Option<(String, SystemTime)>,
+    /// Two clusters archive into the repository (one reason per split).
+    pub splits: Vec<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -59,6 +61,7 @@ pub fn evaluate(s: &State, now: SystemTime, flush_interval: Duration) -> Health 
             failing.push(gap.clone());
         }
     }
+    failing.extend(s.splits.iter().cloned());
     if s.upload_failures_in_a_row >= 3 {
         let why = s.last_upload_error.as_deref().unwrap_or("unknown error");
         failing.push(format!("{} uploads in a row failed: {why}", s.upload_failures_in_a_row));
@@ -128,6 +131,9 @@ mod tests {
         assert!(evaluate(&before, now, flush).reasons[0].contains("0/5000000"));
         let after = State { wal_gap: gap, last_backup: Some(now), ..good.clone() };
         assert_eq!(evaluate(&after, now, flush).status, Status::Ok);
+        let split = State { splits: vec!["two clusters archive into this repository: …".into()], ..good.clone() };
+        assert_eq!(evaluate(&split, now, flush).status, Status::Failing);
+        assert!(evaluate(&split, now, flush).reasons[0].starts_with("two clusters"));
     }
 
     #[test]

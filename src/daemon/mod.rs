@@ -12,6 +12,7 @@ pub mod receiver;
 pub mod scheduler;
 pub mod socket;
 pub mod supervisor;
+pub mod timelines;
 
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -170,6 +171,7 @@ async fn start(settings: Settings, prometheus: PrometheusHandle, streamed: Optio
     task!("scheduler", scheduler::run);
     task!("monitor", monitor::run);
     task!("pruner", prune_loop);
+    task!("timelines", timelines::run);
     let ph = prometheus.clone();
     task!("http", move |s, c| http::run(s, ph.clone(), c));
     Ok(Generation { shared, cancel, tasks })
@@ -285,6 +287,10 @@ fn describe() {
     );
     describe_gauge!("tidewal_base_backup_duration_seconds", Unit::Seconds, "How long the last base backup took");
     describe_gauge!("tidewal_repo_backups", "Complete base backups in the repository");
+    describe_gauge!(
+        "tidewal_timeline_splits",
+        "Branch points where two clusters went on archiving into the repository (0 when healthy)"
+    );
     describe_gauge!(
         "tidewal_repo_oldest_recoverable_timestamp_seconds",
         Unit::Seconds,

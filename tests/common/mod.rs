@@ -467,3 +467,85 @@ pub fn restore_and_start(a: &Archiving, name: &str, extra: &[&str]) -> Cluster {
 pub fn wait_promoted(r: &Cluster) {
     wait_for("recovery to finish", Duration::from_secs(120), || r.psql("SELECT pg_is_in_recovery()") == "f");
 }
+
+/// `tidewal daemon` run as postgres with a test's config; killed on drop.
+pub struct Daemon {
+    pub child: std::process::Child,
+    pub port: u16,
+    /// Matches the daemon's own command line (not runuser's, which would escalate to SIGKILL).
+    pub pattern: String,
+}
+
+impl Daemon {
+    pub fn start(env: &TestEnv, port: u16, log: &std::path::Path) -> Daemon {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
+        let child = as_pg(&env.bin)
+            .arg("--config")
+            .arg(&env.config)
+            .arg("daemon")
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let pattern = format!("^[^ ]*/tidewal --config {} daemon", env.config.display());
+        let d = Daemon { child, port, pattern };
+        wait_for("the daemon's HTTP endpoint", Duration::from_secs(30), || d.get("/healthz").is_some());
+        d
+    }
+
+    /// Status line and body of a GET, or None when nothing listens.
+    pub fn get(&self, path: &str) -> Option<(String, String)> {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.port)).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+        std::io::Write::write_fmt(&mut s, format_args!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n")).ok()?;
+        let mut out = String::new();
+        std::io::Read::read_to_string(&mut s, &mut out).ok()?;
+        let (head, body) = out.split_once("\r\n\r\n")?;
+        Some((head.lines().next()?.to_string(), body.to_string()))
+    }
+
+    pub fn metric(&self, name: &str) -> Option<f64> {
+        let (_, body) = self.get("/metrics")?;
+        body.lines().find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))?.rsplit(' ').next()?.parse().ok()
+    }
+
+    pub fn signal(&self, sig: i32) {
+        run_ok(std::process::Command::new("pkill").args([&format!("-{sig}"), "-f", &self.pattern]));
+    }
+
+    /// SIGTERM, and wait until it has exited; its exit status.
+    pub fn stop(mut self) -> std::process::ExitStatus {
+        self.signal(15);
+        let mut status = None;
+        wait_for("the daemon to stop", Duration::from_secs(60), || {
+            status = self.child.try_wait().unwrap();
+            status.is_some()
+        });
+        status.unwrap()
+    }
+
+    /// Wait until all the WAL the server has written is durable in the repository (the
+    /// monitor samples the server every second, so first let it see the newest writes).
+    pub fn wait_durable(&self) {
+        std::thread::sleep(Duration::from_millis(1500));
+        wait_for("the WAL to be durable", Duration::from_secs(30), || {
+            self.metric("tidewal_wal_archive_lag_bytes") == Some(0.0)
+        });
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("pkill").args(["-9", "-f", &self.pattern]).status();
+        let _ = self.child.wait();
+    }
+}
+
+/// Add a [daemon] section (with a free listen port) to the test's config; the port and the
+/// daemon's log file.
+pub fn daemon_config(a: &Archiving, section: &str) -> (u16, std::path::PathBuf) {
+    let port = free_port();
+    let config = std::fs::read_to_string(&a.env.config).unwrap();
+    a.env.write_config(&format!("{config}\n[daemon]\n{section}\nlisten = \"127.0.0.1:{port}\"\n"));
+    (port, a.env.path().join("daemon.log"))
+}
