@@ -169,11 +169,6 @@ fn restore_targets_and_damaged_backups() {
 const CHECKSUM: &str = "md5(string_agg(aid::text || ':' || abalance, ',' ORDER BY aid)) || '/' || \
      (SELECT count(*) FROM pgbench_history) || '/' || (SELECT coalesce(sum(delta), 0) FROM pgbench_history)";
 
-fn backup_id(out: &std::process::Output) -> String {
-    expect_exit(out, 0, &[]);
-    stdout(out).split_whitespace().nth(1).unwrap().to_string()
-}
-
 #[test]
 fn point_in_time_recovery_under_load() {
     let a = Archiving::start("pitr", RepoKind::File);

@@ -10,11 +10,6 @@ use std::time::Duration;
 
 use common::*;
 
-fn backup_id(out: &std::process::Output) -> String {
-    expect_exit(out, 0, &[]);
-    stdout(out).split_whitespace().nth(1).unwrap().to_string()
-}
-
 #[test]
 fn a_copy_that_archives_is_a_split_and_production_keeps_its_wal() {
     let a = Archiving::start("split", RepoKind::File);

@@ -151,6 +151,12 @@ pub fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// The id `tidewal backup` printed ("backup <id> complete: …").
+pub fn backup_id(out: &Output) -> String {
+    expect_exit(out, 0, &[]);
+    stdout(out).split_whitespace().nth(1).unwrap().to_string()
+}
+
 /// Assert an exit code and that stderr mentions each of `needles`.
 pub fn expect_exit(out: &Output, want: i32, needles: &[&str]) {
     let err = stderr(out);
