@@ -8,7 +8,8 @@ use crate::error::{Code, Fail, Result};
 use crate::pg::lsn::SegmentId;
 use crate::progress::human_size;
 use crate::repo::catalog::{
-    backup_wal_complete, follow, incomplete_backups, newest, read_backups, wal_coverage, BackupInfo, ABANDONED_AFTER,
+    backup_wal_complete, check_objects, follow, incomplete_backups, newest, read_backups, wal_coverage, BackupInfo,
+    ABANDONED_AFTER,
 };
 
 #[derive(Debug, clap::Args)]
@@ -37,9 +38,20 @@ struct Incomplete {
     interrupted: bool,
 }
 
+/// A complete backup, with whether its objects are there as `backup.json` recorded them.
+#[derive(Serialize)]
+struct Listed<'a> {
+    #[serde(flatten)]
+    info: &'a BackupInfo,
+    /// Every listed object exists with the recorded size and digest.
+    objects_ok: bool,
+    /// Why not, naming the object.
+    objects_problem: Option<String>,
+}
+
 #[derive(Serialize)]
 struct Listing<'a> {
-    backups: &'a [BackupInfo],
+    backups: Vec<Listed<'a>>,
     incomplete_backups: Vec<Incomplete>,
     wal: Vec<WalRun>,
     /// Oldest moment a restore can reach: the end of the oldest backup with complete WAL.
@@ -61,6 +73,15 @@ pub async fn run(settings: &Settings, args: &Args) -> Result<()> {
     let backup_objects = repo.store.list_meta("backups/").await?;
     let names: Vec<String> = backup_objects.iter().map(|o| o.name.clone()).collect();
     let backups = read_backups(&repo, &names).await?;
+    let mut listed = Vec::new();
+    for b in &backups {
+        let problem = match check_objects(&repo, b).await {
+            Ok(()) => None,
+            Err(f) if matches!(f.code, Code::Integrity | Code::NotFound) => Some(f.message),
+            Err(f) => return Err(f),
+        };
+        listed.push(Listed { info: b, objects_ok: problem.is_none(), objects_problem: problem });
+    }
     let now = std::time::SystemTime::now();
     let incomplete: Vec<Incomplete> = incomplete_backups(&backup_objects)
         .into_iter()
@@ -90,13 +111,14 @@ pub async fn run(settings: &Settings, args: &Args) -> Result<()> {
             })
         })
         .collect();
-    let anchor = backups.iter().find(|b| backup_wal_complete(b, &cov, seg));
-    let followed = match backups.iter().rev().find(|b| backup_wal_complete(b, &cov, seg)) {
-        Some(b) => follow(&repo, b, &listing, None).await.ok(),
+    let usable = |l: &&Listed| l.objects_ok && backup_wal_complete(l.info, &cov, seg);
+    let anchor = listed.iter().find(usable).map(|l| l.info);
+    let followed = match listed.iter().rev().find(usable) {
+        Some(l) => follow(&repo, l.info, &listing, None).await.ok(),
         None => None,
     };
     let listing = Listing {
-        backups: &backups,
+        backups: listed,
         incomplete_backups: incomplete,
         wal,
         restorable_from: anchor.map(|b| b.finished_at.clone()),
@@ -115,7 +137,8 @@ pub async fn run(settings: &Settings, args: &Args) -> Result<()> {
     if backups.is_empty() {
         println!("  none yet: run tidewal backup");
     }
-    for b in &backups {
+    for l in &listing.backups {
+        let b = l.info;
         let size: u64 = b.objects.iter().map(|o| o.bytes).sum();
         let stored: u64 = b.objects.iter().map(|o| o.stored_bytes).sum();
         println!(
@@ -130,6 +153,9 @@ pub async fn run(settings: &Settings, args: &Args) -> Result<()> {
             b.timeline,
             if backup_wal_complete(b, &cov, seg) { "" } else { "  (WAL incomplete: cannot be restored)" }
         );
+        if let Some(p) = &l.objects_problem {
+            println!("    not restorable: {p}");
+        }
     }
     for b in &listing.incomplete_backups {
         println!(
