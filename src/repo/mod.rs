@@ -525,6 +525,21 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn streamed_objects_tell_their_digest_without_a_download() {
+        let keys = Keyring::new(Key::from_text(&"44".repeat(32), "t").unwrap(), vec![]);
+        let store = Store::from_object_store(Arc::new(InMemory::new()), "memory://");
+        let (repo, _) = Repo::init(store, keys, true, identity(true)).await.unwrap();
+        let data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8 ^ (i >> 12) as u8).collect();
+        let mut w = repo.create_stream("backups/x/base.tar");
+        w.write(&data).await.unwrap();
+        let stored = w.finish().await.unwrap();
+        // What backup.json records is the plaintext digest the object itself carries.
+        assert_eq!(stored.digest, digest_hex(blake3::hash(&data).as_bytes()));
+        assert_eq!(repo.store.size(&stored.name).await.unwrap(), stored.stored_bytes);
+        assert_eq!(digest_hex(&repo.stored_digest(&stored.name).await.unwrap()), stored.digest);
+    }
+
+    #[tokio::test]
     async fn no_overwrite_rule_on_both_kinds_of_store() {
         let keys = Keyring::new(Key::from_text(&"33".repeat(32), "t").unwrap(), vec![]);
         let honest: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
