@@ -112,6 +112,10 @@ fn concurrent_and_killed_backups_leave_nothing_behind() {
     let killed = killed_dir.file_name().unwrap().to_str().unwrap().to_string();
     assert!(!ids.contains(&killed));
     assert!(!killed_dir.join("backup.json").exists());
+    // list shows it as incomplete, though only staging files are left of it.
+    let listing: serde_json::Value = serde_json::from_str(&stdout(&a.env.tidewal(&["list", "--json"]))).unwrap();
+    let incomplete = listing["incomplete_backups"].as_array().unwrap();
+    assert!(incomplete.iter().any(|b| b["id"] == killed.as_str() && b["interrupted"] == false), "{listing}");
 
     // A day later (its files say so; the store's own clock is real), prune removes all of it.
     backdate(&killed_dir, Duration::from_secs(2 * 86400));

@@ -83,7 +83,10 @@ pub async fn run(settings: &Settings, args: &Args) -> Result<()> {
         listed.push(Listed { info: b, objects_ok: problem.is_none(), objects_problem: problem });
     }
     let now = std::time::SystemTime::now();
-    let incomplete: Vec<Incomplete> = incomplete_backups(&backup_objects)
+    // Staging files count too: they may be all a killed backup left (file:// only).
+    let mut with_staging = backup_objects.clone();
+    with_staging.extend(repo.store.staging_leftovers().await?.into_iter().filter(|o| o.name.starts_with("backups/")));
+    let incomplete: Vec<Incomplete> = incomplete_backups(&with_staging)
         .into_iter()
         .map(|(id, objs)| {
             let last = newest(&objs).unwrap_or(std::time::UNIX_EPOCH);

@@ -305,16 +305,6 @@ impl Store {
         r.bytes().await.map_err(|e| self.unavailable("read", path, e))
     }
 
-    /// The first `len` bytes (or fewer, for a shorter object).
-    pub async fn get_prefix(&self, path: &str, len: u64) -> Result<Bytes, StoreError> {
-        let loc = ObjPath::from(path);
-        let size = self.inner.head(&loc).await.map_err(|e| self.unavailable("check", path, e))?.size;
-        if size == 0 {
-            return Ok(Bytes::new());
-        }
-        self.inner.get_range(&loc, 0..len.min(size)).await.map_err(|e| self.unavailable("read", path, e))
-    }
-
     /// An object's stored size; `NotFound` when it does not exist.
     pub async fn size(&self, path: &str) -> Result<u64, StoreError> {
         Ok(self.inner.head(&ObjPath::from(path)).await.map_err(|e| self.unavailable("check", path, e))?.size)
