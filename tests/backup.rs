@@ -443,19 +443,35 @@ fn prune_keeps_the_window_restorable() {
     let listing: serde_json::Value = serde_json::from_str(&stdout(&a.env.tidewal(&["list", "--json"]))).unwrap();
     let finished = humantime::parse_rfc3339(listing["backups"][1]["finished_at"].as_str().unwrap()).unwrap();
     let new_start = listing["backups"][1]["start_wal"].as_str().unwrap().to_string();
-    // Two hours after the second backup, with a one-hour window: it is the anchor.
-    let now = humantime::format_rfc3339_seconds(finished + Duration::from_secs(7200)).to_string();
     let repo = a.repo_dir.clone().unwrap();
     let wal_before = std::fs::read_dir(repo.join("wal/00000001")).unwrap().count();
 
-    let out = a.env.tidewal(&["prune", "--dry-run", "--window", "1h", "--now", &now]);
+    // A host clock a window ahead of the store's (a clock jump) would make the second backup
+    // the anchor: nothing is deleted, and prune says why with both times.
+    let ahead = humantime::format_rfc3339_seconds(std::time::SystemTime::now() + Duration::from_secs(7200)).to_string();
+    for dry in [true, false] {
+        let mut args = vec!["prune", "--window", "1h", "--now", &ahead];
+        if dry {
+            args.push("--dry-run");
+        }
+        let out = a.env.tidewal(&args);
+        expect_exit(&out, 4, &["ahead of the repository store's clock", &ahead, "nothing was deleted"]);
+        assert!(repo.join("backups").join(&old).join("backup.json").exists(), "a skewed prune deleted a backup");
+        assert_eq!(std::fs::read_dir(repo.join("wal/00000001")).unwrap().count(), wal_before);
+    }
+
+    // Real clocks and a window shorter than the time since the second backup: it is the anchor.
+    wait_for("a second to pass", Duration::from_secs(5), || {
+        std::time::SystemTime::now() > finished + Duration::from_millis(1500)
+    });
+    let out = a.env.tidewal(&["prune", "--dry-run", "--window", "1s"]);
     expect_exit(&out, 0, &[]);
     assert!(stdout(&out).contains(&format!("anchor backup {new}")), "{}", stdout(&out));
     assert!(stdout(&out).contains(&format!("would delete 1 backup(s): {old}")), "{}", stdout(&out));
     assert!(repo.join("backups").join(&old).exists(), "a dry run deleted something");
     assert_eq!(std::fs::read_dir(repo.join("wal/00000001")).unwrap().count(), wal_before);
 
-    let out = a.env.tidewal(&["prune", "--window", "1h", "--now", &now]);
+    let out = a.env.tidewal(&["prune", "--window", "1s"]);
     expect_exit(&out, 0, &[]);
     assert!(!repo.join("backups").join(&old).exists());
     assert!(repo.join("backups").join(&new).join("backup.json").exists());
@@ -465,7 +481,7 @@ fn prune_keeps_the_window_restorable() {
         assert!(name.as_str() >= new_start.as_str(), "{name} is older than the anchor's start {new_start}");
     }
     // Inside the window nothing more goes, and the anchor still restores everything.
-    let out = a.env.tidewal(&["prune", "--window", "1h", "--now", &now]);
+    let out = a.env.tidewal(&["prune", "--window", "1s"]);
     expect_exit(&out, 0, &[]);
     assert!(stdout(&out).contains("0 object(s) deleted"), "{}", stdout(&out));
     let mut primary = a.cluster;

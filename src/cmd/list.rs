@@ -9,7 +9,8 @@ use crate::ops::timelines;
 use crate::pg::lsn::SegmentId;
 use crate::progress::human_size;
 use crate::repo::catalog::{
-    backup_wal_complete, follow, incomplete_backups, newest, read_backups, wal_coverage, BackupInfo, ABANDONED_AFTER,
+    backup_wal_complete, check_objects, follow, incomplete_backups, newest, read_backups, wal_coverage, BackupInfo,
+    ABANDONED_AFTER,
 };
 
 #[derive(Debug, clap::Args)]
@@ -38,9 +39,20 @@ struct Incomplete {
     interrupted: bool,
 }
 
+/// A complete backup, with whether its objects are there as `backup.json` recorded them.
+#[derive(Serialize)]
+struct Listed<'a> {
+    #[serde(flatten)]
+    info: &'a BackupInfo,
+    /// Every listed object exists with the recorded size and digest.
+    objects_ok: bool,
+    /// Why not, naming the object.
+    objects_problem: Option<String>,
+}
+
 #[derive(Serialize)]
 struct Listing<'a> {
-    backups: &'a [BackupInfo],
+    backups: Vec<Listed<'a>>,
     incomplete_backups: Vec<Incomplete>,
     wal: Vec<WalRun>,
     /// Oldest moment a restore can reach: the end of the oldest backup with complete WAL.
@@ -81,8 +93,20 @@ pub async fn run(settings: &Settings, args: &Args) -> Result<()> {
     let backup_objects = repo.store.list_meta("backups/").await?;
     let names: Vec<String> = backup_objects.iter().map(|o| o.name.clone()).collect();
     let backups = read_backups(&repo, &names).await?;
+    let mut listed = Vec::new();
+    for b in &backups {
+        let problem = match check_objects(&repo, b).await {
+            Ok(()) => None,
+            Err(f) if matches!(f.code, Code::Integrity | Code::NotFound) => Some(f.message),
+            Err(f) => return Err(f),
+        };
+        listed.push(Listed { info: b, objects_ok: problem.is_none(), objects_problem: problem });
+    }
     let now = std::time::SystemTime::now();
-    let incomplete: Vec<Incomplete> = incomplete_backups(&backup_objects)
+    // Staging files count too: they may be all a killed backup left (file:// only).
+    let mut with_staging = backup_objects.clone();
+    with_staging.extend(repo.store.staging_leftovers().await?.into_iter().filter(|o| o.name.starts_with("backups/")));
+    let incomplete: Vec<Incomplete> = incomplete_backups(&with_staging)
         .into_iter()
         .map(|(id, objs)| {
             let last = newest(&objs).unwrap_or(std::time::UNIX_EPOCH);
@@ -117,12 +141,14 @@ pub async fn run(settings: &Settings, args: &Args) -> Result<()> {
         Err(e) => (None, Some(e.message)),
     };
     let tli: Option<u32> = line.as_deref().and_then(|l| l.parse().ok());
-    let usable = |b: &&BackupInfo| {
-        backup_wal_complete(b, &cov, seg) && tli.is_none_or(|t| timelines::on_line(b, t, &survey, seg))
+    let usable = |l: &&Listed| {
+        l.objects_ok
+            && backup_wal_complete(l.info, &cov, seg)
+            && tli.is_none_or(|t| timelines::on_line(l.info, t, &survey, seg))
     };
-    let anchor = backups.iter().find(usable).filter(|_| ambiguous.is_none());
-    let followed = match backups.iter().rev().find(usable).filter(|_| ambiguous.is_none()) {
-        Some(b) => follow(&repo, b, listing, line.as_deref()).await.ok(),
+    let anchor = listed.iter().find(usable).map(|l| l.info).filter(|_| ambiguous.is_none());
+    let followed = match listed.iter().rev().find(usable).filter(|_| ambiguous.is_none()) {
+        Some(l) => follow(&repo, l.info, listing, line.as_deref()).await.ok(),
         None => None,
     };
     let fmt = |s: crate::pg::lsn::SegmentId| s.file_name(seg);
@@ -141,7 +167,7 @@ pub async fn run(settings: &Settings, args: &Args) -> Result<()> {
         })
         .collect();
     let listing = Listing {
-        backups: &backups,
+        backups: listed,
         incomplete_backups: incomplete,
         wal,
         restorable_from: anchor.map(|b| b.finished_at.clone()),
@@ -162,7 +188,8 @@ pub async fn run(settings: &Settings, args: &Args) -> Result<()> {
     if backups.is_empty() {
         println!("  none yet: run tidewal backup");
     }
-    for b in &backups {
+    for l in &listing.backups {
+        let b = l.info;
         let size: u64 = b.objects.iter().map(|o| o.bytes).sum();
         let stored: u64 = b.objects.iter().map(|o| o.stored_bytes).sum();
         println!(
@@ -177,6 +204,9 @@ pub async fn run(settings: &Settings, args: &Args) -> Result<()> {
             b.timeline,
             if backup_wal_complete(b, &cov, seg) { "" } else { "  (WAL incomplete: cannot be restored)" }
         );
+        if let Some(p) = &l.objects_problem {
+            println!("    not restorable: {p}");
+        }
     }
     for b in &listing.incomplete_backups {
         println!(

@@ -14,7 +14,9 @@ pub struct Args {
     /// Keep every moment this far back restorable [default: retention.window, 10d]
     #[arg(long, value_parser = humantime::parse_duration)]
     pub window: Option<Duration>,
-    /// Plan as if it were this time (RFC 3339; for tests and what-if questions)
+    /// Plan as if this host's clock said this time (RFC 3339; for tests and what-if
+    /// questions). It is still bounded by the store's clock: more than 5 minutes apart from
+    /// it, nothing is deleted
     #[arg(long, hide = true, value_parser = humantime::parse_rfc3339_weak)]
     pub now: Option<SystemTime>,
 }
@@ -41,6 +43,9 @@ pub async fn run(settings: &Settings, args: &Args) -> Result<()> {
     println!("keeping {from}: {} object(s), {verb} {}{range}", p.keep_wal, p.delete_wal.len());
     if !done.abandoned.is_empty() {
         println!("interrupted backups older than a day: {verb} {}", done.abandoned.join(", "));
+    }
+    if !done.staging.is_empty() {
+        println!("staging files of interrupted uploads older than a day: {verb} {}", done.staging.len());
     }
     if !args.dry_run {
         println!("{} object(s) deleted", done.deleted_objects);

@@ -24,7 +24,7 @@ mod seal;
 
 pub use envelope::{CodecError, Header, CHUNK, HEADER_LEN};
 pub use keys::{Key, Keyring};
-pub use open::{open_to_vec, OpenReader};
+pub use open::{last_frame_offset, open_to_vec, trailer_digest, OpenReader};
 pub use seal::{seal_to_vec, SealOptions, SealWriter, Sealed, BATCH as SEAL_BATCH};
 
 /// BLAKE3 digest of a plaintext, the identity used to compare objects.

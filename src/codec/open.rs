@@ -174,6 +174,45 @@ pub fn open_to_vec(sealed: &[u8], keys: &Keyring, name: &str) -> Result<Vec<u8>,
     Ok(out)
 }
 
+/// Where an object's last frame starts, from its stored size: every frame but the last has
+/// the same length, so the trailer can be read without the rest of the object.
+pub fn last_frame_offset(size: u64) -> Option<u64> {
+    let full = (FRAME_PREFIX + CHUNK + TAG) as u64;
+    let rest = size.checked_sub((HEADER_LEN + FRAME_PREFIX + TAG + DIGEST_LEN) as u64)?;
+    Some(HEADER_LEN as u64 + rest / full * full)
+}
+
+/// The plaintext digest an object's last frame carries, authenticated like every chunk (so
+/// bound to this object's header and name). `head` is the object's first bytes, `tail` its
+/// bytes from [`last_frame_offset`] to the end, `size` its stored size.
+pub fn trailer_digest(head: &[u8], tail: &[u8], size: u64, keys: &Keyring, name: &str) -> Result<Digest, CodecError> {
+    let header = Header::parse(head)?;
+    let prot = header.verify(keys, name)?;
+    let start = last_frame_offset(size).ok_or(CodecError::Truncated { chunk: 0 })?;
+    let chunk = ((start - HEADER_LEN as u64) / (FRAME_PREFIX + CHUNK + TAG) as u64) as u32;
+    if tail.len() < FRAME_PREFIX || tail.len() as u64 != size - start {
+        return Err(CodecError::Truncated { chunk });
+    }
+    let word = u32::from_be_bytes(tail[..4].try_into().expect("4"));
+    if !word != u32::from_be_bytes(tail[4..8].try_into().expect("4")) {
+        return Err(CodecError::CorruptFrame { chunk });
+    }
+    if word >> 31 != 1 {
+        return Err(CodecError::Truncated { chunk });
+    }
+    if (word & 0x7fff_ffff) as usize != tail.len() - FRAME_PREFIX {
+        return Err(CodecError::CorruptFrame { chunk });
+    }
+    let mut buf = tail[FRAME_PREFIX..].to_vec();
+    prot.open(chunk, true, &header.raw, &mut buf)?;
+    let split = buf.len().checked_sub(DIGEST_LEN).ok_or(CodecError::CorruptFrame { chunk })?;
+    let trailer: Digest = buf[split..].try_into().expect("32");
+    if header.digest.is_some_and(|d| d != trailer) {
+        return Err(CodecError::DigestMismatch);
+    }
+    Ok(trailer)
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::{seal_to_vec, Key, SealOptions};
@@ -208,6 +247,36 @@ mod tests {
 
     fn err_of(sealed: &[u8], keys: &Keyring, name: &str) -> CodecError {
         open_to_vec(sealed, keys, name).expect_err("must not open")
+    }
+
+    #[test]
+    fn trailer_digest_from_the_last_frame_alone() {
+        for len in [0, 1, CHUNK - 40, CHUNK - 1, CHUNK, CHUNK + 1, 3 * CHUNK + 17, 1 << 20] {
+            for (lz4, k) in [(false, None), (true, Some(key())), (false, Some(key()))] {
+                let data = wal_like(len, len as u64 + 3);
+                let keys = k.clone().map(|k| Keyring::new(k, vec![])).unwrap_or_else(Keyring::plaintext);
+                let mut w =
+                    super::super::SealWriter::new(Vec::new(), k.as_ref(), "obj", SealOptions { lz4, digest: None })
+                        .unwrap();
+                io::Write::write_all(&mut w, &data).unwrap();
+                let s = w.finish().unwrap();
+                let size = s.out.len() as u64;
+                let at = last_frame_offset(size).unwrap() as usize;
+                let d = trailer_digest(&s.out[..HEADER_LEN], &s.out[at..], size, &keys, "obj").unwrap();
+                assert_eq!(d, *blake3::hash(&data).as_bytes(), "len {len} lz4 {lz4}");
+                // Another name, a cut object or a flipped bit in the last frame is refused.
+                assert!(trailer_digest(&s.out[..HEADER_LEN], &s.out[at..], size, &keys, "other").is_err());
+                let cut = &s.out[..s.out.len() - 1];
+                if let Some(at2) = last_frame_offset(cut.len() as u64) {
+                    let tail = &cut[at2 as usize..];
+                    assert!(trailer_digest(&cut[..HEADER_LEN], tail, cut.len() as u64, &keys, "obj").is_err());
+                }
+                let mut bad = s.out.clone();
+                let n = bad.len();
+                bad[n - 20] ^= 1;
+                assert!(trailer_digest(&bad[..HEADER_LEN], &bad[at..], size, &keys, "obj").is_err());
+            }
+        }
     }
 
     #[test]

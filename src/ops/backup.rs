@@ -4,13 +4,15 @@
 
 use std::time::{Duration, Instant, SystemTime};
 
+use super::prune::{find_leftovers, remove_object};
 use crate::error::{Code, Fail, Result};
 use crate::pg::lsn::{Lsn, SegmentId};
 use crate::pg::replication::{BackupEvent, ReplConn};
 use crate::pg::sql;
 use crate::pg::walfile::WalFile;
 use crate::progress::Progress;
-use crate::repo::catalog::{abandoned_backups, BackupInfo, ABANDONED_AFTER};
+use crate::repo::catalog::BackupInfo;
+use crate::repo::clock::bounded_now;
 use crate::repo::{layout, ObjectWriter, Repo, StoredObject};
 
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
@@ -48,10 +50,11 @@ pub async fn take(repo: &Repo, args: &BackupRequest) -> Result<BackupInfo> {
     let timescaledb = timescaledb_version(source).await;
     remove_abandoned(repo).await;
 
-    let id = layout::backup_id(&humantime::format_rfc3339_seconds(started_at).to_string());
-    if repo.store.exists(&layout::backup_object(&id, "backup.json")).await? {
-        return Err(Fail::new(Code::Conflict, format!("backup {id} already exists; try again in a second")));
-    }
+    // Unique by construction (microseconds and a random suffix): no two backups share an
+    // object name, so the multipart uploads below never meet another backup's objects.
+    let mut random = [0u8; 3];
+    rand::fill(&mut random);
+    let id = layout::backup_id(started_at, random);
     let label = args.label.clone().unwrap_or_else(|| format!("tidewal {id}"));
     let checksums = match args.manifest_checksums {
         ManifestChecksums::Crc32c => "CRC32C",
@@ -161,22 +164,33 @@ async fn wait_for_wal(repo: &Repo, first: SegmentId, last: SegmentId, timeout: D
     Ok(())
 }
 
-/// Objects of backups interrupted more than a day ago (best effort: a failure here must not
-/// stop today's backup).
+/// Objects and staging files of backups interrupted more than a day ago, by the host's clock
+/// bounded by the store's (best effort: a failure here must not stop today's backup).
 async fn remove_abandoned(repo: &Repo) {
-    let listing = match repo.store.list_meta("backups").await {
-        Ok(l) => l,
-        Err(e) => return tracing::warn!("cannot look for interrupted backups: {e}"),
+    let found = async {
+        let now = bounded_now(repo, SystemTime::now()).await?;
+        let listing = repo.store.list_meta("backups").await?;
+        find_leftovers(repo, &listing, now).await
     };
-    for (id, objects) in abandoned_backups(&listing, SystemTime::now(), ABANDONED_AFTER) {
+    let left = match found.await {
+        Ok(l) => l,
+        Err(e) => return tracing::warn!("not removing interrupted backups: {e}"),
+    };
+    for (id, objects) in &left.backups {
         let mut removed = 0;
-        for obj in &objects {
-            match repo.store.delete(obj).await {
+        for obj in objects {
+            match remove_object(repo, obj).await {
                 Ok(()) => removed += 1,
                 Err(e) => tracing::warn!("cannot remove {obj} of interrupted backup {id}: {e}"),
             }
         }
         tracing::info!("removed interrupted backup {id} ({removed} of {} objects)", objects.len());
+    }
+    for obj in &left.staging {
+        match remove_object(repo, obj).await {
+            Ok(()) => tracing::info!("removed {obj}, left by an interrupted upload"),
+            Err(e) => tracing::warn!("cannot remove {obj}, left by an interrupted upload: {e}"),
+        }
     }
 }
 

@@ -1,7 +1,8 @@
 //! Retention: apply the retention window (DESIGN.md §5 rule 4). The plan is
 //! a pure function of the catalog (`repo::retention`); this module reads the catalog in full
 //! (or deletes nothing), prints the plan and carries it out in bounded batches, stopping at
-//! the first error.
+//! the first error. Deletions are decided by the host's clock bounded by the store's
+//! (`repo::clock`): when the two disagree, nothing is deleted.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
@@ -10,8 +11,10 @@ use futures::StreamExt;
 
 use crate::error::{Code, Fail, Result};
 use crate::repo::catalog::{abandoned_backups, history_timelines, load_history, read_backups, ABANDONED_AFTER};
+use crate::repo::clock::bounded_now;
 use crate::repo::retention::{plan, Catalog, Plan};
 use crate::repo::{layout, Repo};
+use crate::store::{is_staging_name, ObjectInfo};
 
 /// Deletions in flight at once, and objects per batch between checks.
 const PARALLEL: usize = 8;
@@ -21,14 +24,57 @@ const BATCH: usize = 200;
 #[derive(Debug, Default)]
 pub struct Pruned {
     pub plan: Plan,
+    /// The time the plan was made for: the host's clock bounded by the store's.
+    pub now: Option<SystemTime>,
     pub abandoned: Vec<String>,
+    /// Staging files of interrupted uploads (file:// only), outside those backups.
+    pub staging: Vec<String>,
     pub deleted_objects: u64,
+}
+
+/// What interrupted runs left behind (pure): backups without `backup.json` whose newest
+/// object or staging file is older than [`ABANDONED_AFTER`], and staging files that old
+/// anywhere else. `listing` is `backups/`, `staging` every staging leftover.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Leftovers {
+    pub backups: Vec<(String, Vec<String>)>,
+    pub staging: Vec<String>,
+}
+
+pub fn leftovers(listing: &[ObjectInfo], staging: &[ObjectInfo], now: SystemTime) -> Leftovers {
+    let all: Vec<ObjectInfo> = listing.iter().chain(staging).cloned().collect();
+    let backups = abandoned_backups(&all, now, ABANDONED_AFTER);
+    let taken: std::collections::HashSet<&str> =
+        backups.iter().flat_map(|(_, o)| o.iter().map(String::as_str)).collect();
+    let staging = staging
+        .iter()
+        .filter(|o| o.modified + ABANDONED_AFTER < now && !taken.contains(o.name.as_str()))
+        .map(|o| o.name.clone())
+        .collect();
+    Leftovers { backups, staging }
+}
+
+/// Find what interrupted runs left, as of `now` (already bounded by the store's clock).
+pub async fn find_leftovers(repo: &Repo, listing: &[ObjectInfo], now: SystemTime) -> Result<Leftovers> {
+    let staging = repo.store.staging_leftovers().await?;
+    Ok(leftovers(listing, &staging, now))
+}
+
+/// Remove an object or a staging leftover.
+pub async fn remove_object(repo: &Repo, name: &str) -> Result<()> {
+    if is_staging_name(name) {
+        repo.store.remove_staging(name).await?;
+    } else {
+        repo.store.delete(name).await?;
+    }
+    Ok(())
 }
 
 /// Read the whole catalog, plan, and unless `dry_run` delete: expired backups first (their
 /// `backup.json` before anything else, so a half-deleted backup is never listed), then WAL,
 /// then interrupted backups. Any error stops it.
 pub async fn prune(repo: &Repo, now: SystemTime, window: Duration, dry_run: bool) -> Result<Pruned> {
+    let now = bounded_now(repo, now).await.map_err(|e| e.context("prune"))?;
     // One listing of backups/ serves both the records and the interrupted leftovers.
     let listing = repo.store.list_meta("backups").await?;
     let names: Vec<String> = listing.iter().map(|o| o.name.clone()).collect();
@@ -43,8 +89,13 @@ pub async fn prune(repo: &Repo, now: SystemTime, window: Duration, dry_run: bool
     let plan = plan(&cat, now, window).map_err(|e| {
         Fail::new(Code::Integrity, format!("the repository's catalog is inconsistent, nothing was deleted: {e}"))
     })?;
-    let stale = abandoned_backups(&listing, now, ABANDONED_AFTER);
-    let mut done = Pruned { abandoned: stale.iter().map(|(id, _)| id.clone()).collect(), ..Pruned::default() };
+    let left = find_leftovers(repo, &listing, now).await?;
+    let mut done = Pruned {
+        now: Some(now),
+        abandoned: left.backups.iter().map(|(id, _)| id.clone()).collect(),
+        staging: left.staging.clone(),
+        ..Pruned::default()
+    };
     if dry_run {
         done.plan = plan;
         return Ok(done);
@@ -60,22 +111,58 @@ pub async fn prune(repo: &Repo, now: SystemTime, window: Duration, dry_run: bool
     for batch in plan.delete_wal.chunks(BATCH) {
         done.deleted_objects += delete_all(repo, batch).await?;
     }
-    for (id, objects) in &stale {
+    for (id, objects) in &left.backups {
         done.deleted_objects += delete_all(repo, objects).await?;
         tracing::info!("removed interrupted backup {id}");
     }
+    done.deleted_objects += delete_all(repo, &left.staging).await?;
     done.plan = plan;
     Ok(done)
 }
 
 async fn delete_all(repo: &Repo, names: &[String]) -> Result<u64> {
-    let deletes = names.iter().cloned().map(|n| {
-        let store = repo.store.clone();
-        async move { store.delete(&n).await }
-    });
+    let deletes = names.iter().cloned().map(|n| async move { remove_object(repo, &n).await });
     let results: Vec<_> = futures::stream::iter(deletes).buffer_unordered(PARALLEL).collect().await;
     for r in results {
         r?;
     }
     Ok(names.len() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn leftovers_of_interrupted_runs() {
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let day = Duration::from_secs(86400);
+        let o = |name: &str, at: SystemTime| ObjectInfo { name: name.into(), size: 1, modified: at };
+        let (done, killed, running) =
+            ("20270101T000000.000000Z-aaaaaa", "20270101T000001.000000Z-bbbbbb", "20270101T000002.000000Z-cccccc");
+        let listing = vec![
+            o(&format!("backups/{done}/base.tar"), t0),
+            o(&format!("backups/{done}/backup.json"), t0),
+            o(&format!("backups/{running}/backup_manifest"), t0),
+        ];
+        let staging = vec![
+            // A complete backup's stray staging file, old.
+            o(&format!("backups/{done}/base.tar#1"), t0),
+            // All that is left of a killed backup.
+            o(&format!("backups/{killed}/base.tar#1"), t0),
+            // A backup still writing its archive.
+            o(&format!("backups/{running}/base.tar#1"), t0 + 2 * day),
+            // A killed WAL upload, recent and old.
+            o("wal/00000001/000000010000000000000003#1", t0 + 2 * day),
+            o("wal/00000001/000000010000000000000004#1", t0),
+        ];
+        let left = leftovers(&listing, &staging, t0 + 2 * day + day / 2);
+        assert_eq!(left.backups, vec![(killed.to_string(), vec![format!("backups/{killed}/base.tar#1")])]);
+        assert_eq!(
+            left.staging,
+            vec![format!("backups/{done}/base.tar#1"), "wal/00000001/000000010000000000000004#1".to_string()]
+        );
+        // Nothing is a day old yet.
+        assert_eq!(leftovers(&listing, &staging, t0 + day / 2), Leftovers::default());
+    }
 }

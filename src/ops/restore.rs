@@ -88,6 +88,7 @@ pub async fn restore(repo: &Repo, args: &RestoreRequest, extra: &[String]) -> Re
         check_target_dir(dir, args.force, &format!("tablespace {oid}: "))?;
     }
     check_reachable(repo, info, args, target_time).await?;
+    crate::repo::catalog::check_objects(repo, info).await?;
     tracing::info!("restoring backup {} (finished {}, ends at {})", info.id, info.finished_at, info.end_lsn);
     for dir in std::iter::once(&args.to).chain(spaces.iter().map(|(_, d)| d)) {
         std::fs::create_dir_all(dir).map_err(|e| local(dir, e))?;

@@ -61,8 +61,45 @@ pub async fn read_backups(repo: &Repo, names: &[String]) -> Result<Vec<BackupInf
             .map_err(|e| Fail::new(Code::Integrity, format!("object {name}: not a valid backup record: {e}")))?;
         out.push(info);
     }
-    out.sort_by(|a, b| a.id.cmp(&b.id));
+    // By start time, so ids of earlier versions (whole seconds) sort among today's.
+    out.sort_by(|a, b| {
+        (super::layout::parse_backup_id(&a.id), &a.id).cmp(&(super::layout::parse_backup_id(&b.id), &b.id))
+    });
     Ok(out)
+}
+
+/// Before a backup is used: every object `backup.json` lists is there, with the recorded
+/// stored size and the recorded plaintext digest (read from the object's authenticated
+/// header or last frame, not downloaded). The error names the first bad object.
+pub async fn check_objects(repo: &Repo, info: &BackupInfo) -> Result<()> {
+    let checks = info.objects.iter().map(|o| async move {
+        let bad = |what: String| {
+            Fail::new(
+                Code::Integrity,
+                format!(
+                    "backup {} cannot be used: object {} {what}; choose another backup with --backup (see tidewal list)",
+                    info.id, o.name
+                ),
+            )
+        };
+        let size = match repo.store.size(&o.name).await {
+            Ok(s) => s,
+            Err(crate::store::StoreError::NotFound(_)) => return Err(bad("is missing".into())),
+            Err(e) => return Err(e.into()),
+        };
+        if size != o.stored_bytes {
+            return Err(bad(format!("has {size} bytes, backup.json recorded {}", o.stored_bytes)));
+        }
+        let digest = crate::codec::digest_hex(&repo.stored_digest(&o.name).await.map_err(|e| match e.code {
+            Code::Integrity => bad(format!("is damaged ({e})")),
+            _ => e,
+        })?);
+        if digest != o.digest {
+            return Err(bad(format!("holds BLAKE3 {digest}, backup.json recorded {}", o.digest)));
+        }
+        Ok(())
+    });
+    futures::future::try_join_all(checks).await.map(|_| ())
 }
 
 /// Contiguous runs of archived segments, per timeline: `(first segno, last segno)`.
@@ -267,10 +304,14 @@ pub fn wal_end_on_history(names: &[String], seg: u64, server_tli: u32, history: 
 pub const ABANDONED_AFTER: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 
 /// Backups without `backup.json` (running, or interrupted), by id, with their objects (pure).
+/// Only names under `backups/<id>/` with a backup id count: anything else there is not a
+/// backup's. The listing may include staging leftovers (`base.tar#1`), so a backup killed
+/// before its first object completed is seen too.
 pub fn incomplete_backups(listing: &[ObjectInfo]) -> Vec<(&str, Vec<&ObjectInfo>)> {
     let mut by_id: std::collections::BTreeMap<&str, Vec<&ObjectInfo>> = Default::default();
     for o in listing {
-        if let Some(id) = o.name.strip_prefix("backups/").and_then(|r| r.split('/').next()) {
+        let id = o.name.strip_prefix("backups/").and_then(|r| r.split_once('/')).map(|(id, _)| id);
+        if let Some(id) = id.filter(|id| super::layout::parse_backup_id(id).is_some()) {
             by_id.entry(id).or_default().push(o);
         }
     }
@@ -538,19 +579,33 @@ mod tests {
         let t0 = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000);
         let day = std::time::Duration::from_secs(86400);
         let o = |name: &str, at: SystemTime| ObjectInfo { name: name.into(), size: 1, modified: at };
+        let (a, b, c, d) = (
+            "20200101T000000Z",
+            "20200101T000001.000001Z-0a0b0c",
+            "20200101T000001.000002Z-0a0b0c",
+            "20200101T000002.000000Z-ffffff",
+        );
         let listing = vec![
-            o("backups/A/base.tar", t0),
-            o("backups/A/backup.json", t0),
-            o("backups/B/base.tar", t0),
-            o("backups/B/backup_manifest", t0 + day),
-            o("backups/C/base.tar", t0),
-            o("backups/C/16384.tar", t0),
+            o(&format!("backups/{a}/base.tar"), t0),
+            o(&format!("backups/{a}/backup.json"), t0),
+            o(&format!("backups/{b}/base.tar"), t0),
+            o(&format!("backups/{b}/backup_manifest"), t0 + day),
+            o(&format!("backups/{c}/base.tar"), t0),
+            o(&format!("backups/{c}/16384.tar"), t0),
+            // Only a staging leftover remains of this one.
+            o(&format!("backups/{d}/base.tar#1"), t0),
+            // Not a backup: never touched.
+            o("backups/lease", t0),
+            o("backups/notanid/base.tar", t0),
         ];
         let now = t0 + day + day / 2;
         let gone = abandoned_backups(&listing, now, day);
         assert_eq!(
             gone,
-            vec![("C".to_string(), vec!["backups/C/base.tar".to_string(), "backups/C/16384.tar".to_string()])]
+            vec![
+                (c.to_string(), vec![format!("backups/{c}/base.tar"), format!("backups/{c}/16384.tar")]),
+                (d.to_string(), vec![format!("backups/{d}/base.tar#1")]),
+            ]
         );
         assert!(abandoned_backups(&listing, t0 + day / 2, day).is_empty());
     }

@@ -2,6 +2,7 @@
 //! with the no-overwrite rule. Talks to the store and the codec, never to PostgreSQL.
 
 pub mod catalog;
+pub mod clock;
 pub mod layout;
 pub mod manifest;
 pub mod retention;
@@ -17,8 +18,8 @@ use serde::{Deserialize, Serialize};
 use tokio_util::io::{StreamReader, SyncIoBridge};
 
 use crate::codec::{
-    digest_hex, open_to_vec, seal_to_vec, CodecError, Digest, Header, Keyring, OpenReader, SealOptions, SealWriter,
-    HEADER_LEN,
+    digest_hex, last_frame_offset, open_to_vec, seal_to_vec, trailer_digest, CodecError, Digest, Header, Keyring,
+    OpenReader, SealOptions, SealWriter, HEADER_LEN,
 };
 use crate::error::{Code, Fail, Result};
 use crate::store::{ChannelWriter, Created, Store, StoreError};
@@ -198,24 +199,20 @@ impl Repo {
         }
     }
 
-    /// The plaintext digest of a stored object, from its authenticated header when it has one.
+    /// The plaintext digest of a stored object, from its authenticated header when it has one,
+    /// otherwise from its authenticated last frame (streamed objects learn their digest only
+    /// at the end). Reads at most the header and one frame.
     pub async fn stored_digest(&self, obj: &str) -> Result<Digest> {
-        let head = self.store.get_prefix(obj, HEADER_LEN as u64).await?;
+        let size = self.store.size(obj).await?;
+        let head = self.store.get_range(obj, 0..size.min(HEADER_LEN as u64)).await?;
         let header = Header::parse(&head).map_err(|e| integrity(obj, e))?;
         header.verify(&self.keys, obj).map_err(|e| integrity(obj, e))?;
         if let Some(d) = header.digest {
             return Ok(d);
         }
-        let keys = self.keys.clone();
-        let name = obj.to_string();
-        let reader = self.reader(obj).await?;
-        tokio::task::spawn_blocking(move || -> Result<Digest> {
-            let mut r = OpenReader::new(reader, &keys, &name).map_err(|e| integrity(&name, e))?;
-            std::io::copy(&mut r, &mut std::io::sink()).map_err(|e| integrity(&name, CodecError::from_io(e)))?;
-            r.digest().ok_or_else(|| integrity(&name, CodecError::Truncated { chunk: 0 }))
-        })
-        .await
-        .map_err(|e| Fail::new(Code::Internal, e.to_string()))?
+        let start = last_frame_offset(size).ok_or_else(|| integrity(obj, CodecError::Truncated { chunk: 0 }))?;
+        let tail = self.store.get_range(obj, start..size).await?;
+        trailer_digest(&head, &tail, size, &self.keys, obj).map_err(|e| integrity(obj, e))
     }
 
     /// A blocking reader over an object's stored bytes, for use inside `spawn_blocking`.
@@ -526,6 +523,21 @@ mod tests {
         let key = repo.keys.write_key().cloned();
         let s = seal_to_vec(data, key.as_ref(), obj, repo.seal_options(Some(*blake3::hash(data).as_bytes()))).unwrap();
         repo.push_sealed(obj, s.out, s.digest).await
+    }
+
+    #[tokio::test]
+    async fn streamed_objects_tell_their_digest_without_a_download() {
+        let keys = Keyring::new(Key::from_text(&"44".repeat(32), "t").unwrap(), vec![]);
+        let store = Store::from_object_store(Arc::new(InMemory::new()), "memory://");
+        let (repo, _) = Repo::init(store, keys, true, identity(true)).await.unwrap();
+        let data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8 ^ (i >> 12) as u8).collect();
+        let mut w = repo.create_stream("backups/x/base.tar");
+        w.write(&data).await.unwrap();
+        let stored = w.finish().await.unwrap();
+        // What backup.json records is the plaintext digest the object itself carries.
+        assert_eq!(stored.digest, digest_hex(blake3::hash(&data).as_bytes()));
+        assert_eq!(repo.store.size(&stored.name).await.unwrap(), stored.stored_bytes);
+        assert_eq!(digest_hex(&repo.stored_digest(&stored.name).await.unwrap()), stored.digest);
     }
 
     #[tokio::test]

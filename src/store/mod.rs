@@ -133,12 +133,16 @@ pub struct ObjectInfo {
 pub struct Store {
     inner: Arc<dyn ObjectStore>,
     url: String,
+    /// The directory of a file:// repository: its multipart staging files (`<name>#<n>`)
+    /// are invisible to listings, so leftovers are found on disk.
+    local_root: Option<std::path::PathBuf>,
 }
 
 impl Store {
     /// `file:///path`, a bare absolute path, or `s3://bucket[/prefix]`.
     pub fn open(url: &str, opts: &StoreOptions) -> Result<Store, StoreError> {
         let cfg = |m: String| StoreError::Config(m);
+        let mut local_root = None;
         let inner: Arc<dyn ObjectStore> = if url.starts_with('/') || url.starts_with("file://") {
             let path = if url.starts_with('/') {
                 std::path::PathBuf::from(url)
@@ -155,6 +159,7 @@ impl Store {
                 .map_err(|e| cfg(format!("cannot open repository directory {}: {e}", path.display())))?
                 .with_fsync(true)
                 .with_automatic_cleanup(true);
+            local_root = Some(path);
             Arc::new(fs)
         } else if let Some(rest) = url.strip_prefix("s3://") {
             let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
@@ -205,12 +210,12 @@ impl Store {
         } else {
             return Err(cfg(format!("repository url {url:?}: expected file:///absolute/path or s3://bucket/prefix")));
         };
-        Ok(Store { inner, url: url.to_string() })
+        Ok(Store { inner, url: url.to_string(), local_root })
     }
 
     /// Wrap an already-built store (tests use this to stand in for misbehaving servers).
     pub fn from_object_store(inner: Arc<dyn ObjectStore>, url: &str) -> Store {
-        Store { inner, url: url.to_string() }
+        Store { inner, url: url.to_string(), local_root: None }
     }
 
     pub fn url(&self) -> &str {
@@ -300,14 +305,61 @@ impl Store {
         r.bytes().await.map_err(|e| self.unavailable("read", path, e))
     }
 
-    /// The first `len` bytes (or fewer, for a shorter object).
-    pub async fn get_prefix(&self, path: &str, len: u64) -> Result<Bytes, StoreError> {
-        let loc = ObjPath::from(path);
-        let size = self.inner.head(&loc).await.map_err(|e| self.unavailable("check", path, e))?.size;
-        if size == 0 {
+    /// An object's stored size; `NotFound` when it does not exist.
+    pub async fn size(&self, path: &str) -> Result<u64, StoreError> {
+        Ok(self.inner.head(&ObjPath::from(path)).await.map_err(|e| self.unavailable("check", path, e))?.size)
+    }
+
+    /// Bytes `range` of an object (the caller keeps the range inside the object).
+    pub async fn get_range(&self, path: &str, range: std::ops::Range<u64>) -> Result<Bytes, StoreError> {
+        if range.is_empty() {
             return Ok(Bytes::new());
         }
-        self.inner.get_range(&loc, 0..len.min(size)).await.map_err(|e| self.unavailable("read", path, e))
+        self.inner.get_range(&ObjPath::from(path), range).await.map_err(|e| self.unavailable("read", path, e))
+    }
+
+    /// The store's own clock: the modification time it gives a freshly written probe object
+    /// (`probe` must be a unique name), which is removed again.
+    pub async fn clock(&self, probe: &str) -> Result<std::time::SystemTime, StoreError> {
+        self.put(probe, Bytes::from_static(b"tidewal clock probe")).await?;
+        let head = self.inner.head(&ObjPath::from(probe)).await.map_err(|e| self.unavailable("check", probe, e));
+        self.delete(probe).await?;
+        Ok(to_system_time(&head?))
+    }
+
+    /// Staging files of multipart uploads that never finished (a killed writer), with their
+    /// size and modification time. Only file:// repositories have them as files; on S3 the
+    /// equivalent is an incomplete multipart upload, left to the bucket's lifecycle rule.
+    pub async fn staging_leftovers(&self) -> Result<Vec<ObjectInfo>, StoreError> {
+        let Some(root) = self.local_root.clone() else { return Ok(Vec::new()) };
+        let url = self.url.clone();
+        tokio::task::spawn_blocking(move || walk_staging(&root))
+            .await
+            .map_err(|e| StoreError::Config(format!("cannot look for staging files in {url}: {e}")))?
+            .map_err(|e| StoreError::Config(format!("cannot look for staging files in {}: {e}", self.url)))
+    }
+
+    /// Remove one staging leftover found by [`Store::staging_leftovers`], and its directory
+    /// when that is left empty (as deleting an object does).
+    pub async fn remove_staging(&self, name: &str) -> Result<(), StoreError> {
+        let Some(root) = &self.local_root else { return Ok(()) };
+        if !is_staging_name(name) || name.split('/').any(|c| c.is_empty() || c == "." || c == "..") {
+            return Err(StoreError::Config(format!("{name} is not a staging file")));
+        }
+        let path = root.join(name);
+        match std::fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(StoreError::Config(format!("cannot remove {}: {e}", path.display()))),
+        }
+        let mut dir = path.parent();
+        while let Some(d) = dir.filter(|d| *d != root.as_path()) {
+            if std::fs::remove_dir(d).is_err() {
+                break;
+            }
+            dir = d.parent();
+        }
+        Ok(())
     }
 
     pub async fn delete(&self, path: &str) -> Result<(), StoreError> {
@@ -330,13 +382,7 @@ impl Store {
         while let Some(m) = s.next().await {
             match m {
                 Ok(m) => {
-                    let secs = m.last_modified.timestamp().max(0) as u64;
-                    let nanos = m.last_modified.timestamp_subsec_nanos();
-                    out.push(ObjectInfo {
-                        name: m.location.to_string(),
-                        size: m.size,
-                        modified: std::time::UNIX_EPOCH + std::time::Duration::new(secs, nanos),
-                    })
+                    out.push(ObjectInfo { name: m.location.to_string(), size: m.size, modified: to_system_time(&m) })
                 }
                 Err(e) => return Err(self.unavailable("list", prefix, e)),
             }
@@ -366,5 +412,92 @@ impl Store {
             && matches!(second, Ok(Created::AlreadyExists))
             && kept.map(|b| &b[..] == b"tidewal probe 1").unwrap_or(false);
         Ok(honoured)
+    }
+}
+
+fn to_system_time(m: &object_store::ObjectMeta) -> std::time::SystemTime {
+    let secs = m.last_modified.timestamp().max(0) as u64;
+    std::time::UNIX_EPOCH + Duration::new(secs, m.last_modified.timestamp_subsec_nanos())
+}
+
+/// object_store's local staging files are `<name>#<digits>` (pure).
+pub fn is_staging_name(name: &str) -> bool {
+    let file = name.rsplit('/').next().unwrap_or(name);
+    match file.rsplit_once('#') {
+        Some((base, n)) => !base.is_empty() && !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()),
+        None => false,
+    }
+}
+
+fn walk_staging(root: &std::path::Path) -> std::io::Result<Vec<ObjectInfo>> {
+    let mut out = Vec::new();
+    let mut dirs = vec![root.to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(e) => e,
+            // Removed meanwhile (a prune emptied it).
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        for entry in entries {
+            let entry = entry?;
+            let meta = match entry.metadata() {
+                Ok(m) => m,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            };
+            if meta.is_dir() {
+                dirs.push(entry.path());
+                continue;
+            }
+            let Ok(rel) = entry.path().strip_prefix(root).map(|p| p.to_string_lossy().into_owned()) else { continue };
+            if meta.is_file() && is_staging_name(&rel) {
+                out.push(ObjectInfo { name: rel, size: meta.len(), modified: meta.modified()? });
+            }
+        }
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn staging_names() {
+        assert!(is_staging_name("backups/x/base.tar#1"));
+        assert!(is_staging_name("wal/00000001/000000010000000000000003#12"));
+        assert!(!is_staging_name("backups/x/base.tar"));
+        assert!(!is_staging_name("backups/x/base.tar#"));
+        assert!(!is_staging_name("backups/x/base.tar#a1"));
+        assert!(!is_staging_name("#1"));
+    }
+
+    #[tokio::test]
+    async fn staging_leftovers_of_a_local_repository() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path().to_str().unwrap(), &StoreOptions::default()).unwrap();
+        store.put("backups/a/base.tar", Bytes::from_static(b"done")).await.unwrap();
+        std::fs::write(dir.path().join("backups/a/base.tar#1"), b"partial").unwrap();
+        std::fs::create_dir_all(dir.path().join("backups/b")).unwrap();
+        std::fs::write(dir.path().join("backups/b/16384.tar#2"), b"partial").unwrap();
+        // Invisible to listings, found on disk.
+        assert_eq!(store.list("backups").await.unwrap(), vec!["backups/a/base.tar".to_string()]);
+        let left: Vec<String> = store.staging_leftovers().await.unwrap().into_iter().map(|o| o.name).collect();
+        assert_eq!(left, vec!["backups/a/base.tar#1".to_string(), "backups/b/16384.tar#2".to_string()]);
+        for n in &left {
+            store.remove_staging(n).await.unwrap();
+        }
+        assert!(store.staging_leftovers().await.unwrap().is_empty());
+        assert!(!dir.path().join("backups/b").exists(), "an emptied directory stays behind");
+        assert!(dir.path().join("backups/a/base.tar").exists());
+        assert!(store.remove_staging("backups/a/base.tar").await.is_err());
+        assert!(store.remove_staging("../x#1").await.is_err());
+        // The store's clock is the probe's modification time.
+        let t = store.clock("tmp/clock-test").await.unwrap();
+        let now = std::time::SystemTime::now();
+        assert!(t <= now + Duration::from_secs(1) && t + Duration::from_secs(60) > now);
+        assert!(!store.exists("tmp/clock-test").await.unwrap());
     }
 }
