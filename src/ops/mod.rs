@@ -6,4 +6,5 @@ pub mod backup;
 pub mod fetch;
 pub mod prune;
 pub mod push;
+pub mod recovery_conf;
 pub mod restore;
