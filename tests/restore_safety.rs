@@ -262,7 +262,6 @@ fn force_serves_nothing_an_earlier_attempt_left() {
 
     let out = a.env.tidewal(&["restore", "--to", data.to_str().unwrap(), "--force"]);
     expect_exit(&out, 0, &[]);
-    assert!(!stray.exists(), "--force leaves files the backup does not have");
     // A spool that another repository filled (and marked) is not served either.
     plant(&data, Some("repository file:///elsewhere\nsystem_identifier 1\ncreated_at x\nkey_id none\n"));
     let mut r = Cluster::adopt(&dir, &data);
@@ -273,6 +272,7 @@ fn force_serves_nothing_an_earlier_attempt_left() {
     assert_eq!(count(&r, "after"), "60");
     // Recovery stayed on the backup's line of history: promotion took timeline 2.
     assert_eq!(r.psql("SELECT substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8)"), "00000002");
+    assert!(!stray.exists(), "--force leaves files the backup does not have");
     // The foreign spool was emptied, not served; any spool now is this repository's.
     let marker = std::fs::read_to_string(data.join("pg_wal/.tidewal-prefetch/.identity")).unwrap_or_default();
     assert!(!marker.contains("elsewhere"), "{marker}");
