@@ -144,6 +144,10 @@ fn a_backup_of_a_restored_cluster_restores_to_the_end() {
     assert_eq!(count(&c, "b-after"), "30");
     let auto = std::fs::read_to_string(c.data.join("postgresql.auto.conf")).unwrap();
     assert!(auto.contains("# removed by tidewal restore: recovery_target = 'immediate'"), "{auto}");
+    // B's ALTER SYSTEM dropped the comments but kept the list of what B's restore added; the
+    // archive_mode it changed since is B's own and stays.
+    assert!(auto.contains("# removed by tidewal restore: tidewal.restore_added = 'archive_mode=off'"), "{auto}");
+    assert!(auto.contains("\narchive_mode = 'on'\n"), "{auto}");
 }
 
 #[test]

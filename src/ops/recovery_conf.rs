@@ -9,6 +9,10 @@ pub const MARKER: &str = "# added by tidewal restore";
 pub const REMOVED: &str = "# removed by tidewal restore: ";
 /// Earlier versions marked a fork's settings with this line.
 const OLD_FORK_MARKER: &str = "# tidewal fork:";
+/// A placeholder setting in the block, naming the ordinary settings it added with their
+/// values (`port=5433,archive_mode=off`). `ALTER SYSTEM` rewrites postgresql.auto.conf
+/// without comments but keeps settings, so this survives where the marker does not.
+pub const ADDED: &str = "tidewal.restore_added";
 
 /// Settings that only mean something during recovery, or for a standby (a restore never
 /// makes one): each is removed wherever it stands.
@@ -45,6 +49,18 @@ pub fn clean(text: &str) -> Cleaned {
     let mut out = String::with_capacity(text.len() + 64);
     let mut removed = Vec::new();
     let mut in_block = false;
+    // What earlier blocks added, by name and value: still ours only while the value is.
+    let added: Vec<(String, String)> = text
+        .split('\n')
+        .filter_map(|l| setting(l.trim_start()))
+        .filter(|(n, _)| n == ADDED)
+        .flat_map(|(_, v)| {
+            v.split(',')
+                .filter_map(|p| p.split_once('='))
+                .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_ascii_lowercase()))
+                .collect::<Vec<_>>()
+        })
+        .collect();
     for (i, line) in text.split('\n').enumerate() {
         if i > 0 {
             out.push('\n');
@@ -56,8 +72,14 @@ pub fn clean(text: &str) -> Cleaned {
             out.push_str(trimmed.trim_end());
             continue;
         }
+        let ours = |name: &str| {
+            name == ADDED
+                || RECOVERY_SETTINGS.contains(&name)
+                || setting(trimmed)
+                    .is_some_and(|(n, v)| added.iter().any(|(an, av)| *an == n && *av == v.to_ascii_lowercase()))
+        };
         match setting_name(trimmed) {
-            Some(name) if in_block || RECOVERY_SETTINGS.contains(&name.as_str()) => {
+            Some(name) if in_block || ours(&name) => {
                 out.push_str(REMOVED);
                 out.push_str(trimmed.trim_end());
                 removed.push(name);
@@ -90,13 +112,40 @@ fn setting_name(line: &str) -> Option<String> {
     Some(line[..end].to_ascii_lowercase())
 }
 
-/// The block a restore appends: its marker with `what` (e.g. "a copy: archiving off"), then
-/// the settings, one a line.
-pub fn block(what: &str, settings: &[String]) -> String {
+/// A setting's name (lower case) and value (unquoted), or None.
+fn setting(line: &str) -> Option<(String, String)> {
+    let name = setting_name(line)?;
+    let rest = line[name.len()..].trim_start();
+    let rest = rest.strip_prefix('=').unwrap_or(rest).trim_start();
+    let value = match rest.strip_prefix('\'') {
+        Some(q) => {
+            // '' and \' are quotes inside a quoted value.
+            let (mut v, mut chars) = (String::new(), q.chars().peekable());
+            while let Some(c) = chars.next() {
+                match (c, chars.peek()) {
+                    ('\'', Some('\'')) | ('\\', Some(_)) => v.extend(chars.next()),
+                    ('\'', _) => break,
+                    _ => v.push(c),
+                }
+            }
+            v
+        }
+        None => rest.split(|c: char| c.is_whitespace() || c == '#').next().unwrap_or_default().to_string(),
+    };
+    Some((name, value))
+}
+
+/// The block a restore appends: its marker with `what` (e.g. "a copy: archiving off"), the
+/// settings, one a line, and [`ADDED`] naming the ordinary settings among `added` (name, value).
+pub fn block(what: &str, settings: &[String], added: &[(&str, String)]) -> String {
     let mut s = format!("{MARKER}: {what}\n");
     for l in settings {
         s.push_str(l);
         s.push('\n');
+    }
+    if !added.is_empty() {
+        let list: Vec<String> = added.iter().map(|(n, v)| format!("{n}={v}")).collect();
+        s.push_str(&format!("{ADDED} = {}\n", quote(&list.join(","))));
     }
     s
 }
@@ -154,12 +203,42 @@ mod tests {
 
     #[test]
     fn this_versions_block_is_disabled_by_the_next_restore() {
-        let ours =
-            block("a fork", &["restore_command = 'x'".into(), "port = 6000".into(), "archive_mode = off".into()]);
+        let added = [("port", "6000".to_string()), ("archive_mode", "off".to_string())];
+        let lines = ["restore_command = 'x'".into(), "port = 6000".into(), "archive_mode = off".into()];
+        let ours = block("a fork", &lines, &added);
         let text = format!("shared_buffers = '1GB'\n\n{ours}");
         let c = clean(&text);
-        assert_eq!(c.removed, ["restore_command", "port", "archive_mode"]);
+        assert_eq!(c.removed, ["restore_command", "port", "archive_mode", ADDED]);
         assert!(kept(&c, "shared_buffers = '1GB'"));
+    }
+
+    #[test]
+    fn what_a_block_added_is_found_after_alter_system_rewrote_the_file() {
+        // ALTER SYSTEM keeps settings, drops comments, and quotes every value.
+        let auto = "# Do not edit this file manually!\n\
+                    # It will be overwritten by the ALTER SYSTEM command.\n\
+                    restore_command = '/usr/bin/tidewal --config /d/tidewal-restore.toml wal-fetch %f %p'\n\
+                    recovery_target_action = 'promote'\n\
+                    port = '6000'\n\
+                    archive_mode = 'off'\n\
+                    tidewal.restore_added = 'port=6000,archive_mode=off'\n\
+                    work_mem = '64MB'\n";
+        let c = clean(auto);
+        assert_eq!(c.removed, ["restore_command", "recovery_target_action", "port", "archive_mode", ADDED]);
+        assert!(kept(&c, "work_mem = '64MB'"));
+        // A value the user changed since is the user's.
+        let changed = auto.replace("archive_mode = 'off'", "archive_mode = 'on'").replace("port = '6000'", "Port=7000");
+        let c = clean(&changed);
+        assert!(kept(&c, "archive_mode = 'on'") && kept(&c, "Port=7000"), "{}", c.text);
+    }
+
+    #[test]
+    fn values_are_read_as_postgresql_reads_them() {
+        assert_eq!(setting("port = '6000'"), Some(("port".into(), "6000".into())));
+        assert_eq!(setting("Port=6000 # mine"), Some(("port".into(), "6000".into())));
+        assert_eq!(setting("a 'it''s # x' # c"), Some(("a".into(), "it's # x".into())));
+        assert_eq!(setting("a = 'b\\'c'"), Some(("a".into(), "b'c".into())));
+        assert_eq!(setting("# a = 1"), None);
     }
 
     #[test]
@@ -244,7 +323,9 @@ mod tests {
     #[test]
     fn quoting() {
         assert_eq!(quote("it's"), "'it''s'");
-        assert_eq!(block("a copy", &["x = 1".into()]), format!("{MARKER}: a copy\nx = 1\n"));
+        assert_eq!(block("a copy", &["x = 1".into()], &[]), format!("{MARKER}: a copy\nx = 1\n"));
+        let b = block("a fork", &[], &[("port", "1".into()), ("archive_mode", "off".into())]);
+        assert_eq!(b, format!("{MARKER}: a fork\n{ADDED} = 'port=1,archive_mode=off'\n"));
     }
 
     proptest::proptest! {

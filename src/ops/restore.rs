@@ -372,19 +372,22 @@ fn write_recovery_config(args: &RestoreRequest, target_time: Option<SystemTime>)
     if let Some(t) = &args.target_timeline {
         lines.push(format!("recovery_target_timeline = {}", quote(t)));
     }
+    let mut added = Vec::new();
     if let Some(p) = args.port {
         lines.push(format!("port = {p}"));
+        added.push(("port", p.to_string()));
     }
     let what = if args.as_primary {
         "the repository's new primary (--as-primary): archiving as in the backup"
     } else {
         lines.push("archive_mode = off".into());
+        added.push(("archive_mode", "off".into()));
         "a copy: archiving off, the repository is only read"
     };
     // What an earlier restore or fork left in the backup, and recovery settings that came
     // with it, are commented out first: a later restore must not inherit them.
     let mut removed = Vec::new();
-    for (file, ours) in [("postgresql.conf", None), ("postgresql.auto.conf", Some(block(what, &lines)))] {
+    for (file, ours) in [("postgresql.conf", None), ("postgresql.auto.conf", Some(block(what, &lines, &added)))] {
         let path = args.to.join(file);
         let text = match std::fs::read_to_string(&path) {
             Ok(t) => t,
