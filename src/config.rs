@@ -103,6 +103,8 @@ struct RepoSection {
     retry_timeout: Option<String>,
     #[serde(default)]
     s3: S3Section,
+    /// Set in the file a restore writes for recovery: `TIDEWAL_*` variables are ignored.
+    ignore_env: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -154,6 +156,18 @@ pub struct Settings {
     /// Every moment this far back stays restorable; older backups and WAL are pruned.
     pub retention_window: Duration,
     pub daemon: DaemonSettings,
+    /// Where the keys came from, for the file a restore writes for recovery.
+    pub key_source: KeySource,
+}
+
+/// Where the repository keys were read from (never the keys themselves).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct KeySource {
+    /// The current key's file; None without a key or when it came from `TIDEWAL_KEY`.
+    pub key_file: Option<PathBuf>,
+    /// The current key came from the `TIDEWAL_KEY` variable.
+    pub from_env: bool,
+    pub read_key_files: Vec<PathBuf>,
 }
 
 fn usage(msg: String) -> Fail {
@@ -184,6 +198,11 @@ impl Settings {
             Err(e) => return Err(usage(format!("cannot read config file {}: {e}", path.display()))),
         };
         let repo = file.repository;
+        // A restore's file for recovery names exactly the repository restore checked; the
+        // environment PostgreSQL runs restore_command in must not point elsewhere.
+        let pinned = repo.ignore_env == Some(true);
+        let filtered = |k: &str| if pinned && k.starts_with("TIDEWAL_") { None } else { env(k) };
+        let env: &dyn Fn(&str) -> Option<String> = &filtered;
 
         let repo_url =
             flags.repo.clone().or_else(|| env("TIDEWAL_REPO")).or(repo.url).unwrap_or_else(|| DEFAULT_REPO.to_string());
@@ -197,6 +216,7 @@ impl Settings {
             None => repo.compression.unwrap_or(Compression::Lz4),
         };
 
+        let key_source = key_source(flags, env, &repo.key_file, &repo.read_key_files);
         let keys = load_keys(flags, env, repo.key_file, &repo.read_key_files)?;
 
         let s3 = repo.s3;
@@ -253,6 +273,7 @@ impl Settings {
             prefetch,
             retention_window,
             daemon,
+            key_source,
         })
     }
 }
@@ -391,7 +412,74 @@ fn load_keys(
     }
 }
 
+/// The same precedence as `load_keys`: flag, TIDEWAL_KEY_FILE, TIDEWAL_KEY, the file.
+fn key_source(
+    flags: &Flags,
+    env: &dyn Fn(&str) -> Option<String>,
+    file_key: &Option<PathBuf>,
+    read_files: &[PathBuf],
+) -> KeySource {
+    let path = flags.key_file.clone().or_else(|| env("TIDEWAL_KEY_FILE").map(PathBuf::from));
+    let from_env = path.is_none() && env("TIDEWAL_KEY").is_some();
+    let key_file = if from_env { None } else { path.or_else(|| file_key.clone()) };
+    KeySource { key_file, from_env, read_key_files: read_files.to_vec() }
+}
+
 impl Settings {
+    /// The configuration file a restore writes into the data directory for recovery's
+    /// `wal-fetch`: the repository, store settings, key file paths (never key material) and
+    /// prefetch, with `ignore_env` so PostgreSQL's environment cannot redirect it.
+    pub fn fetch_config(&self) -> Result<String> {
+        use toml::{Table, Value};
+        if self.key_source.from_env {
+            return Err(usage(
+                "the repository key comes from TIDEWAL_KEY, which recovery's restore_command cannot see: \
+                 pass --key-file (or set repository.key_file) so that recovery can read the repository"
+                    .into(),
+            ));
+        }
+        let abs = |p: &Path| -> Result<Value> {
+            let p = std::path::absolute(p).map_err(|e| usage(format!("{}: {e}", p.display())))?;
+            Ok(Value::String(p.display().to_string()))
+        };
+        let mut repo = Table::new();
+        repo.insert("url".into(), Value::String(self.repo_url.clone()));
+        repo.insert("ignore_env".into(), Value::Boolean(true));
+        if let Some(k) = &self.key_source.key_file {
+            repo.insert("key_file".into(), abs(k)?);
+        }
+        if !self.key_source.read_key_files.is_empty() {
+            let files = self.key_source.read_key_files.iter().map(|p| abs(p)).collect::<Result<Vec<_>>>()?;
+            repo.insert("read_key_files".into(), Value::Array(files));
+        }
+        let retry = humantime::format_duration(self.store.retry_timeout).to_string();
+        repo.insert("retry_timeout".into(), Value::String(retry));
+        let o = &self.store.s3;
+        let mut s3 = Table::new();
+        for (k, v) in [
+            ("endpoint", &o.endpoint),
+            ("region", &o.region),
+            ("access_key_id", &o.access_key_id),
+            ("secret_access_key", &o.secret_access_key),
+        ] {
+            if let Some(v) = v {
+                s3.insert(k.into(), Value::String(v.clone()));
+            }
+        }
+        s3.insert("allow_http".into(), Value::Boolean(o.allow_http));
+        repo.insert("s3".into(), Value::Table(s3));
+        let mut restore = Table::new();
+        restore.insert("prefetch".into(), Value::Integer(self.prefetch as i64));
+        let mut top = Table::new();
+        top.insert("repository".into(), Value::Table(repo));
+        top.insert("restore".into(), Value::Table(restore));
+        let body = toml::to_string(&top).map_err(|e| Fail::new(Code::Internal, e.to_string()))?;
+        Ok(format!(
+            "# Written by tidewal restore for recovery's restore_command (tidewal wal-fetch): the\n\
+             # repository that restore checked. TIDEWAL_* variables do not apply to it.\n{body}"
+        ))
+    }
+
     /// Open the configured, initialised repository.
     pub async fn open_repo(&self) -> Result<crate::repo::Repo> {
         let store = crate::store::Store::open(&self.repo_url, &self.store)?;
@@ -438,6 +526,52 @@ mod tests {
         assert_eq!(s.daemon.spool, Path::new("/srv/spool"));
         let s = load_with(Some(t), &[("TIDEWAL_SPOOL", "/env/spool")], Flags::default()).unwrap();
         assert_eq!(s.daemon.spool, Path::new("/env/spool"));
+    }
+
+    #[test]
+    fn fetch_config_names_the_repository_restore_used() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let (key, old) = (dir.path().join("k"), dir.path().join("old"));
+        let text = Key::generate();
+        for (p, t) in [(&key, text.clone()), (&old, Key::generate())] {
+            std::fs::write(p, t).unwrap();
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o600)).unwrap();
+        }
+        let t = format!(
+            "[repository]\nurl = \"file:///from/file\"\nread_key_files = [{old:?}]\nretry_timeout = \"7s\"\n\
+             [repository.s3]\nregion = \"eu\"\n[restore]\nprefetch = 3\n"
+        );
+        let env = [("TIDEWAL_REPO", "file:///from/env"), ("TIDEWAL_S3_ENDPOINT", "http://e")];
+        let flags = Flags { key_file: Some(key.clone()), ..Default::default() };
+        let s = load_with(Some(&t), &env, flags).unwrap();
+        let written = s.fetch_config().unwrap();
+        assert!(!written.contains(&text), "no key material: {written}");
+        // Read back as wal-fetch reads it, in an environment that points elsewhere.
+        let hostile = [("TIDEWAL_REPO", "file:///elsewhere"), ("TIDEWAL_KEY", "short"), ("TIDEWAL_PREFETCH", "9")];
+        let r = load_with(Some(&written), &hostile, Flags::default()).unwrap();
+        assert_eq!(r.repo_url, "file:///from/env");
+        assert_eq!(r.key_source.key_file.as_deref(), Some(key.as_path()));
+        assert_eq!(r.key_source.read_key_files, [old]);
+        assert_eq!(r.keys.write_key().map(|k| k.id()), s.keys.write_key().map(|k| k.id()));
+        assert_eq!(r.store.retry_timeout, Duration::from_secs(7));
+        assert_eq!(r.store.s3.endpoint.as_deref(), Some("http://e"));
+        assert_eq!(r.store.s3.region.as_deref(), Some("eu"));
+        assert_eq!(r.prefetch, 3);
+        // Without the marker the environment would win, as everywhere else.
+        let plain = written.replace("ignore_env = true", "");
+        assert_eq!(load_with(Some(&plain), &hostile[..1], Flags::default()).unwrap().repo_url, "file:///elsewhere");
+    }
+
+    #[test]
+    fn fetch_config_refuses_a_key_only_in_the_environment() {
+        let key = Key::generate();
+        let s = load_with(None, &[("TIDEWAL_KEY", &key)], Flags::default()).unwrap();
+        let e = s.fetch_config().unwrap_err();
+        assert!(e.message.contains("--key-file") && !e.message.contains(&key), "{e}");
+        // Unencrypted: nothing to name.
+        let s = load_with(None, &[], Flags::default()).unwrap();
+        assert!(!s.fetch_config().unwrap().contains("key_file"));
     }
 
     #[test]

@@ -354,9 +354,10 @@ fn restore_follows_a_promotion_to_the_new_timeline() {
     primary.stop_immediate();
     let a = Archiving { cluster: primary, ..a };
 
-    // A failover: a copy is restored, promoted to timeline 2, and archives into the same repository.
+    // A failover: restored as the new primary, promoted to timeline 2, it archives into the same repository.
     let dir = a.env.pg_dir("promoted");
-    let out = a.env.tidewal(&["restore", "--to", dir.join("pgdata").to_str().unwrap(), "--target-action", "promote"]);
+    let data = dir.join("pgdata");
+    let out = a.env.tidewal(&["restore", "--to", data.to_str().unwrap(), "--as-primary", "--target-action", "promote"]);
     expect_exit(&out, 0, &[]);
     let mut p = Cluster::adopt(&dir, &dir.join("pgdata"));
     p.configure("");

@@ -29,14 +29,13 @@ pub async fn run(settings: &Settings, args: &Args) -> Result<()> {
     if restore.target_action.is_some_and(|a| a != Action::Promote) {
         return Err(Fail::new(Code::Usage, "a fork always promotes: drop --target-action"));
     }
+    if restore.as_primary {
+        return Err(Fail::new(Code::Usage, "a fork is always a copy that does not archive: drop --as-primary"));
+    }
     restore.target_action = Some(Action::Promote);
-    let extra = vec![
-        "# tidewal fork: an independent cluster".to_string(),
-        format!("port = {}", args.port),
-        "archive_mode = off".to_string(),
-    ];
+    restore.port = Some(args.port);
     let repo = super::open_repo(settings).await?;
-    crate::ops::restore::restore(&repo, &restore, &extra).await?;
+    crate::ops::restore::restore(&repo, &restore).await?;
     if !args.start {
         println!("fork ready in {}; start it with: pg_ctl -D {} start", restore.to.display(), restore.to.display());
         return Ok(());

@@ -40,9 +40,13 @@ pub struct Args {
     /// Put tablespace OID in DIR instead of its original location (repeatable)
     #[arg(long, value_name = "OID=DIR")]
     pub tablespace_map: Vec<String>,
-    /// Restore into a non-empty directory (never into a running cluster)
+    /// Replace the data directory DIR holds: empty it first (never a running cluster)
     #[arg(long)]
     pub force: bool,
+    /// Disaster recovery: keep archiving on, so the restored cluster becomes the repository's
+    /// new live line [default: a copy with archive_mode = off]
+    #[arg(long)]
+    pub as_primary: bool,
 }
 
 impl Args {
@@ -60,21 +64,18 @@ impl Args {
             target_timeline: self.target_timeline.clone(),
             tablespace_map: self.tablespace_map.clone(),
             force: self.force,
-            restore_command: restore_command(settings),
+            as_primary: self.as_primary,
+            port: None,
+            exe: std::env::current_exe().unwrap_or_else(|_| "tidewal".into()),
+            // Before anything is read: a restore that recovery could not read is useless.
+            fetch_config: settings.fetch_config()?,
             conninfo: settings.conninfo.clone(),
         })
     }
 }
 
-/// This binary, with the configuration file restore used, as recovery's restore_command.
-fn restore_command(settings: &Settings) -> String {
-    let exe = std::env::current_exe().map(|p| p.display().to_string()).unwrap_or_else(|_| "tidewal".into());
-    let config = settings.config_path.as_ref().map(|c| format!(" --config {}", c.display())).unwrap_or_default();
-    format!("{exe}{config} wal-fetch %f %p")
-}
-
 pub async fn run(settings: &Settings, args: &Args) -> Result<()> {
     let req = args.request(settings)?;
     let repo = super::open_repo(settings).await?;
-    restore(&repo, &req, &[]).await
+    restore(&repo, &req).await
 }

@@ -3,7 +3,8 @@
 //! Recovery asks for one segment at a time and waits for each. So after serving a segment,
 //! wal-fetch leaves a detached worker downloading the next few into a spool next to `%p`
 //! (`pg_wal/.tidewal-prefetch`); the next call then only renames a file that was already
-//! authenticated and written in full.
+//! authenticated and written in full. The spool is bound to one repository: a marker
+//! (`.identity`) names it, and a spool filled from anywhere else is emptied, not served.
 
 use std::os::unix::process::CommandExt;
 use std::path::Path;
@@ -17,6 +18,8 @@ use crate::repo::catalog::load_history;
 use crate::repo::{layout, Repo};
 
 const SPOOL: &str = ".tidewal-prefetch";
+/// The spool's marker: which repository (and cluster) filled it.
+const SPOOL_IDENTITY: &str = ".identity";
 
 /// What PostgreSQL asked for, and how far ahead to prefetch.
 pub struct FetchRequest<'a> {
@@ -45,7 +48,10 @@ pub async fn fetch(repo: &Repo, args: &FetchRequest<'_>) -> Result<()> {
         return Ok(());
     }
     let spooled = spool.join(args.name);
-    if matches!(kind, WalFile::Segment(_)) && std::fs::rename(&spooled, args.path).is_ok() {
+    if matches!(kind, WalFile::Segment(_))
+        && spool_is_ours(&spool, &spool_identity(repo))
+        && std::fs::rename(&spooled, args.path).is_ok()
+    {
         sync_dir(args.path);
         tracing::info!("restored {} (prefetched)", args.name);
     } else {
@@ -136,13 +142,21 @@ async fn prefetch(repo: &Repo, current: SegmentId, spool: &Path, depth: usize) {
     if unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&lock), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
         return;
     }
+    let identity = spool_identity(repo);
+    if !spool_is_ours(spool, &identity) {
+        // Emptied; mark it ours (atomically: a reader never sees half a marker).
+        let tmp = spool.join(".identity.tmp");
+        if std::fs::write(&tmp, &identity).and_then(|()| std::fs::rename(&tmp, spool.join(SPOOL_IDENTITY))).is_err() {
+            return;
+        }
+    }
     let seg_size = repo.identity.wal_segment_size;
     if let Ok(entries) = std::fs::read_dir(spool) {
         for e in entries.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
             let stale = match SegmentId::parse(&name, seg_size) {
                 Ok(s) => s.tli != current.tli || s.segno <= current.segno,
-                Err(_) => name != ".lock",
+                Err(_) => name != ".lock" && name != SPOOL_IDENTITY,
             };
             if stale {
                 let _ = std::fs::remove_file(e.path());
@@ -160,6 +174,38 @@ async fn prefetch(repo: &Repo, current: SegmentId, spool: &Path, depth: usize) {
         }
     });
     futures::stream::iter(fetches).buffer_unordered(4).collect::<Vec<()>>().await;
+}
+
+/// What binds a spool to one repository: its URL, the cluster and the repository's creation
+/// (a repository made anew at the same URL is another one), and the key it was made with.
+fn spool_identity(repo: &Repo) -> String {
+    let id = &repo.identity;
+    format!(
+        "repository {}\nsystem_identifier {}\ncreated_at {}\nkey_id {}\n",
+        repo.store.url(),
+        id.system_identifier,
+        id.created_at,
+        id.key_id.as_deref().unwrap_or("none")
+    )
+}
+
+/// Whether the spool was filled from this repository. A spool without the same marker (left
+/// by another repository, another cluster or an older tidewal) is emptied.
+fn spool_is_ours(spool: &Path, identity: &str) -> bool {
+    match std::fs::read_to_string(spool.join(SPOOL_IDENTITY)) {
+        Ok(t) if t == identity => return true,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !spool.exists() => return false,
+        _ => {}
+    }
+    if let Ok(entries) = std::fs::read_dir(spool) {
+        for e in entries.flatten() {
+            if e.file_name() != ".lock" {
+                tracing::info!("dropping {} from a prefetch spool of another repository", e.path().display());
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+    false
 }
 
 fn sync_dir(file: &Path) {

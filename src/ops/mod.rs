@@ -6,5 +6,6 @@ pub mod backup;
 pub mod fetch;
 pub mod prune;
 pub mod push;
+pub mod recovery_conf;
 pub mod restore;
 pub mod timelines;

@@ -37,18 +37,32 @@ pub struct RestoreRequest {
     /// OID=DIR
     pub tablespace_map: Vec<String>,
     pub force: bool,
-    /// The restore_command recovery runs (`%f %p` included)
-    pub restore_command: String,
+    /// Keep archiving on: the restored cluster becomes the repository's live line (disaster
+    /// recovery). Otherwise it is a copy with `archive_mode = off`.
+    pub as_primary: bool,
+    /// A port for the restored cluster (a fork's)
+    pub port: Option<u16>,
+    /// This program, which recovery runs as restore_command
+    pub exe: PathBuf,
+    /// The configuration `wal-fetch` reads during recovery (written as [`FETCH_CONFIG`]):
+    /// the repository this restore checked, whatever PostgreSQL's environment holds.
+    pub fetch_config: String,
     /// The server, asked for its timeline when two lines of history share the repository
     pub conninfo: Option<String>,
 }
+
+/// The file in the data directory that recovery's restore_command reads.
+pub const FETCH_CONFIG: &str = "tidewal-restore.toml";
 
 /// How far past the newest archived segment's upload a time target may lie: the server's
 /// and the store's clocks need not agree to the second.
 const CLOCK_GRACE: Duration = Duration::from_secs(60);
 
-/// Restore, appending `extra` settings (e.g. a fork's port) to postgresql.auto.conf.
-pub async fn restore(repo: &Repo, args: &RestoreRequest, extra: &[String]) -> Result<()> {
+/// Restore a backup and configure recovery (as a copy unless `as_primary`).
+pub async fn restore(repo: &Repo, args: &RestoreRequest) -> Result<()> {
+    // restore_command runs in the data directory: every path in it must be absolute.
+    let to = std::path::absolute(&args.to).map_err(|e| local(&args.to, e))?;
+    let args = &RestoreRequest { to, ..args.clone() };
     check_target_dir(&args.to, args.force, "")?;
     let target_time = args.target_time;
     // Which line of history: on a split, the server's (or refuse to guess); recovery is told
@@ -89,6 +103,14 @@ pub async fn restore(repo: &Repo, args: &RestoreRequest, extra: &[String]) -> Re
     }
     check_reachable(repo, info, args, target_time).await?;
     crate::repo::catalog::check_objects(repo, info).await?;
+    if args.force {
+        // Nothing of an earlier attempt may be served to recovery: stale WAL, history files,
+        // a prefetch spool.
+        clear_data_dir(&args.to)?;
+        for (_, dir) in &spaces {
+            clear_tablespace_dir(dir)?;
+        }
+    }
     tracing::info!("restoring backup {} (finished {}, ends at {})", info.id, info.finished_at, info.end_lsn);
     for dir in std::iter::once(&args.to).chain(spaces.iter().map(|(_, d)| d)) {
         std::fs::create_dir_all(dir).map_err(|e| local(dir, e))?;
@@ -132,13 +154,24 @@ pub async fn restore(repo: &Repo, args: &RestoreRequest, extra: &[String]) -> Re
     for dir in std::iter::once(&args.to).chain(spaces.iter().map(|(_, d)| d)) {
         sync_filesystem(dir)?;
     }
-    write_recovery_config(args, target_time, extra)?;
+    write_recovery_config(args, target_time)?;
     println!(
         "restored backup {} into {} ({checked} files verified against the manifest); start it with: pg_ctl -D {} start",
         info.id,
         args.to.display(),
         args.to.display()
     );
+    if args.as_primary {
+        println!(
+            "restored as the primary (--as-primary): archiving stays as in the backup, so once promoted \
+             this cluster archives into the repository as its new live line"
+        );
+    } else {
+        println!(
+            "restored as a copy: archive_mode = off, so it never writes into the repository \
+             (for disaster recovery, restore with --as-primary)"
+        );
+    }
     Ok(())
 }
 
@@ -314,23 +347,30 @@ fn sync_filesystem(dir: &Path) -> Result<()> {
     Ok(())
 }
 
-fn write_recovery_config(args: &RestoreRequest, target_time: Option<SystemTime>, extra: &[String]) -> Result<()> {
-    let quote = |v: &str| v.replace('\'', "''");
-    let mut lines =
-        vec!["# added by tidewal restore".to_string(), format!("restore_command = '{}'", quote(&args.restore_command))];
+fn write_recovery_config(args: &RestoreRequest, target_time: Option<SystemTime>) -> Result<()> {
+    use super::recovery_conf::{block, clean, quote};
+    // Recovery reads exactly the repository this restore checked (see FETCH_CONFIG).
+    let fetch_config = args.to.join(FETCH_CONFIG);
+    write_private(&fetch_config, &args.fetch_config)?;
+    let command = format!(
+        "{} --config {} wal-fetch %f %p",
+        shell_word(&args.exe.display().to_string()),
+        shell_word(&fetch_config.display().to_string())
+    );
+    let mut lines = vec![format!("restore_command = {}", quote(&command))];
     if let Some(t) = target_time {
         // PostgreSQL wants "YYYY-MM-DD HH:MM:SS.ffffff+00" here, not the RFC 3339 'T'/'Z' form.
         let t = humantime::format_rfc3339_micros(t).to_string().replace('T', " ").replace('Z', "+00");
-        lines.push(format!("recovery_target_time = '{}'", quote(&t)));
+        lines.push(format!("recovery_target_time = {}", quote(&t)));
     }
     if let Some(l) = args.target_lsn {
         lines.push(format!("recovery_target_lsn = '{l}'"));
     }
     if let Some(x) = &args.target_xid {
-        lines.push(format!("recovery_target_xid = '{}'", quote(x)));
+        lines.push(format!("recovery_target_xid = {}", quote(x)));
     }
     if let Some(n) = &args.target_name {
-        lines.push(format!("recovery_target_name = '{}'", quote(n)));
+        lines.push(format!("recovery_target_name = {}", quote(n)));
     }
     if args.immediate {
         lines.push("recovery_target = 'immediate'".into());
@@ -344,15 +384,53 @@ fn write_recovery_config(args: &RestoreRequest, target_time: Option<SystemTime>,
         lines.push(format!("recovery_target_action = '{a}'"));
     }
     if let Some(t) = &args.target_timeline {
-        lines.push(format!("recovery_target_timeline = '{}'", quote(t)));
+        lines.push(format!("recovery_target_timeline = {}", quote(t)));
     }
-    lines.extend(extra.iter().cloned());
-    let auto = args.to.join("postgresql.auto.conf");
-    let mut text = std::fs::read_to_string(&auto).unwrap_or_default();
-    text.push('\n');
-    text.push_str(&lines.join("\n"));
-    text.push('\n');
-    std::fs::write(&auto, text).map_err(|e| local(&auto, e))?;
+    let mut added = Vec::new();
+    if let Some(p) = args.port {
+        lines.push(format!("port = {p}"));
+        added.push(("port", p.to_string()));
+    }
+    let what = if args.as_primary {
+        "the repository's new primary (--as-primary): archiving as in the backup"
+    } else {
+        lines.push("archive_mode = off".into());
+        added.push(("archive_mode", "off".into()));
+        "a copy: archiving off, the repository is only read"
+    };
+    // What an earlier restore or fork left in the backup, and recovery settings that came
+    // with it, are commented out first: a later restore must not inherit them.
+    let mut removed = Vec::new();
+    for (file, ours) in [("postgresql.conf", None), ("postgresql.auto.conf", Some(block(what, &lines, &added)))] {
+        let path = args.to.join(file);
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && ours.is_none() => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(e) => return Err(local(&path, e)),
+        };
+        let cleaned = clean(&text);
+        if cleaned.removed.is_empty() && ours.is_none() {
+            continue;
+        }
+        let mut text = cleaned.text;
+        if let Some(ours) = ours {
+            if !text.is_empty() && !text.ends_with('\n') {
+                text.push('\n');
+            }
+            text.push('\n');
+            text.push_str(&ours);
+        }
+        std::fs::write(&path, text).map_err(|e| local(&path, e))?;
+        removed.extend(cleaned.removed.into_iter().map(|n| format!("{n} ({file})")));
+    }
+    if !removed.is_empty() {
+        removed.dedup();
+        println!(
+            "commented out settings that came with the backup (an earlier restore's, or recovery's): {}",
+            removed.join(", ")
+        );
+    }
     // A backup taken from a standby carries its standby.signal, which would make the copy
     // wait for a primary forever instead of recovering to the target.
     let standby = args.to.join("standby.signal");
@@ -361,4 +439,68 @@ fn write_recovery_config(args: &RestoreRequest, target_time: Option<SystemTime>,
         tracing::info!("removed standby.signal (the backup was taken from a standby)");
     }
     std::fs::write(args.to.join("recovery.signal"), "").map_err(|e| local(&args.to, e))
+}
+
+/// A file only its owner reads (it may name store credentials).
+fn write_private(path: &Path, text: &str) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| local(path, e))?;
+    // A copy unpacked from the backup may have had another mode.
+    f.set_permissions(std::fs::Permissions::from_mode(0o600)).map_err(|e| local(path, e))?;
+    f.write_all(text.as_bytes()).and_then(|()| f.sync_all()).map_err(|e| local(path, e))
+}
+
+/// `w` as one word for the shell that runs restore_command.
+fn shell_word(w: &str) -> String {
+    if !w.is_empty() && w.chars().all(|c| c.is_ascii_alphanumeric() || "/._-+:=,@".contains(c)) {
+        w.to_string()
+    } else {
+        format!("'{}'", w.replace('\'', "'\\''"))
+    }
+}
+
+/// --force over a data directory: empty it, so nothing of an earlier attempt (WAL, history
+/// files, the prefetch spool, files the backup does not have) survives. Only a directory
+/// that holds a data directory (PG_VERSION) or an interrupted restore (backup_manifest,
+/// written first) is emptied; anything else is refused rather than deleted.
+fn clear_data_dir(dir: &Path) -> Result<()> {
+    let Ok(entries) = std::fs::read_dir(dir) else { return Ok(()) };
+    let entries: Vec<_> = entries.flatten().collect();
+    if entries.is_empty() {
+        return Ok(());
+    }
+    if !dir.join("PG_VERSION").exists() && !dir.join("backup_manifest").exists() {
+        return Err(Fail::new(
+            Code::Conflict,
+            format!(
+                "{} is not a PostgreSQL data directory: --force only replaces one; empty the directory yourself",
+                dir.display()
+            ),
+        ));
+    }
+    entries.iter().try_for_each(|e| remove_entry(&e.path()))
+}
+
+/// --force over a tablespace directory: remove PostgreSQL's per-version directories (PG_*),
+/// which the backup brings back; anything else there is left alone.
+fn clear_tablespace_dir(dir: &Path) -> Result<()> {
+    let Ok(entries) = std::fs::read_dir(dir) else { return Ok(()) };
+    entries
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("PG_"))
+        .try_for_each(|e| remove_entry(&e.path()))
+}
+
+/// Remove a file, a link (not what it points to) or a directory tree.
+fn remove_entry(p: &Path) -> Result<()> {
+    let is_dir = std::fs::symlink_metadata(p).map(|m| m.is_dir()).map_err(|e| local(p, e))?;
+    let r = if is_dir { std::fs::remove_dir_all(p) } else { std::fs::remove_file(p) };
+    r.map_err(|e| local(p, e))
 }

@@ -462,6 +462,8 @@ pub fn restore_and_start(a: &Archiving, name: &str, extra: &[&str]) -> Cluster {
         "postgresql.auto.conf",
         "-i",
         "standby.signal",
+        "-i",
+        "tidewal-restore.toml",
         data.to_str().unwrap(),
     ]));
     let mut r = Cluster::adopt(&dir, &data);
