@@ -5,7 +5,6 @@
 
 mod common;
 
-use std::io::Write;
 use std::time::Duration;
 
 use common::*;
@@ -22,14 +21,12 @@ fn a_copy_that_archives_is_a_split_and_production_keeps_its_wal() {
     c.psql("INSERT INTO t SELECT generate_series(1, 100)");
     c.wait_archived(&c.switch_wal());
 
-    // A copy restored to look at, started with archiving on (an operator's choice, or a
-    // restore made the old way): it promotes and archives timeline 2 into the repository.
+    // A copy restored as if it were the new primary (--as-primary keeps archiving on) while
+    // production goes on: it promotes and archives timeline 2 into the repository.
     let dir = a.env.pg_dir("copy");
     let data = dir.join("pgdata");
-    let out = a.env.tidewal(&["restore", "--to", data.to_str().unwrap(), "--target-action", "promote"]);
+    let out = a.env.tidewal(&["restore", "--to", data.to_str().unwrap(), "--target-action", "promote", "--as-primary"]);
     expect_exit(&out, 0, &[]);
-    let mut auto = std::fs::OpenOptions::new().append(true).open(data.join("postgresql.auto.conf")).unwrap();
-    writeln!(auto, "archive_mode = on\narchive_command = '{} wal-push %p'", a.env.command_line()).unwrap();
     let mut copy = Cluster::adopt(&dir, &data);
     copy.configure("");
     copy.start();
