@@ -333,7 +333,7 @@ fn parse_file(text: &str, path: &Path) -> Result<FileConfig> {
 const KNOWN_KEYS: &str = "repository url compression key_file read_key_files retry_timeout s3 endpoint region \
     access_key_id secret_access_key allow_http postgres conninfo standby_conninfo restore prefetch retention window \
     daemon pgdata archive archive_parallel listen backup_interval backup_at prune_interval shutdown_timeout \
-    flush_interval stream slot socket spool";
+    flush_interval stream slot socket spool ignore_env";
 
 /// A TOML error by position and key, without the source line toml would quote (it may hold
 /// a password or an S3 secret); for a key that holds a credential, without the values the
