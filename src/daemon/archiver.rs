@@ -55,16 +55,7 @@ pub fn announces_ready(event: &notify::Result<notify::Event>) -> bool {
 
 pub async fn run(shared: Arc<Shared>, pg_wal: PathBuf, cancel: CancellationToken) -> Result<()> {
     let status = pg_wal.join("archive_status");
-    let (wake_tx, mut wake) = tokio::sync::mpsc::channel::<()>(1);
-    let mut watcher = notify::recommended_watcher(move |e: notify::Result<notify::Event>| {
-        if announces_ready(&e) {
-            let _ = wake_tx.try_send(());
-        }
-    })
-    .map_err(|e| Fail::new(Code::Internal, format!("cannot watch {}: {e}", status.display())))?;
-    watcher
-        .watch(&status, notify::RecursiveMode::NonRecursive)
-        .map_err(|e| Fail::new(Code::Storage, format!("cannot watch {}: {e}", status.display())))?;
+    let (_watcher, mut wake) = watch(&status)?;
     let seg = shared.repo.identity.wal_segment_size;
     let parallel = shared.settings.daemon.archive_parallel;
     tracing::info!("archiving ahead of PostgreSQL from {} ({parallel} at once)", pg_wal.display());
@@ -111,6 +102,22 @@ pub async fn run(shared: Arc<Shared>, pg_wal: PathBuf, cancel: CancellationToken
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
         }
     }
+}
+
+/// Watch `status`; the receiver gets a message when a `.ready` file may have appeared (the
+/// watch lasts as long as the watcher).
+fn watch(status: &Path) -> Result<(notify::RecommendedWatcher, tokio::sync::mpsc::Receiver<()>)> {
+    let (wake_tx, wake) = tokio::sync::mpsc::channel::<()>(1);
+    let mut watcher = notify::recommended_watcher(move |e: notify::Result<notify::Event>| {
+        if announces_ready(&e) {
+            let _ = wake_tx.try_send(());
+        }
+    })
+    .map_err(|e| Fail::new(Code::Internal, format!("cannot watch {}: {e}", status.display())))?;
+    watcher
+        .watch(status, notify::RecursiveMode::NonRecursive)
+        .map_err(|e| Fail::new(Code::Storage, format!("cannot watch {}: {e}", status.display())))?;
+    Ok((watcher, wake))
 }
 
 async fn push(shared: &Shared, path: &Path) -> Result<()> {
@@ -161,6 +168,27 @@ mod tests {
             e = e.add_path(PathBuf::from(p));
         }
         Ok(e)
+    }
+
+    /// A real watch: the archiver's own listing and PostgreSQL marking a file done do not
+    /// wake it (they did, which kept a core busy); a new `.ready` file does.
+    #[tokio::test]
+    async fn the_watch_ignores_listings_and_wakes_for_a_new_ready_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let name = |n: &str| dir.path().join(format!("00000001000000000000000{n}"));
+        std::fs::write(name("1.ready"), b"").unwrap();
+        std::fs::write(name("2.done"), b"").unwrap();
+        let (_watcher, mut wake) = watch(dir.path()).unwrap();
+        for _ in 0..20 {
+            assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2);
+        }
+        std::fs::rename(name("1.ready"), name("1.done")).unwrap();
+        std::fs::remove_file(name("2.done")).unwrap();
+        let woke = tokio::time::timeout(Duration::from_millis(500), wake.recv()).await;
+        assert!(woke.is_err(), "woke without a new .ready file");
+        std::fs::write(name("3.ready"), b"").unwrap();
+        let woke = tokio::time::timeout(Duration::from_secs(30), wake.recv()).await;
+        assert!(woke.is_ok_and(|m| m.is_some()), "a new .ready file did not wake it");
     }
 
     #[test]
