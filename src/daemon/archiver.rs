@@ -1,8 +1,11 @@
 //! Archive mode: upload the files PostgreSQL marks `.ready` in `pg_wal/archive_status`
 //! ahead of its one-at-a-time archiver, several at once, oldest first. inotify (notify) only
-//! wakes the loop early; a rescan every second catches what events miss. The archiver's own
-//! `wal-push` then finds an identical object and returns at once. Nothing is acknowledged
-//! here: PostgreSQL marks a file done only when its `archive_command` exits 0.
+//! wakes the loop early, and only for a `.ready` file created or moved in: listing the
+//! directory raises open and close events, and waking on those made the loop wake itself
+//! for ever (a core at 100% on an idle cluster). A rescan every second catches what events
+//! miss. The archiver's own `wal-push` then finds an identical object and returns at once.
+//! Nothing is acknowledged here: PostgreSQL marks a file done only when its
+//! `archive_command` exits 0.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -10,7 +13,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use notify::Watcher;
+use notify::event::{ModifyKind, RenameMode};
+use notify::{EventKind, Watcher};
 use tokio_util::sync::CancellationToken;
 
 use super::Shared;
@@ -30,16 +34,28 @@ pub fn ready_in_order(names: impl IntoIterator<Item = String>, seg_size: u64) ->
     ready.into_iter().map(|(_, n)| n).collect()
 }
 
+/// Whether a watcher event may announce a new `.ready` file (pure): one created, or renamed
+/// into the directory. Opens, reads and closes (the daemon's own listing, PostgreSQL's) do
+/// not, nor does PostgreSQL's rename of a `.ready` file to `.done`. Lost events do: rescan.
+pub fn announces_ready(event: &notify::Result<notify::Event>) -> bool {
+    let ready = |p: &PathBuf| p.extension().is_some_and(|x| x == "ready");
+    match event {
+        Err(_) => true,
+        Ok(e) if e.need_rescan() => true,
+        Ok(e) => match e.kind {
+            EventKind::Create(_) | EventKind::Modify(ModifyKind::Name(RenameMode::To | RenameMode::Any)) => {
+                e.paths.iter().any(ready)
+            }
+            // From and to: only where it went matters.
+            EventKind::Modify(ModifyKind::Name(RenameMode::Both)) => e.paths.last().is_some_and(ready),
+            _ => false,
+        },
+    }
+}
+
 pub async fn run(shared: Arc<Shared>, pg_wal: PathBuf, cancel: CancellationToken) -> Result<()> {
     let status = pg_wal.join("archive_status");
-    let (wake_tx, mut wake) = tokio::sync::mpsc::channel::<()>(1);
-    let mut watcher = notify::recommended_watcher(move |_e: notify::Result<notify::Event>| {
-        let _ = wake_tx.try_send(());
-    })
-    .map_err(|e| Fail::new(Code::Internal, format!("cannot watch {}: {e}", status.display())))?;
-    watcher
-        .watch(&status, notify::RecursiveMode::NonRecursive)
-        .map_err(|e| Fail::new(Code::Storage, format!("cannot watch {}: {e}", status.display())))?;
+    let (_watcher, mut wake) = watch(&status)?;
     let seg = shared.repo.identity.wal_segment_size;
     let parallel = shared.settings.daemon.archive_parallel;
     tracing::info!("archiving ahead of PostgreSQL from {} ({parallel} at once)", pg_wal.display());
@@ -77,12 +93,31 @@ pub async fn run(shared: Arc<Shared>, pg_wal: PathBuf, cancel: CancellationToken
                 Err(e) => tracing::warn!("uploading {name} ahead of the archiver failed: {e}"),
             }
         }
+        // The rescan is the safety net for what inotify cannot see (a queue overflow, a
+        // directory replaced under its watch); listing a directory of a few names once a
+        // second costs microseconds, and it bounds a missed file's delay to a second.
         tokio::select! {
             _ = cancel.cancelled() => return Ok(()),
             _ = wake.recv() => {}
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
         }
     }
+}
+
+/// Watch `status`; the receiver gets a message when a `.ready` file may have appeared (the
+/// watch lasts as long as the watcher).
+fn watch(status: &Path) -> Result<(notify::RecommendedWatcher, tokio::sync::mpsc::Receiver<()>)> {
+    let (wake_tx, wake) = tokio::sync::mpsc::channel::<()>(1);
+    let mut watcher = notify::recommended_watcher(move |e: notify::Result<notify::Event>| {
+        if announces_ready(&e) {
+            let _ = wake_tx.try_send(());
+        }
+    })
+    .map_err(|e| Fail::new(Code::Internal, format!("cannot watch {}: {e}", status.display())))?;
+    watcher
+        .watch(status, notify::RecursiveMode::NonRecursive)
+        .map_err(|e| Fail::new(Code::Storage, format!("cannot watch {}: {e}", status.display())))?;
+    Ok((watcher, wake))
 }
 
 async fn push(shared: &Shared, path: &Path) -> Result<()> {
@@ -125,6 +160,70 @@ async fn push(shared: &Shared, path: &Path) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use notify::event::{AccessKind, AccessMode, CreateKind, DataChange, Flag};
+
+    fn event(kind: EventKind, paths: &[&str]) -> notify::Result<notify::Event> {
+        let mut e = notify::Event::new(kind);
+        for p in paths {
+            e = e.add_path(PathBuf::from(p));
+        }
+        Ok(e)
+    }
+
+    /// A real watch: the archiver's own listing and PostgreSQL marking a file done do not
+    /// wake it (they did, which kept a core busy); a new `.ready` file does.
+    #[tokio::test]
+    async fn the_watch_ignores_listings_and_wakes_for_a_new_ready_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let name = |n: &str| dir.path().join(format!("00000001000000000000000{n}"));
+        std::fs::write(name("1.ready"), b"").unwrap();
+        std::fs::write(name("2.done"), b"").unwrap();
+        let (_watcher, mut wake) = watch(dir.path()).unwrap();
+        for _ in 0..20 {
+            assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2);
+        }
+        std::fs::rename(name("1.ready"), name("1.done")).unwrap();
+        std::fs::remove_file(name("2.done")).unwrap();
+        let woke = tokio::time::timeout(Duration::from_millis(500), wake.recv()).await;
+        assert!(woke.is_err(), "woke without a new .ready file");
+        std::fs::write(name("3.ready"), b"").unwrap();
+        let woke = tokio::time::timeout(Duration::from_secs(30), wake.recv()).await;
+        assert!(woke.is_ok_and(|m| m.is_some()), "a new .ready file did not wake it");
+    }
+
+    #[test]
+    fn only_a_new_ready_file_wakes_the_archiver() {
+        let dir = "/d/pg_wal/archive_status";
+        let ready = "/d/pg_wal/archive_status/000000010000000000000002.ready";
+        let done = "/d/pg_wal/archive_status/000000010000000000000002.done";
+        let wakes = [
+            event(EventKind::Create(CreateKind::File), &[ready]),
+            event(EventKind::Modify(ModifyKind::Name(RenameMode::To)), &[ready]),
+            event(EventKind::Modify(ModifyKind::Name(RenameMode::Both)), &[done, ready]),
+            Ok(notify::Event::new(EventKind::Other).set_flag(Flag::Rescan)),
+            Err(notify::Error::generic("queue overflow")),
+        ];
+        for e in &wakes {
+            assert!(announces_ready(e), "{e:?}");
+        }
+        let quiet = [
+            // Listing the directory: what made the loop wake itself.
+            event(EventKind::Access(AccessKind::Open(AccessMode::Any)), &[dir]),
+            event(EventKind::Access(AccessKind::Close(AccessMode::Read)), &[dir]),
+            event(EventKind::Access(AccessKind::Read), &[dir]),
+            // PostgreSQL marks a file done.
+            event(EventKind::Modify(ModifyKind::Name(RenameMode::From)), &[ready]),
+            event(EventKind::Modify(ModifyKind::Name(RenameMode::To)), &[done]),
+            event(EventKind::Modify(ModifyKind::Name(RenameMode::Both)), &[ready, done]),
+            event(EventKind::Remove(notify::event::RemoveKind::File), &[done]),
+            event(EventKind::Access(AccessKind::Close(AccessMode::Write)), &[ready]),
+            event(EventKind::Modify(ModifyKind::Data(DataChange::Any)), &[ready]),
+            event(EventKind::Create(CreateKind::File), &[done]),
+        ];
+        for e in &quiet {
+            assert!(!announces_ready(e), "{e:?}");
+        }
+    }
 
     #[test]
     fn history_first_then_by_name() {
