@@ -3,6 +3,7 @@
 
 pub mod catalog;
 pub mod layout;
+pub mod lease;
 pub mod manifest;
 pub mod retention;
 pub mod unpack;
