@@ -36,6 +36,11 @@ pub async fn take(settings: &Settings, repo: &Repo) -> Result<Exclusive> {
     let lease = lease::acquire(repo, lease::DAEMON, "tidewal daemon", lease::configured_timeout())
         .await
         .map_err(|f| f.context(format!("another tidewal daemon serves the repository {identity}")))?;
+    tracing::info!(
+        "holding {} and the lease {}",
+        lock_path(&settings.daemon.spool, &identity, system).display(),
+        lease::DAEMON
+    );
     Ok(Exclusive { _file: file, lease })
 }
 
