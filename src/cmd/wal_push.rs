@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use crate::config::Settings;
+use crate::daemon::socket::{ask, Answer, RepoIdentity};
 use crate::error::Result;
 use crate::ops::push::{push_file, report};
 
@@ -16,15 +17,26 @@ pub struct Args {
 pub async fn run(settings: &Settings, args: &Args) -> Result<()> {
     let started = Instant::now();
     if let Some(socket) = &settings.daemon.socket {
-        // The daemon answers once the file is durable; without an answer, upload here.
-        match crate::daemon::socket::ask(socket, &args.path, Duration::from_secs(600)).await {
-            Some(Ok(outcome)) => {
+        // The daemon answers once the file is durable, and only for its own repository;
+        // otherwise upload here, into the repository this command was given.
+        let repo = RepoIdentity::of(settings);
+        match ask(socket, &repo, &args.path, Duration::from_secs(600)).await {
+            Answer::Done(outcome) => {
                 let name = args.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
                 report(&name, outcome, " via the daemon", started);
                 return Ok(());
             }
-            Some(Err(f)) => return Err(f),
-            None => tracing::debug!("the daemon did not answer on {}; uploading directly", socket.display()),
+            Answer::Failed(f) => return Err(f),
+            Answer::NotMine(theirs) => {
+                tracing::info!(
+                    "the daemon on {} serves {theirs}, not {}: uploading directly",
+                    socket.display(),
+                    repo.url
+                )
+            }
+            Answer::NoAnswer => {
+                tracing::debug!("the daemon did not answer on {}; uploading directly", socket.display())
+            }
         }
     }
     let repo = super::open_repo(settings).await?;

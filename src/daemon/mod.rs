@@ -1,10 +1,12 @@
-//! `tidewal daemon`: the long-running agent. One per cluster. Supervised tasks: the archiver
+//! `tidewal daemon`: the long-running agent. One per cluster and repository (`exclusive`: an
+//! flock on this host, a lease in the repository across hosts). Supervised tasks: the archiver
 //! (archive mode), the scheduler (base backups), the pruner (retention), the monitor (backup
 //! lag) and the HTTP endpoint (metrics, health). SIGTERM stops gracefully, SIGHUP reloads the
 //! configuration, SIGUSR1 asks for a base backup now. systemd: READY and WATCHDOG through
 //! sd-notify when run as a `Type=notify` service.
 
 pub mod archiver;
+pub mod exclusive;
 pub mod health;
 pub mod http;
 pub mod monitor;
@@ -62,15 +64,44 @@ pub async fn run(settings: Settings, reload: impl Fn() -> Result<Settings>) -> R
         .install_recorder()
         .map_err(|e| Fail::new(Code::Internal, format!("metrics: {e}")))?;
     describe();
-    let mut term = signal(SignalKind::terminate()).map_err(internal)?;
-    let mut int = signal(SignalKind::interrupt()).map_err(internal)?;
-    let mut hup = signal(SignalKind::hangup()).map_err(internal)?;
-    let mut usr1 = signal(SignalKind::user_defined1()).map_err(internal)?;
+    // Before the lock and lease: a stop asked for meanwhile is seen once they are held.
+    let mut signals = Signals {
+        term: signal(SignalKind::terminate()).map_err(internal)?,
+        int: signal(SignalKind::interrupt()).map_err(internal)?,
+        hup: signal(SignalKind::hangup()).map_err(internal)?,
+        usr1: signal(SignalKind::user_defined1()).map_err(internal)?,
+    };
     let mut watchdog = Duration::ZERO;
     let mut usec = 0u64;
     if sd_notify::watchdog_enabled(false, &mut usec) {
         watchdog = Duration::from_micros(usec / 2);
     }
+    let repo = settings.open_repo().await?;
+    let mut exclusive = exclusive::take(&settings, &repo).await?;
+    drop(repo);
+    let out = serve(settings, reload, prometheus, watchdog, &mut exclusive, &mut signals).await;
+    exclusive.release().await;
+    out
+}
+
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+    usr1: tokio::signal::unix::Signal,
+}
+
+/// The daemon's life once it holds its lock and lease: generations of tasks, one per
+/// configuration, until a stop signal or until another daemon took the lease over.
+async fn serve(
+    settings: Settings,
+    reload: impl Fn() -> Result<Settings>,
+    prometheus: PrometheusHandle,
+    watchdog: Duration,
+    exclusive: &mut exclusive::Exclusive,
+    signals: &mut Signals,
+) -> Result<()> {
+    let Signals { term, int, hup, usr1 } = signals;
     let mut settings = settings;
     let mut streamed = None;
     loop {
@@ -78,11 +109,20 @@ pub async fn run(settings: Settings, reload: impl Fn() -> Result<Settings>) -> R
         let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
         tracing::info!("tidewal daemon running (repository {})", settings.repo_url);
         let mut ping = tokio::time::interval(if watchdog.is_zero() { Duration::from_secs(3600) } else { watchdog });
+        let mut lost = None;
         let next = loop {
             tokio::select! {
                 _ = term.recv() => break None,
                 _ = int.recv() => break None,
+                why = exclusive.lease.lost() => {
+                    lost = Some(why);
+                    break None;
+                }
                 _ = hup.recv() => match reload() {
+                    // The lock and the lease name the repository: moving is a restart.
+                    Ok(s) if socket::RepoIdentity::of(&s).url != socket::RepoIdentity::of(&settings).url => {
+                        tracing::error!("configuration not reloaded: the repository changed; restart the daemon to move it")
+                    }
                     Ok(s) => break Some(s),
                     Err(e) => tracing::error!("configuration not reloaded: {e}"),
                 },
@@ -105,6 +145,11 @@ pub async fn run(settings: Settings, reload: impl Fn() -> Result<Settings>) -> R
                 settings = s;
             }
             None => {
+                if let Some(why) = lost {
+                    // Another daemon decided this one was gone (it could not renew in time):
+                    // two must not run, so this one stops.
+                    return Err(Fail::new(Code::Conflict, format!("tidewal daemon stopped: {why}")));
+                }
                 tracing::info!("tidewal daemon stopped");
                 return Ok(());
             }

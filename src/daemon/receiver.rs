@@ -62,10 +62,16 @@ pub async fn run(shared: Arc<Shared>, cancel: CancellationToken) -> Result<()> {
     };
     // A new slot (a failover to a server that had none, or a slot dropped by hand) holds WAL
     // only from about now: resume where the repository's WAL on this server's line of
-    // history ends instead, so nothing in between is skipped.
+    // history ends instead, so nothing in between is skipped. So does a slot found at start
+    // that this daemon did not advance (made anew by an operator or failover tooling while
+    // it was down), when it starts in a segment after that end. Where the server no longer
+    // has that WAL, streaming fails with the gap reported below.
+    let slot_segment = Lsn(slot_pos.0 - slot_pos.0 % seg);
     let resumed = match accept_gap {
         true => None,
-        false => resume_from(&shared, created, ident.timeline, &history).await?.filter(|p| *p < slot_pos),
+        false => resume_from(&shared, ident.timeline, &history)
+            .await?
+            .filter(|p| *p < if created { slot_pos } else { slot_segment }),
     };
     // What the server was told is durable (or the repository is known to have): the
     // `.stream` copy is not replaced before the stream gets past it, and nothing lower is
@@ -75,8 +81,13 @@ pub async fn run(shared: Arc<Shared>, cancel: CancellationToken) -> Result<()> {
         mark_durable(&shared, timeline_of(slot_pos, &history, ident.timeline), slot_pos);
     }
     if let Some(p) = resumed {
+        let why = if created {
+            "it was created anew: a failover?"
+        } else {
+            "this daemon did not advance it: made anew while the daemon was down?"
+        };
         tracing::warn!(
-            "slot {slot} starts at {slot_pos}, after the end of the repository's WAL at {p} (it was created anew: a failover?): resuming from {p}"
+            "slot {slot} starts at {slot_pos}, after the end of the repository's WAL at {p} ({why}): resuming from {p}"
         );
     }
     // From the start of the segment that holds the position (the server keeps whole
@@ -122,9 +133,10 @@ pub async fn run(shared: Arc<Shared>, cancel: CancellationToken) -> Result<()> {
 }
 
 /// Where the repository's WAL on the server's line of history ends: known in this process
-/// when it streamed before (kept across reloads and task restarts), else, for a new slot,
-/// read from the repository (and then remembered, so that a retry resumes there too).
-async fn resume_from(shared: &Shared, created: bool, server_tli: u32, history: &[HistoryEntry]) -> Result<Option<Lsn>> {
+/// when it streamed before (kept across reloads and task restarts), else read from the
+/// repository (and then remembered, so that a retry resumes there too): for a new slot, and
+/// for one found at start, which something else may have made.
+async fn resume_from(shared: &Shared, server_tli: u32, history: &[HistoryEntry]) -> Result<Option<Lsn>> {
     let known = *super::lock(&shared.streamed);
     match known {
         Some((t, end)) => {
@@ -136,7 +148,7 @@ async fn resume_from(shared: &Shared, created: bool, server_tli: u32, history: &
             }
             Ok(p)
         }
-        None if created => {
+        None => {
             let names = shared.repo.store.list("wal/").await?;
             let p = wal_end_on_history(&names, shared.repo.identity.wal_segment_size, server_tli, history);
             if let Some(p) = p {
@@ -144,7 +156,6 @@ async fn resume_from(shared: &Shared, created: bool, server_tli: u32, history: &
             }
             Ok(p)
         }
-        None => Ok(None),
     }
 }
 

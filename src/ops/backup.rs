@@ -35,8 +35,20 @@ pub struct BackupRequest {
     pub wal_timeout: Duration,
 }
 
-/// Take a base backup; shared with the daemon's scheduler.
+/// Take a base backup; shared with the daemon's scheduler. One at a time per repository,
+/// on any host: the backup lease is held throughout and released however the backup ends.
 pub async fn take(repo: &Repo, args: &BackupRequest) -> Result<BackupInfo> {
+    use crate::repo::lease;
+    let mut held = lease::acquire(repo, lease::BACKUP, "base backup", lease::configured_timeout()).await?;
+    let out = tokio::select! {
+        r = take_leased(repo, args) => r,
+        why = held.lost() => Err(Fail::new(Code::Conflict, format!("base backup abandoned: {why}"))),
+    };
+    held.release().await;
+    out
+}
+
+async fn take_leased(repo: &Repo, args: &BackupRequest) -> Result<BackupInfo> {
     let began = Instant::now();
     let started_at = SystemTime::now();
     let pg = |e: String| Fail::new(Code::Postgres, e);

@@ -4,6 +4,7 @@
 pub mod catalog;
 pub mod clock;
 pub mod layout;
+pub mod lease;
 pub mod manifest;
 pub mod retention;
 pub mod timelines;

@@ -69,6 +69,18 @@ pub fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
     }
 }
 
+/// A child forked by another test thread while the binary was being copied holds the copy
+/// open for writing until it execs, and executing it meanwhile fails with ETXTBSY. Once
+/// one run succeeds, no such descriptor is left.
+fn wait_executable(bin: &Path) {
+    for _ in 0..100 {
+        match Command::new(bin).arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status() {
+            Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) => std::thread::sleep(Duration::from_millis(20)),
+            _ => return,
+        }
+    }
+}
+
 /// A test's private directory, with the tidewal binary, a key and a config file.
 pub struct TestEnv {
     tmp: tempfile::TempDir,
@@ -92,6 +104,7 @@ impl TestEnv {
         let bin = tmp.path().join("tidewal");
         std::fs::copy(env!("CARGO_BIN_EXE_tidewal"), &bin).unwrap();
         std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+        wait_executable(&bin);
         let config = tmp.path().join("tidewal.toml");
         chown_pg(tmp.path());
         TestEnv { tmp, bin, config }
