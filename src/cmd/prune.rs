@@ -42,10 +42,10 @@ pub async fn run(settings: &Settings, args: &Args) -> Result<()> {
     let from = p.keep_from.map_or("everything".to_string(), |l| format!("WAL ending after {l}"));
     println!("keeping {from}: {} object(s), {verb} {}{range}", p.keep_wal, p.delete_wal.len());
     if !done.abandoned.is_empty() {
-        println!("interrupted backups older than a day: {verb} {}", done.abandoned.join(", "));
+        println!("interrupted backups: {verb} {}", done.abandoned.join(", "));
     }
     if !done.staging.is_empty() {
-        println!("staging files of interrupted uploads older than a day: {verb} {}", done.staging.len());
+        println!("staging files of interrupted uploads: {verb} {}", done.staging.len());
     }
     if !args.dry_run {
         println!("{} object(s) deleted", done.deleted_objects);

@@ -182,7 +182,9 @@ async fn remove_abandoned(repo: &Repo) {
     let found = async {
         let now = bounded_now(repo, SystemTime::now()).await?;
         let listing = repo.store.list_meta("backups").await?;
-        find_leftovers(repo, &listing, now).await
+        // This backup holds the backup lease: no other backup runs, whatever has no
+        // backup.json was interrupted.
+        find_leftovers(repo, &listing, now, Duration::ZERO).await
     };
     let left = match found.await {
         Ok(l) => l,

@@ -12,6 +12,7 @@ use futures::StreamExt;
 use crate::error::{Code, Fail, Result};
 use crate::repo::catalog::{abandoned_backups, history_timelines, load_history, read_backups, ABANDONED_AFTER};
 use crate::repo::clock::bounded_now;
+use crate::repo::lease;
 use crate::repo::retention::{plan, Catalog, Plan};
 use crate::repo::{layout, Repo};
 use crate::store::{is_staging_name, ObjectInfo};
@@ -41,23 +42,38 @@ pub struct Leftovers {
     pub staging: Vec<String>,
 }
 
-pub fn leftovers(listing: &[ObjectInfo], staging: &[ObjectInfo], now: SystemTime) -> Leftovers {
+/// `backups_after` is how old a backup's newest object must be to count as interrupted:
+/// [`ABANDONED_AFTER`] while a backup may be running, zero while the caller holds the backup
+/// lease (then no backup runs anywhere, and whatever has no `backup.json` was interrupted).
+pub fn leftovers(
+    listing: &[ObjectInfo],
+    staging: &[ObjectInfo],
+    now: SystemTime,
+    backups_after: Duration,
+) -> Leftovers {
     let all: Vec<ObjectInfo> = listing.iter().chain(staging).cloned().collect();
-    let backups = abandoned_backups(&all, now, ABANDONED_AFTER);
+    let backups = abandoned_backups(&all, now, backups_after);
     let taken: std::collections::HashSet<&str> =
         backups.iter().flat_map(|(_, o)| o.iter().map(String::as_str)).collect();
+    // A large WAL upload may be in flight whatever the backup lease says.
+    let after = |o: &ObjectInfo| if o.name.starts_with("backups/") { backups_after } else { ABANDONED_AFTER };
     let staging = staging
         .iter()
-        .filter(|o| o.modified + ABANDONED_AFTER < now && !taken.contains(o.name.as_str()))
+        .filter(|o| o.modified + after(o) < now && !taken.contains(o.name.as_str()))
         .map(|o| o.name.clone())
         .collect();
     Leftovers { backups, staging }
 }
 
 /// Find what interrupted runs left, as of `now` (already bounded by the store's clock).
-pub async fn find_leftovers(repo: &Repo, listing: &[ObjectInfo], now: SystemTime) -> Result<Leftovers> {
+pub async fn find_leftovers(
+    repo: &Repo,
+    listing: &[ObjectInfo],
+    now: SystemTime,
+    backups_after: Duration,
+) -> Result<Leftovers> {
     let staging = repo.store.staging_leftovers().await?;
-    Ok(leftovers(listing, &staging, now))
+    Ok(leftovers(listing, &staging, now, backups_after))
 }
 
 /// Remove an object or a staging leftover.
@@ -75,6 +91,36 @@ pub async fn remove_object(repo: &Repo, name: &str) -> Result<()> {
 /// then interrupted backups. Any error stops it.
 pub async fn prune(repo: &Repo, now: SystemTime, window: Duration, dry_run: bool) -> Result<Pruned> {
     let now = bounded_now(repo, now).await.map_err(|e| e.context("prune"))?;
+    // Holding the backup lease, prune knows no backup runs anywhere: every backup without
+    // backup.json (and its staging files) was interrupted, however recent. A dry run takes
+    // no lease and applies the one-day rule.
+    let quiet = if dry_run {
+        None
+    } else {
+        match lease::acquire(repo, lease::BACKUP, "prune", lease::configured_timeout()).await {
+            Ok(held) => Some(held),
+            Err(f) if f.code == Code::Conflict => {
+                tracing::info!("a base backup is running ({}): interrupted backups must be a day old to go", f.message);
+                None
+            }
+            Err(f) => return Err(f),
+        }
+    };
+    let backups_after = if quiet.is_some() { Duration::ZERO } else { ABANDONED_AFTER };
+    let done = prune_with(repo, now, window, dry_run, backups_after).await;
+    if let Some(held) = quiet {
+        held.release().await;
+    }
+    done
+}
+
+async fn prune_with(
+    repo: &Repo,
+    now: SystemTime,
+    window: Duration,
+    dry_run: bool,
+    backups_after: Duration,
+) -> Result<Pruned> {
     // One listing of backups/ serves both the records and the interrupted leftovers.
     let listing = repo.store.list_meta("backups").await?;
     let names: Vec<String> = listing.iter().map(|o| o.name.clone()).collect();
@@ -89,7 +135,7 @@ pub async fn prune(repo: &Repo, now: SystemTime, window: Duration, dry_run: bool
     let plan = plan(&cat, now, window).map_err(|e| {
         Fail::new(Code::Integrity, format!("the repository's catalog is inconsistent, nothing was deleted: {e}"))
     })?;
-    let left = find_leftovers(repo, &listing, now).await?;
+    let left = find_leftovers(repo, &listing, now, backups_after).await?;
     let mut done = Pruned {
         now: Some(now),
         abandoned: left.backups.iter().map(|(id, _)| id.clone()).collect(),
@@ -156,13 +202,20 @@ mod tests {
             o("wal/00000001/000000010000000000000003#1", t0 + 2 * day),
             o("wal/00000001/000000010000000000000004#1", t0),
         ];
-        let left = leftovers(&listing, &staging, t0 + 2 * day + day / 2);
+        let left = leftovers(&listing, &staging, t0 + 2 * day + day / 2, ABANDONED_AFTER);
         assert_eq!(left.backups, vec![(killed.to_string(), vec![format!("backups/{killed}/base.tar#1")])]);
         assert_eq!(
             left.staging,
             vec![format!("backups/{done}/base.tar#1"), "wal/00000001/000000010000000000000004#1".to_string()]
         );
         // Nothing is a day old yet.
-        assert_eq!(leftovers(&listing, &staging, t0 + day / 2), Leftovers::default());
+        assert_eq!(leftovers(&listing, &staging, t0 + day / 2, ABANDONED_AFTER), Leftovers::default());
+        // With the backup lease held, no backup runs: the running one was interrupted too,
+        // however recent; a recent WAL upload's staging file still waits a day.
+        let now = t0 + 2 * day + day / 2;
+        let quiet = leftovers(&listing, &staging, now, Duration::ZERO);
+        let ids: Vec<&str> = quiet.backups.iter().map(|(id, _)| id.as_str()).collect();
+        assert_eq!(ids, vec![killed, running]);
+        assert!(!quiet.staging.contains(&"wal/00000001/000000010000000000000003#1".to_string()));
     }
 }
