@@ -294,8 +294,8 @@ fn tablespaces_are_restored_where_asked() {
     c.psql("CREATE TABLE far (n int) TABLESPACE outside");
     c.psql("INSERT INTO far SELECT generate_series(1, 1000)");
     let oid = c.psql("SELECT oid FROM pg_tablespace WHERE spcname = 'outside'");
-    // Leftovers of interrupted backups, one from two days ago and a recent one: list tells them
-    // apart, and the next backup (holding the backup lease) removes both.
+    // Leftovers of interrupted backups (ids of the old form, without a random suffix): one from
+    // two days ago is removed, a recent one is not.
     let repo = a.repo_dir.clone().unwrap();
     for (id, age) in [("20200101T000000Z", 2 * 86400), ("20200102T000000Z", 3600)] {
         let obj = repo.join("backups").join(id).join("base.tar");
@@ -314,12 +314,11 @@ fn tablespaces_are_restored_where_asked() {
     assert!(stdout(&a.env.tidewal(&["list"])).contains("20200101T000000Z  incomplete: 1 object(s)"));
     let out = a.env.tidewal(&["backup"]);
     backup_id(&out);
-    // The backup holds the backup lease, so no other backup is running: both are leftovers,
-    // the recent one included.
+    // Ids of the old form come from versions that take no backup lease (one may be writing
+    // now), so the recent one stays until it is a day old.
     assert!(stderr(&out).contains("removed interrupted backup 20200101T000000Z"), "{}", stderr(&out));
-    assert!(stderr(&out).contains("removed interrupted backup 20200102T000000Z"), "{}", stderr(&out));
     assert!(!repo.join("backups/20200101T000000Z/base.tar").exists());
-    assert!(!repo.join("backups/20200102T000000Z/base.tar").exists());
+    assert!(repo.join("backups/20200102T000000Z/base.tar").exists());
     c.psql("INSERT INTO far SELECT generate_series(1001, 1500)");
     let last = c.switch_wal();
     c.wait_archived(&last);
@@ -328,6 +327,12 @@ fn tablespaces_are_restored_where_asked() {
     let dir = a.env.pg_dir("unmapped");
     let out = a.env.tidewal(&["restore", "--to", dir.join("pgdata").to_str().unwrap()]);
     expect_exit(&out, 4, &[&format!("tablespace {oid}"), "--tablespace-map"]);
+    // --force does not make it ours: the running cluster's tablespace stays as it is.
+    let live: Vec<_> = std::fs::read_dir(&space).unwrap().map(|e| e.unwrap().file_name()).collect();
+    let out = a.env.tidewal(&["restore", "--to", dir.join("pgdata").to_str().unwrap(), "--force"]);
+    expect_exit(&out, 4, &[&format!("tablespace {oid}"), "may be a running cluster's"]);
+    assert_eq!(std::fs::read_dir(&space).unwrap().map(|e| e.unwrap().file_name()).collect::<Vec<_>>(), live);
+    assert_eq!(c.psql("SELECT count(*) FROM far"), "1500");
     let out =
         a.env.tidewal(&["restore", "--to", dir.join("pgdata").to_str().unwrap(), "--tablespace-map", "999=/nowhere"]);
     expect_exit(&out, 2, &["no tablespace 999", &oid]);

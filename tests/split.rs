@@ -36,6 +36,12 @@ fn a_copy_that_archives_is_a_split_and_production_keeps_its_wal() {
     let repo = a.repo_dir.clone().unwrap();
     assert!(repo.join("wal/00000002.history").exists(), "the copy did not archive its timeline");
 
+    // Before production has written past the branch this is no split yet, but the server
+    // says which line it is on: the window is production's, not the copy's newer timeline.
+    let listing: serde_json::Value = serde_json::from_str(&stdout(&a.env.tidewal(&["list", "--json"]))).unwrap();
+    assert_eq!(listing["restorable_timeline"], 1, "{listing}");
+    assert_eq!(listing["splits"].as_array().map(Vec::len), Some(0), "{listing}");
+
     // Production goes on well past the branch point.
     for _ in 0..6 {
         c.psql("INSERT INTO t SELECT generate_series(1, 100)");
@@ -86,6 +92,8 @@ fn a_copy_that_archives_is_a_split_and_production_keeps_its_wal() {
     // A restore without --target-timeline follows the server's line: every production row.
     let r = restore_and_start(&a, "production-line", &["--target-action", "promote"]);
     wait_promoted(&r);
+    // The restore's own config (it may name store credentials) is gone once recovery ended.
+    assert!(!r.data.join("tidewal-restore.toml").exists());
     assert_eq!(r.psql("SELECT count(*) FROM t"), rows);
     drop(r);
 

@@ -35,6 +35,18 @@ pub struct RepoIdentity {
 }
 
 impl RepoIdentity {
+    /// Whether a request for `asked` is for this repository (pure). What the client does not
+    /// know counts as unspecified: under systemd only the daemon holds the key
+    /// (`LoadCredential`) and may hold the S3 endpoint (`EnvironmentFile`), so PostgreSQL's
+    /// `wal-push` asks with key `-` and a bare URL. Refusing that would make every wal-push
+    /// upload by itself without the key, fail, and stall archiving.
+    pub fn serves(&self, asked: &RepoIdentity) -> bool {
+        let key_ok = asked.key == "-" || asked.key == self.key;
+        let url_ok = asked.url == self.url
+            || (!asked.url.contains(" endpoint=") && self.url.split(" endpoint=").next() == Some(asked.url.as_str()));
+        key_ok && url_ok
+    }
+
     pub fn of(settings: &Settings) -> RepoIdentity {
         RepoIdentity {
             url: normalise_url(&settings.repo_url, settings.store.s3.endpoint.as_deref()),
@@ -128,7 +140,7 @@ async fn serve(shared: &Shared, stream: UnixStream) -> std::io::Result<()> {
     let answer = match (push_to, request.strip_prefix("push ")) {
         (Some((asked, p)), _) if Path::new(p).is_absolute() => {
             let mine = RepoIdentity::of(&shared.settings);
-            if asked == mine {
+            if mine.serves(&asked) {
                 push(p).await
             } else {
                 tracing::debug!(
@@ -234,6 +246,21 @@ fn parse(answer: &str) -> Option<Result<String>> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn what_the_client_does_not_know_is_unspecified() {
+        let id = |url: &str, key: &str| RepoIdentity { url: url.into(), key: key.into() };
+        let mine = id("s3://bucket/prefix endpoint=http://127.0.0.1:9000", "00aa11bb22cc33dd");
+        // PostgreSQL's wal-push under systemd: no key, no endpoint.
+        assert!(mine.serves(&id("s3://bucket/prefix", "-")));
+        assert!(mine.serves(&id("s3://bucket/prefix endpoint=http://127.0.0.1:9000", "00aa11bb22cc33dd")));
+        assert!(!mine.serves(&id("s3://bucket/other", "-")));
+        assert!(!mine.serves(&id("s3://bucket/prefix endpoint=http://10.0.0.1:9000", "-")));
+        assert!(!mine.serves(&id("s3://bucket/prefix", "ffffffffffffffff")));
+        let local = id("file:///var/backups/tidewal", "-");
+        assert!(local.serves(&id("file:///var/backups/tidewal", "-")));
+        assert!(!local.serves(&id("file:///var/backups/other", "-")));
+    }
     use super::*;
 
     #[test]

@@ -134,6 +134,9 @@ async fn take_leased(repo: &Repo, args: &BackupRequest) -> Result<BackupInfo> {
         tablespaces: start.tablespaces.clone(),
         objects,
     };
+    // Every object as the repository has it now, before the record says it is there (a
+    // clean-up elsewhere that took this backup for dead would show here).
+    crate::repo::catalog::check_objects(repo, &info).await?;
     let json = serde_json::to_vec_pretty(&info).map_err(|e| Fail::new(Code::Internal, e.to_string()))?;
     let obj = layout::backup_object(&id, "backup.json");
     let sealed = crate::codec::seal_to_vec(&json, repo.keys.write_key(), &obj, repo.seal_options(None))

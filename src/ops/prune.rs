@@ -52,7 +52,12 @@ pub fn leftovers(
     backups_after: Duration,
 ) -> Leftovers {
     let all: Vec<ObjectInfo> = listing.iter().chain(staging).cloned().collect();
-    let backups = abandoned_backups(&all, now, backups_after);
+    let mut backups = abandoned_backups(&all, now, backups_after);
+    // Ids without the random suffix come from versions that take no backup lease: one of
+    // them may be writing now (a rolling upgrade), so those keep the one-day rule.
+    let day_old: std::collections::HashSet<String> =
+        abandoned_backups(&all, now, ABANDONED_AFTER).into_iter().map(|(id, _)| id).collect();
+    backups.retain(|(id, _)| id.contains('-') || day_old.contains(id));
     let taken: std::collections::HashSet<&str> =
         backups.iter().flat_map(|(_, o)| o.iter().map(String::as_str)).collect();
     // A large WAL upload may be in flight whatever the backup lease says.
@@ -217,5 +222,9 @@ mod tests {
         let ids: Vec<&str> = quiet.backups.iter().map(|(id, _)| id.as_str()).collect();
         assert_eq!(ids, vec![killed, running]);
         assert!(!quiet.staging.contains(&"wal/00000001/000000010000000000000003#1".to_string()));
+        // An id of the old form (no lease taken by its writer) still waits a day.
+        let older = vec![o("backups/20270101T000003Z/base.tar", t0 + 2 * day)];
+        assert!(leftovers(&older, &[], now, Duration::ZERO).backups.is_empty());
+        assert_eq!(leftovers(&older, &[], now + day, Duration::ZERO).backups.len(), 1);
     }
 }

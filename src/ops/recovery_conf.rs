@@ -82,6 +82,10 @@ pub fn clean(text: &str) -> Cleaned {
             Some(name) if in_block || ours(&name) => {
                 out.push_str(REMOVED);
                 out.push_str(trimmed.trim_end());
+                // The block's last line: a user's line right after it is the user's.
+                if name == ADDED {
+                    in_block = false;
+                }
                 removed.push(name);
             }
             Some(_) => out.push_str(line),
@@ -143,10 +147,10 @@ pub fn block(what: &str, settings: &[String], added: &[(&str, String)]) -> Strin
         s.push_str(l);
         s.push('\n');
     }
-    if !added.is_empty() {
-        let list: Vec<String> = added.iter().map(|(n, v)| format!("{n}={v}")).collect();
-        s.push_str(&format!("{ADDED} = {}\n", quote(&list.join(","))));
-    }
+    // Always last, even when empty: it closes the block for a later restore's `clean`, and
+    // the blank line after it closes it where `ALTER SYSTEM` has not rewritten the file.
+    let list: Vec<String> = added.iter().map(|(n, v)| format!("{n}={v}")).collect();
+    s.push_str(&format!("{ADDED} = {}\n\n", quote(&list.join(","))));
     s
 }
 
@@ -165,6 +169,16 @@ mod tests {
 
     fn disabled(c: &Cleaned, line: &str) -> bool {
         c.text.lines().any(|l| l == format!("{REMOVED}{line}"))
+    }
+
+    #[test]
+    fn a_block_ends_at_its_last_line() {
+        // A block written without a blank line after it, then a user's own line (echo >>).
+        let earlier = block("a copy", &["restore_command = 'x'".to_string()], &[]);
+        let text = format!("{}work_mem = '64MB'\n", earlier.trim_end_matches('\n').to_string() + "\n");
+        let c = clean(&text);
+        assert!(kept(&c, "work_mem = '64MB'"), "{}", c.text);
+        assert!(disabled(&c, "restore_command = 'x'"), "{}", c.text);
     }
 
     #[test]
@@ -323,9 +337,9 @@ mod tests {
     #[test]
     fn quoting() {
         assert_eq!(quote("it's"), "'it''s'");
-        assert_eq!(block("a copy", &["x = 1".into()], &[]), format!("{MARKER}: a copy\nx = 1\n"));
+        assert_eq!(block("a copy", &["x = 1".into()], &[]), format!("{MARKER}: a copy\nx = 1\n{ADDED} = ''\n\n"));
         let b = block("a fork", &[], &[("port", "1".into()), ("archive_mode", "off".into())]);
-        assert_eq!(b, format!("{MARKER}: a fork\n{ADDED} = 'port=1,archive_mode=off'\n"));
+        assert_eq!(b, format!("{MARKER}: a fork\n{ADDED} = 'port=1,archive_mode=off'\n\n"));
     }
 
     proptest::proptest! {

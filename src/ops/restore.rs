@@ -104,6 +104,25 @@ pub async fn restore(repo: &Repo, args: &RestoreRequest) -> Result<()> {
     check_reachable(repo, info, args, target_time).await?;
     crate::repo::catalog::check_objects(repo, info).await?;
     if args.force {
+        // A tablespace directory is only emptied when it was mapped on purpose or belonged
+        // to the data directory being replaced: its original location may be a running
+        // production cluster's tablespace (restoring a copy on the same host).
+        let mapped: Vec<&str> =
+            args.tablespace_map.iter().filter_map(|m| m.split_once('=').map(|(o, _)| o.trim())).collect();
+        let replaced = tablespace_links(&args.to);
+        for (oid, dir) in &spaces {
+            let non_empty = std::fs::read_dir(dir).map(|mut d| d.next().is_some()).unwrap_or(false);
+            if non_empty && !mapped.contains(&oid.to_string().as_str()) && !replaced.contains(dir) {
+                return Err(Fail::new(
+                    Code::Conflict,
+                    format!(
+                        "tablespace {oid}: {} is not empty and is not a tablespace of {} (it may be a running cluster's): restore it elsewhere with --tablespace-map {oid}=DIR",
+                        dir.display(),
+                        args.to.display()
+                    ),
+                ));
+            }
+        }
         // Nothing of an earlier attempt may be served to recovery: stale WAL, history files,
         // a prefetch spool.
         clear_data_dir(&args.to)?;
@@ -358,6 +377,10 @@ fn write_recovery_config(args: &RestoreRequest, target_time: Option<SystemTime>)
         shell_word(&fetch_config.display().to_string())
     );
     let mut lines = vec![format!("restore_command = {}", quote(&command))];
+    // The file may name store credentials: it goes when recovery ends, before anything can
+    // copy the data directory (a base backup, a standby's clone).
+    let forget = format!("rm -f {}", shell_word(&fetch_config.display().to_string()));
+    lines.push(format!("recovery_end_command = {}", quote(&forget)));
     if let Some(t) = target_time {
         // PostgreSQL wants "YYYY-MM-DD HH:MM:SS.ffffff+00" here, not the RFC 3339 'T'/'Z' form.
         let t = humantime::format_rfc3339_micros(t).to_string().replace('T', " ").replace('Z', "+00");
@@ -421,7 +444,7 @@ fn write_recovery_config(args: &RestoreRequest, target_time: Option<SystemTime>)
             text.push('\n');
             text.push_str(&ours);
         }
-        std::fs::write(&path, text).map_err(|e| local(&path, e))?;
+        replace_file(&path, &text, 0o600)?;
         removed.extend(cleaned.removed.into_iter().map(|n| format!("{n} ({file})")));
     }
     if !removed.is_empty() {
@@ -438,23 +461,38 @@ fn write_recovery_config(args: &RestoreRequest, target_time: Option<SystemTime>)
         std::fs::remove_file(&standby).map_err(|e| local(&standby, e))?;
         tracing::info!("removed standby.signal (the backup was taken from a standby)");
     }
-    std::fs::write(args.to.join("recovery.signal"), "").map_err(|e| local(&args.to, e))
+    replace_file(&args.to.join("recovery.signal"), "", 0o600)
 }
 
 /// A file only its owner reads (it may name store credentials).
 fn write_private(path: &Path, text: &str) -> Result<()> {
+    replace_file(path, text, 0o600)
+}
+
+/// Write `path` anew through a temporary file and a rename, never through what is there: a
+/// backup may carry a symbolic link under that name (a superuser on the source can make
+/// one), and following it would let a restore run by root overwrite any file on this host.
+fn replace_file(path: &Path, text: &str, mode: u32) -> Result<()> {
     use std::io::Write;
-    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_file_name(format!(
+        ".{}.tidewal-tmp",
+        path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+    ));
+    match std::fs::remove_file(&tmp) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(local(&tmp, e)),
+    }
     let mut f = std::fs::OpenOptions::new()
         .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(|e| local(path, e))?;
-    // A copy unpacked from the backup may have had another mode.
-    f.set_permissions(std::fs::Permissions::from_mode(0o600)).map_err(|e| local(path, e))?;
-    f.write_all(text.as_bytes()).and_then(|()| f.sync_all()).map_err(|e| local(path, e))
+        .create_new(true)
+        .mode(mode)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&tmp)
+        .map_err(|e| local(&tmp, e))?;
+    f.write_all(text.as_bytes()).and_then(|()| f.sync_all()).map_err(|e| local(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| local(path, e))
 }
 
 /// `w` as one word for the shell that runs restore_command.
@@ -490,6 +528,12 @@ fn clear_data_dir(dir: &Path) -> Result<()> {
 
 /// --force over a tablespace directory: remove PostgreSQL's per-version directories (PG_*),
 /// which the backup brings back; anything else there is left alone.
+/// Where the data directory's `pg_tblspc` links point (its tablespaces), before it is emptied.
+fn tablespace_links(data: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(data.join("pg_tblspc")) else { return Vec::new() };
+    entries.flatten().filter_map(|e| std::fs::read_link(e.path()).ok()).collect()
+}
+
 fn clear_tablespace_dir(dir: &Path) -> Result<()> {
     let Ok(entries) = std::fs::read_dir(dir) else { return Ok(()) };
     entries

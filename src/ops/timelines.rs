@@ -72,24 +72,34 @@ pub async fn server_timeline(repo: &Repo, conninfo: Option<&str>) -> Option<u32>
     }
 }
 
-/// The `--target-timeline` to follow when none was given: unchanged (PostgreSQL's `latest`)
-/// while the repository has one live line; on a split, the line of the server the
-/// configuration points at, or an error that names both branches when it cannot say.
+/// The `--target-timeline` to follow when none was given: the timeline of the server the
+/// configuration points at, when it answers and the repository knows that timeline (a split
+/// is not visible until production has written a few segments past the branch, so the
+/// server is asked every time); otherwise PostgreSQL's `latest` while the repository has one
+/// live line, and on a split an error that names both branches.
 pub async fn resolve(
     repo: &Repo,
     survey: &Survey,
     spec: Option<&str>,
     conninfo: Option<&str>,
 ) -> Result<Option<String>> {
-    if spec.is_some() || survey.timelines.live.len() < 2 {
+    if spec.is_some() {
         return Ok(spec.map(str::to_string));
     }
     let server = server_timeline(repo, conninfo).await;
-    let chosen = choose_timeline(&survey.timelines, server, repo.identity.wal_segment_size)
-        .map_err(|e| Fail::new(Code::Conflict, e))?;
-    if let (Some(tli), Some(_)) = (chosen, server) {
-        tracing::info!("two lines of history in the repository: following timeline {tli}, where the server is");
+    // A timeline whose history file is not archived yet cannot be followed from here.
+    let known = server.filter(|t| *t == 1 || survey.histories.contains_key(t));
+    if let Some(tli) = known {
+        if survey.timelines.live.len() > 1 {
+            tracing::info!("two lines of history in the repository: following timeline {tli}, where the server is");
+        }
+        return Ok(Some(tli.to_string()));
     }
+    if survey.timelines.live.len() < 2 {
+        return Ok(None);
+    }
+    let chosen = choose_timeline(&survey.timelines, None, repo.identity.wal_segment_size)
+        .map_err(|e| Fail::new(Code::Conflict, e))?;
     Ok(chosen.map(|t| t.to_string()))
 }
 

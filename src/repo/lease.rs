@@ -299,8 +299,14 @@ async fn renew(place: Place, mut me: Lease, timeout: Duration, lost: tokio::sync
                 place.write(&me, false).await
             }
             Ok(Some(l)) => Ok(Some(l)),
-            // Removed by hand: ours again, unless someone else got there first.
-            Ok(None) => place.write(&me, true).await,
+            // Gone: someone may have taken it over while we were frozen (a paused VM, a swap
+            // storm), done their work believing us dead (prune deleting an interrupted
+            // backup's objects) and released it. Carrying on would be unsafe; a daemon is
+            // restarted by its supervisor and takes the lease anew.
+            Ok(None) => {
+                let _ = lost.send(Some(format!("the lease {} was removed while we held it", place.obj)));
+                return;
+            }
             Err(e) => Err(e),
         };
         match theirs {

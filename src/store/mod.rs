@@ -429,15 +429,23 @@ pub fn is_staging_name(name: &str) -> bool {
     }
 }
 
+/// Only where tidewal writes objects: a repository at the root of a file system also holds
+/// `lost+found` (unreadable to the daemon's user) or a filer's `.snapshot` (read-only).
+const STAGING_AREAS: [&str; 3] = ["backups", "wal", "dumps"];
+
 fn walk_staging(root: &std::path::Path) -> std::io::Result<Vec<ObjectInfo>> {
     let mut out = Vec::new();
-    let mut dirs = vec![root.to_path_buf()];
+    let mut dirs: Vec<_> = STAGING_AREAS.iter().map(|a| root.join(a)).collect();
     while let Some(dir) = dirs.pop() {
         let entries = match std::fs::read_dir(&dir) {
             Ok(e) => e,
-            // Removed meanwhile (a prune emptied it).
+            // Removed meanwhile (a prune emptied it), or never made.
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(e),
+            // Not ours to clean: say so, and let retention go on.
+            Err(e) => {
+                tracing::warn!("not looking for staging files in {}: {e}", dir.display());
+                continue;
+            }
         };
         for entry in entries {
             let entry = entry?;
@@ -447,7 +455,9 @@ fn walk_staging(root: &std::path::Path) -> std::io::Result<Vec<ObjectInfo>> {
                 Err(e) => return Err(e),
             };
             if meta.is_dir() {
-                dirs.push(entry.path());
+                if !entry.file_name().to_string_lossy().starts_with('.') {
+                    dirs.push(entry.path());
+                }
                 continue;
             }
             let Ok(rel) = entry.path().strip_prefix(root).map(|p| p.to_string_lossy().into_owned()) else { continue };
@@ -494,6 +504,14 @@ mod tests {
         assert!(dir.path().join("backups/a/base.tar").exists());
         assert!(store.remove_staging("backups/a/base.tar").await.is_err());
         assert!(store.remove_staging("../x#1").await.is_err());
+        // Only where objects are written: not lost+found (unreadable), not elsewhere.
+        std::fs::create_dir_all(dir.path().join("lost+found")).unwrap();
+        std::fs::write(dir.path().join("lost+found/x#1"), b"?").unwrap();
+        std::fs::set_permissions(dir.path().join("lost+found"), std::os::unix::fs::PermissionsExt::from_mode(0o000))
+            .unwrap();
+        assert!(store.staging_leftovers().await.unwrap().is_empty());
+        std::fs::set_permissions(dir.path().join("lost+found"), std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .unwrap();
         // The store's clock is the probe's modification time.
         let t = store.clock("tmp/clock-test").await.unwrap();
         let now = std::time::SystemTime::now();
