@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -59,18 +58,11 @@ impl Daemon {
     }
 
     fn get(&self, path: &str) -> Option<(String, String)> {
-        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.port)).ok()?;
-        s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-        write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
-        let mut out = String::new();
-        s.read_to_string(&mut out).ok()?;
-        let (head, body) = out.split_once("\r\n\r\n")?;
-        Some((head.lines().next()?.to_string(), body.to_string()))
+        http_get(self.port, path)
     }
 
     fn metric(&self, name: &str) -> Option<f64> {
-        let (_, body) = self.get("/metrics")?;
-        body.lines().find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))?.rsplit(' ').next()?.parse().ok()
+        metric_at(self.port, name)
     }
 
     fn signal(&self, sig: &str) {

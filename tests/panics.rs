@@ -6,7 +6,6 @@
 
 mod common;
 
-use std::io::{Read, Write};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
@@ -93,22 +92,6 @@ fn connection_string_errors_never_echo_a_password() {
     }
 }
 
-/// Status line and body of a GET to the daemon's listener.
-fn get(port: u16, path: &str) -> Option<(String, String)> {
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).ok()?;
-    let (head, body) = out.split_once("\r\n\r\n")?;
-    Some((head.lines().next()?.to_string(), body.to_string()))
-}
-
-fn metric(port: u16, line_start: &str) -> Option<f64> {
-    let (_, body) = get(port, "/metrics")?;
-    body.lines().find(|l| l.starts_with(line_start))?.rsplit(' ').next()?.parse().ok()
-}
-
 #[test]
 fn a_panicking_daemon_task_is_restarted_and_the_daemon_keeps_serving() {
     let a = Archiving::start("panics", RepoKind::File);
@@ -132,21 +115,21 @@ fn a_panicking_daemon_task_is_restarted_and_the_daemon_keeps_serving() {
     let pattern = format!("^[^ ]*/tidewal --config {} daemon", a.env.config.display());
     let kill = |sig: &str| Command::new("pkill").args([sig, "-f", &pattern]).status();
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        let restarts = "tidewal_task_restarts_total{task=\"monitor\"} ";
+        let restarts = "tidewal_task_restarts_total{task=\"monitor\"}";
         wait_for("the monitor's restart on /metrics", Duration::from_secs(60), || {
-            metric(port, restarts).is_some_and(|n| n >= 1.0)
+            metric_at(port, restarts).is_some_and(|n| n >= 1.0)
         });
         // Restarted, it works: it samples the server and reports the lag.
         wait_for("the restarted monitor's lag figure", Duration::from_secs(60), || {
-            metric(port, "tidewal_wal_archive_lag_bytes ").is_some()
+            metric_at(port, "tidewal_wal_archive_lag_bytes").is_some()
         });
-        assert_eq!(metric(port, restarts), Some(1.0), "the monitor panics on its first run only");
+        assert_eq!(metric_at(port, restarts), Some(1.0), "the monitor panics on its first run only");
         assert!(
             child.try_wait().unwrap().is_none(),
             "the daemon exited:\n{}",
             std::fs::read_to_string(&log_path).unwrap()
         );
-        let (_, health) = get(port, "/healthz").expect("/healthz still answers");
+        let (_, health) = http_get(port, "/healthz").expect("/healthz still answers");
         assert!(health.contains("task monitor was restarted"), "{health}");
         let log = std::fs::read_to_string(&log_path).unwrap();
         assert!(log.contains("task monitor panicked: TIDEWAL_TEST_PANIC: task monitor panics; restarting it"), "{log}");

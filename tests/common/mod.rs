@@ -516,18 +516,11 @@ impl Daemon {
 
     /// Status line and body of a GET, or None when nothing listens.
     pub fn get(&self, path: &str) -> Option<(String, String)> {
-        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.port)).ok()?;
-        s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-        std::io::Write::write_fmt(&mut s, format_args!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n")).ok()?;
-        let mut out = String::new();
-        std::io::Read::read_to_string(&mut s, &mut out).ok()?;
-        let (head, body) = out.split_once("\r\n\r\n")?;
-        Some((head.lines().next()?.to_string(), body.to_string()))
+        http_get(self.port, path)
     }
 
     pub fn metric(&self, name: &str) -> Option<f64> {
-        let (_, body) = self.get("/metrics")?;
-        body.lines().find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))?.rsplit(' ').next()?.parse().ok()
+        metric_at(self.port, name)
     }
 
     pub fn signal(&self, sig: i32) {
@@ -569,4 +562,29 @@ pub fn daemon_config(a: &Archiving, section: &str) -> (u16, std::path::PathBuf) 
     let config = std::fs::read_to_string(&a.env.config).unwrap();
     a.env.write_config(&format!("{config}\n[daemon]\n{section}\nlisten = \"127.0.0.1:{port}\"\n"));
     (port, a.env.path().join("daemon.log"))
+}
+
+/// Status line and body of a GET to a daemon's listener on 127.0.0.1, or None when nothing
+/// listens.
+pub fn http_get(port: u16, path: &str) -> Option<(String, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    let (head, body) = out.split_once("\r\n\r\n")?;
+    Some((head.lines().next()?.to_string(), body.to_string()))
+}
+
+/// The value of metric `name` (without labels, or the first series whose line starts with
+/// `name{...}` when labels are given in `name`).
+pub fn metric_at(port: u16, name: &str) -> Option<f64> {
+    let (_, body) = http_get(port, "/metrics")?;
+    body.lines()
+        .find(|l| l.starts_with(name) && (name.ends_with('}') || l[name.len()..].starts_with(' ')))?
+        .rsplit(' ')
+        .next()?
+        .parse()
+        .ok()
 }
