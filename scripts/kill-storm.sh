@@ -4,14 +4,14 @@
 # Reports the debris (object_store staging files `<name>#<n>`, backups without backup.json)
 # right after the storm and after one `tidewal prune`, then checks that a last backup
 # completes and restores (`tidewal list` shows it with its objects intact).
-# TIDEWAL_BIN=path measures that binary instead of building this tree; SCALE (default 20)
-# is the pgbench scale. Needs: PostgreSQL 15 (pgbench), python3.
+# TIDEWAL_BIN=path measures that binary instead of building this tree; SCALE (default 40)
+# is the pgbench scale (40: about 600 MB, a backup of a few seconds). Needs: PostgreSQL 15 (pgbench), python3.
 set -euo pipefail
 cd "$(dirname "$0")"
 . ./lib.sh
 
 KILLS=${KILLS:-30}
-SCALE=${SCALE:-20}
+SCALE=${SCALE:-40}
 make_workdir kill-storm
 load_pid=
 cleanup() {
@@ -64,7 +64,7 @@ debris() {
 }
 
 for i in $(seq 1 "$KILLS"); do
-    delay=$(python3 -c "import random; print(round(random.uniform(0.3, 4.0), 2))")
+    delay=$(python3 -c "import random; print(round(random.uniform(0.2, 2.0), 2))")
     if [ $((i % 3)) = 0 ]; then
         # The daemon takes a base backup at start when there is none, or on SIGUSR1.
         as_pg "$TIDEWAL" --config "$CONF" daemon >/dev/null 2>&1 &
