@@ -118,7 +118,7 @@ fn concurrent_and_killed_backups_leave_nothing_behind() {
 
     // An object backup.json lists goes missing: list marks the backup, and a restore of it
     // fails naming the object before writing anything.
-    let newest = listing["backups"].as_array().unwrap().last().unwrap()["id"].as_str().unwrap().to_string();
+    let newest = backup_id(&a.env.tidewal(&["backup"]));
     let obj = format!("backups/{newest}/base.tar");
     std::fs::remove_file(repo.join(&obj)).unwrap();
     let listing: serde_json::Value = serde_json::from_str(&stdout(&a.env.tidewal(&["list", "--json"]))).unwrap();
@@ -130,4 +130,19 @@ fn concurrent_and_killed_backups_leave_nothing_behind() {
     let out = a.env.tidewal(&["restore", "--to", dir.join("pgdata").to_str().unwrap(), "--backup", &newest]);
     expect_exit(&out, 5, &[&obj, "is missing"]);
     assert!(!dir.join("pgdata").exists(), "a refused restore wrote something");
+
+    // Nor may it anchor retention: with a one-second window the newest good backup is the
+    // anchor, so it and its WAL stay.
+    let good = listing["backups"].as_array().unwrap().iter().rev().find(|b| b["objects_ok"] == true).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    std::thread::sleep(Duration::from_secs(2));
+    let out = a.env.tidewal(&["prune", "--window", "1s"]);
+    expect_exit(&out, 0, &[]);
+    assert!(stdout(&out).contains(&format!("anchor backup {good}")), "{}", stdout(&out));
+    assert!(repo.join(format!("backups/{good}/backup.json")).exists());
+    let r = restore_and_start(&a, "good", &["--backup", &good, "--target-action", "promote"]);
+    wait_promoted(&r);
+    assert_eq!(r.psql("SELECT count(*) FROM t"), "1000");
 }

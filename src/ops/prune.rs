@@ -10,7 +10,9 @@ use std::time::{Duration, SystemTime};
 use futures::StreamExt;
 
 use crate::error::{Code, Fail, Result};
-use crate::repo::catalog::{abandoned_backups, history_timelines, load_history, read_backups, ABANDONED_AFTER};
+use crate::repo::catalog::{
+    abandoned_backups, check_objects, history_timelines, load_history, read_backups, ABANDONED_AFTER,
+};
 use crate::repo::clock::bounded_now;
 use crate::repo::lease;
 use crate::repo::retention::{plan, Catalog, Plan};
@@ -129,7 +131,22 @@ async fn prune_with(
     // One listing of backups/ serves both the records and the interrupted leftovers.
     let listing = repo.store.list_meta("backups").await?;
     let names: Vec<String> = listing.iter().map(|o| o.name.clone()).collect();
-    let backups = read_backups(repo, &names).await?;
+    let mut backups = read_backups(repo, &names).await?;
+    // A backup whose objects are not all there as recorded can restore nothing: it must not
+    // become the anchor that lets older, good backups and their WAL go. It stays (so does
+    // its WAL while a good backup needs it) for a person to look at; list marks it.
+    let checks = futures::future::join_all(backups.iter().map(|b| check_objects(repo, b))).await;
+    let mut bad = checks.iter().map(Result::is_err);
+    backups.retain(|b| {
+        let broken = bad.next().unwrap_or(false);
+        if broken {
+            tracing::warn!(
+                "backup {} has missing or damaged objects: retention does not count it (see tidewal list)",
+                b.id
+            );
+        }
+        !broken
+    });
     let wal = repo.store.list_meta("wal").await?;
     let wal_names: Vec<String> = wal.iter().map(|o| o.name.clone()).collect();
     let mut histories = BTreeMap::new();

@@ -332,8 +332,10 @@ impl Held {
                 return why;
             }
             if self.lost.changed().await.is_err() {
-                // The renewer ended without losing it: never.
-                std::future::pending::<()>().await;
+                // The renewer only ends by reporting a loss or by being aborted in `release`
+                // or `drop`, which consume the lease; gone otherwise, it panicked, and a
+                // lease nobody renews is as good as lost.
+                return format!("the lease {} is no longer renewed (its renewer stopped)", self.place.obj);
             }
         }
     }
