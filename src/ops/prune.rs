@@ -30,14 +30,16 @@ pub struct Pruned {
     /// The time the plan was made for: the host's clock bounded by the store's.
     pub now: Option<SystemTime>,
     pub abandoned: Vec<String>,
-    /// Staging files of interrupted uploads (file:// only), outside those backups.
+    /// Staging files (file://) or incomplete multipart uploads (S3) of interrupted uploads,
+    /// outside those backups.
     pub staging: Vec<String>,
     pub deleted_objects: u64,
 }
 
 /// What interrupted runs left behind (pure): backups without `backup.json` whose newest
-/// object or staging file is older than [`ABANDONED_AFTER`], and staging files that old
-/// anywhere else. `listing` is `backups/`, `staging` every staging leftover.
+/// object or staging leftover is older than [`ABANDONED_AFTER`], and staging leftovers that
+/// old anywhere else. `listing` is `backups/`, `staging` every staging leftover (file://
+/// staging files, or S3 incomplete uploads dated by their last activity).
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Leftovers {
     pub backups: Vec<(String, Vec<String>)>,
@@ -83,7 +85,7 @@ pub async fn find_leftovers(
     Ok(leftovers(listing, &staging, now, backups_after))
 }
 
-/// Remove an object or a staging leftover.
+/// Remove an object or a staging leftover (an S3 upload is aborted).
 pub async fn remove_object(repo: &Repo, name: &str) -> Result<()> {
     if is_staging_name(name) {
         repo.store.remove_staging(name).await?;

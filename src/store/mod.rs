@@ -1,6 +1,10 @@
 //! Object storage: build a store from a URL, and the few operations the repository needs,
 //! with the error cases (missing, exists, unreachable) made explicit. Knows nothing of WAL.
 
+mod s3_uploads;
+
+pub use s3_uploads::{parse_upload_name, upload_name};
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -136,6 +140,8 @@ pub struct Store {
     /// The directory of a file:// repository: its multipart staging files (`<name>#<n>`)
     /// are invisible to listings, so leftovers are found on disk.
     local_root: Option<std::path::PathBuf>,
+    /// An S3 repository's incomplete multipart uploads, its staging leftovers.
+    uploads: Option<s3_uploads::S3Uploads>,
 }
 
 impl Store {
@@ -143,6 +149,7 @@ impl Store {
     pub fn open(url: &str, opts: &StoreOptions) -> Result<Store, StoreError> {
         let cfg = |m: String| StoreError::Config(m);
         let mut local_root = None;
+        let mut uploads = None;
         let inner: Arc<dyn ObjectStore> = if url.starts_with('/') || url.starts_with("file://") {
             let path = if url.starts_with('/') {
                 std::path::PathBuf::from(url)
@@ -194,9 +201,13 @@ impl Store {
                 .with_connect_timeout(Duration::from_secs(10).min(opts.retry_timeout.max(Duration::from_secs(1))));
             let store = b
                 .with_retry(retry)
-                .with_client_options(client)
+                .with_client_options(client.clone())
                 .build()
                 .map_err(|e| cfg(format!("repository url {url:?}: {e}")))?;
+            uploads = Some(
+                s3_uploads::S3Uploads::new(store.clone(), prefix, &client)
+                    .map_err(|e| cfg(format!("repository url {url:?}: {e}")))?,
+            );
             if prefix.trim_matches('/').is_empty() {
                 Arc::new(store)
             } else {
@@ -210,12 +221,12 @@ impl Store {
         } else {
             return Err(cfg(format!("repository url {url:?}: expected file:///absolute/path or s3://bucket/prefix")));
         };
-        Ok(Store { inner, url: url.to_string(), local_root })
+        Ok(Store { inner, url: url.to_string(), local_root, uploads })
     }
 
     /// Wrap an already-built store (tests use this to stand in for misbehaving servers).
     pub fn from_object_store(inner: Arc<dyn ObjectStore>, url: &str) -> Store {
-        Store { inner, url: url.to_string(), local_root: None }
+        Store { inner, url: url.to_string(), local_root: None, uploads: None }
     }
 
     pub fn url(&self) -> &str {
@@ -327,10 +338,28 @@ impl Store {
         Ok(to_system_time(&head?))
     }
 
-    /// Staging files of multipart uploads that never finished (a killed writer), with their
-    /// size and modification time. Only file:// repositories have them as files; on S3 the
-    /// equivalent is an incomplete multipart upload, left to the bucket's lifecycle rule.
+    /// What multipart uploads that never finished (a killed writer) left, with a size and
+    /// the time of their last activity. file://: staging files (`<name>#<n>`), found on disk.
+    /// S3: incomplete uploads under the repository prefix (`<name>?uploadId=<id>`, size 0,
+    /// the newest part's time or the start); an empty list, with a warning, when the server
+    /// does not offer the listing or the credentials may not use it (the bucket's lifecycle
+    /// rule then does the clean-up).
     pub async fn staging_leftovers(&self) -> Result<Vec<ObjectInfo>, StoreError> {
+        if let Some(up) = &self.uploads {
+            return match up.list().await {
+                Ok(list) => Ok(list
+                    .into_iter()
+                    .map(|u| ObjectInfo { name: upload_name(&u.name, &u.id), size: 0, modified: u.active })
+                    .collect()),
+                Err(s3_uploads::UploadsError::NotOffered(e)) => {
+                    tracing::warn!("{e}: incomplete multipart uploads are left to the bucket's lifecycle rule");
+                    Ok(Vec::new())
+                }
+                Err(s3_uploads::UploadsError::Failed(e)) => {
+                    Err(StoreError::Config(format!("repository {}: {e}", self.url)))
+                }
+            };
+        }
         let Some(root) = self.local_root.clone() else { return Ok(Vec::new()) };
         let url = self.url.clone();
         tokio::task::spawn_blocking(move || walk_staging(&root))
@@ -339,11 +368,17 @@ impl Store {
             .map_err(|e| StoreError::Config(format!("cannot look for staging files in {}: {e}", self.url)))
     }
 
-    /// Remove one staging leftover found by [`Store::staging_leftovers`], and its directory
-    /// when that is left empty (as deleting an object does).
+    /// Remove one staging leftover found by [`Store::staging_leftovers`]: abort an S3 upload,
+    /// or remove a staging file and its directory when that is left empty (as deleting an
+    /// object does).
     pub async fn remove_staging(&self, name: &str) -> Result<(), StoreError> {
+        if let Some(up) = &self.uploads {
+            let (object, id) = parse_upload_name(name)
+                .ok_or_else(|| StoreError::Config(format!("{name} is not an incomplete upload")))?;
+            return up.abort(object, &id).await.map_err(|e| self.unavailable("abort the upload of", object, e));
+        }
         let Some(root) = &self.local_root else { return Ok(()) };
-        if !is_staging_name(name) || name.split('/').any(|c| c.is_empty() || c == "." || c == "..") {
+        if !is_staging_file(name) || name.split('/').any(|c| c.is_empty() || c == "." || c == "..") {
             return Err(StoreError::Config(format!("{name} is not a staging file")));
         }
         let path = root.join(name);
@@ -420,8 +455,13 @@ fn to_system_time(m: &object_store::ObjectMeta) -> std::time::SystemTime {
     std::time::UNIX_EPOCH + Duration::new(secs, m.last_modified.timestamp_subsec_nanos())
 }
 
-/// object_store's local staging files are `<name>#<digits>` (pure).
+/// Is this a staging leftover's name: object_store's local staging file `<name>#<digits>`,
+/// or an incomplete S3 upload `<name>?uploadId=<id>` (pure).
 pub fn is_staging_name(name: &str) -> bool {
+    parse_upload_name(name).is_some() || is_staging_file(name)
+}
+
+fn is_staging_file(name: &str) -> bool {
     let file = name.rsplit('/').next().unwrap_or(name);
     match file.rsplit_once('#') {
         Some((base, n)) => !base.is_empty() && !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()),
@@ -461,7 +501,7 @@ fn walk_staging(root: &std::path::Path) -> std::io::Result<Vec<ObjectInfo>> {
                 continue;
             }
             let Ok(rel) = entry.path().strip_prefix(root).map(|p| p.to_string_lossy().into_owned()) else { continue };
-            if meta.is_file() && is_staging_name(&rel) {
+            if meta.is_file() && is_staging_file(&rel) {
                 out.push(ObjectInfo { name: rel, size: meta.len(), modified: meta.modified()? });
             }
         }
@@ -482,6 +522,9 @@ mod tests {
         assert!(!is_staging_name("backups/x/base.tar#"));
         assert!(!is_staging_name("backups/x/base.tar#a1"));
         assert!(!is_staging_name("#1"));
+        // An incomplete S3 upload.
+        assert!(is_staging_name(&upload_name("backups/x/base.tar", "2~x/y")));
+        assert!(!is_staging_file(&upload_name("backups/x/base.tar", "1")));
     }
 
     #[tokio::test]

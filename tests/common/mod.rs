@@ -10,6 +10,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+mod moto;
+pub use moto::MotoServer;
+
 pub const PG_USER: &str = "postgres";
 
 pub fn pg_bin(tool: &str) -> PathBuf {
@@ -430,7 +433,6 @@ impl Archiving {
 
     pub fn start_with(label: &str, kind: RepoKind, initdb_args: &[&str]) -> Archiving {
         let env = TestEnv::new(label);
-        let key = env.keygen("repo.key");
         let (repo_section, s3, repo_dir) = match kind {
             RepoKind::File => {
                 let dir = env.pg_dir("repo");
@@ -441,6 +443,24 @@ impl Archiving {
                 (s3.repo_config("cluster1"), Some(s3), None)
             }
         };
+        Self::start_in(env, &repo_section, s3, repo_dir, initdb_args)
+    }
+
+    /// On moto's S3 server (for incomplete uploads), under the prefix `cluster1`.
+    pub fn start_on_moto(label: &str) -> (Archiving, MotoServer) {
+        let env = TestEnv::new(label);
+        let moto = MotoServer::start(&env.path().join("moto.log"));
+        (Self::start_in(env, &moto.repo_config("cluster1"), None, None, &[]), moto)
+    }
+
+    fn start_in(
+        env: TestEnv,
+        repo_section: &str,
+        s3: Option<S3Server>,
+        repo_dir: Option<PathBuf>,
+        initdb_args: &[&str],
+    ) -> Archiving {
+        let key = env.keygen("repo.key");
         let mut cluster = Cluster::init_with(&env.pg_dir("primary"), initdb_args, "archive_timeout = 60\n");
         env.write_config(&format!(
             "[repository]\nkey_file = \"{}\"\n{repo_section}\n[postgres]\nconninfo = \"{}\"\n",
