@@ -14,13 +14,7 @@ cd "$(dirname "$0")"
 
 SEGMENTS=${SEGMENTS:-40}
 make_workdir bench-daemon
-daemon_pattern=
-cleanup() {
-    [ -n "$daemon_pattern" ] && pkill -TERM -f "$daemon_pattern" 2>/dev/null || true
-    stop_cluster
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
+trap cleanup_daemon_bench EXIT
 
 build_tidewal
 start_cluster "$WORK/cluster" "archive_timeout = 0

@@ -14,20 +14,9 @@ cd "$(dirname "$0")"
 
 PHASE=${PHASE:-60}
 make_workdir bench-idle
-daemon_pattern=
-cleanup() {
-    [ -n "$daemon_pattern" ] && pkill -TERM -f "$daemon_pattern" 2>/dev/null || true
-    stop_cluster
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
+trap cleanup_daemon_bench EXIT
 
-if [ -n "${TIDEWAL_BIN:-}" ]; then
-    install -m 755 "$TIDEWAL_BIN" "$WORK/tidewal"
-    TIDEWAL="$WORK/tidewal"
-else
-    build_tidewal
-fi
+build_tidewal
 start_cluster "$WORK/cluster" "max_replication_slots = 4"
 as_pg "$TIDEWAL" keygen --output "$WORK/repo.key" 2>/dev/null
 psql_c "CREATE TABLE ticks (at timestamptz)" >/dev/null

@@ -22,12 +22,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-if [ -n "${TIDEWAL_BIN:-}" ]; then
-    install -m 755 "$TIDEWAL_BIN" "$WORK/tidewal"
-    TIDEWAL="$WORK/tidewal"
-else
-    build_tidewal
-fi
+build_tidewal
 start_cluster "$WORK/cluster" "archive_timeout = 60"
 as_pg "$TIDEWAL" keygen --output "$WORK/repo.key" 2>/dev/null
 REPO="$WORK/repo"

@@ -24,12 +24,16 @@ make_workdir() {
     give_pg "$WORK"
 }
 
-# build_tidewal: release build, copied where the postgres user can run it; sets TIDEWAL.
+# build_tidewal: release build (or the binary TIDEWAL_BIN names, to measure another
+# version), copied where the postgres user can run it; sets TIDEWAL.
 build_tidewal() {
-    local root
-    root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-    (cd "$root" && cargo build --release --quiet)
-    install -m 755 "$root/target/release/tidewal" "$WORK/tidewal"
+    local root bin=${TIDEWAL_BIN:-}
+    if [ -z "$bin" ]; then
+        root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+        (cd "$root" && cargo build --release --quiet)
+        bin="${CARGO_TARGET_DIR:-$root/target}/release/tidewal"
+    fi
+    install -m 755 "$bin" "$WORK/tidewal"
     TIDEWAL="$WORK/tidewal"
 }
 
@@ -104,4 +108,13 @@ ${3:-}
 conninfo = "host=$PGSOCK port=$PGPORT_NUM user=postgres dbname=postgres"
 CONF
     give_pg "$1"
+}
+
+# cleanup_daemon_bench: the EXIT trap of the daemon benches: stop the daemon that
+# $daemon_pattern matches (if one was started), the cluster, and remove $WORK.
+daemon_pattern=
+cleanup_daemon_bench() {
+    [ -n "$daemon_pattern" ] && pkill -TERM -f "$daemon_pattern" 2>/dev/null || true
+    stop_cluster
+    rm -rf "$WORK"
 }
