@@ -10,6 +10,7 @@ pub mod keygen;
 pub mod list;
 pub mod prune;
 pub mod restore;
+pub mod verify;
 pub mod wal_fetch;
 pub mod wal_push;
 
@@ -95,6 +96,8 @@ pub enum Command {
     Prune(prune::Args),
     /// Check the server settings, the repository and the store, and print what to fix
     Check(check::Args),
+    /// Open every backup and WAL object in full and check it; exit 5 naming what is damaged
+    Verify(verify::Args),
     /// Run the agent: archive ahead of PostgreSQL, daily base backups, retention, metrics
     Daemon(daemon::Args),
     /// Print a new random repository key (or write it to a file with mode 0600)
@@ -131,6 +134,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::List(a) => list::run(&settings, a).await,
         Command::Fork(a) => fork::run(&settings, a).await,
         Command::Prune(a) => prune::run(&settings, a).await,
+        Command::Verify(a) => verify::run(&settings, a).await,
         Command::Daemon(a) => daemon::run(&settings, a, || load_settings(&cli)).await,
         Command::Keygen(_) => unreachable!("handled above"),
     }

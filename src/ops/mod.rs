@@ -9,3 +9,4 @@ pub mod push;
 pub mod recovery_conf;
 pub mod restore;
 pub mod timelines;
+pub mod verify;
