@@ -134,11 +134,14 @@ async fn verify_backup(repo: &Repo, b: &BackupInfo, req: &VerifyRequest, report:
         }));
     }
     let mut results = futures::stream::iter(jobs).buffer_unordered(PARALLEL);
+    let mut damaged = false;
     while let Some(r) = results.next().await {
-        report.problems.extend(r?);
+        let r = r?;
+        damaged |= !r.is_empty();
+        report.problems.extend(r);
     }
-    // Only when every archive was read can every listed file have been seen.
-    if let Some(c) = checker.filter(|_| picked.iter().all(|p| *p)) {
+    // Only when every archive was read in full can every listed file have been seen.
+    if let Some(c) = checker.filter(|_| !damaged && picked.iter().all(|p| *p)) {
         if let Err(e) = c.complete() {
             report.problems.push(problem(&manifest_obj, format!("the archives do not match the manifest: {e}")));
         }
