@@ -29,7 +29,7 @@ Exit codes:
   2  bad command line or configuration
   3  the input file is not valid WAL (wrong size or header, another cluster's)
   4  repository conflict: a different object exists, another cluster's or uninitialised repository
-  5  integrity failure: corrupt object or wrong key
+  5  integrity failure: corrupt object or wrong key; verify found a problem
   6  storage unreachable or not writable (network, permissions, full disk)
   7  PostgreSQL unreachable or refused the request
   8  check found settings to fix
