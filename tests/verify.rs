@@ -83,9 +83,15 @@ fn verify_finds_damage_and_gaps() {
     // A segment gone from the middle of the WAL: the chain from the backup breaks there.
     let gone = wal_obj(&segs[2]);
     std::fs::remove_file(repo.join(&gone)).unwrap();
+    // And the newest segment cut short.
+    let cut = wal_obj(&segs[3]);
+    let len = std::fs::metadata(repo.join(&cut)).unwrap().len();
+    std::fs::OpenOptions::new().write(true).open(repo.join(&cut)).unwrap().set_len(len - 100).unwrap();
     let out = a.env.tidewal(&["verify", "--wal"]);
     expect_exit(&out, 5, &[]);
     let text = stdout(&out);
     assert!(text.contains(&format!("BAD  {gone}: missing: a gap in the WAL from backup {id}")), "{text}");
     assert!(text.contains(&format!("BAD  {damaged_wal}: ")), "{text}");
+    assert!(text.contains(&format!("BAD  {cut}: truncated")), "{text}");
+    assert!(text.contains("verified 0 backups") && text.contains("3 problems"), "{text}");
 }

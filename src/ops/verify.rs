@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::io::{self, Read};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -92,13 +93,6 @@ fn problem(object: &str, what: impl Into<String>) -> Problem {
 
 async fn verify_backup(repo: &Repo, b: &BackupInfo, req: &VerifyRequest, report: &mut VerifyReport) -> Result<()> {
     report.backups += 1;
-    let json = layout::backup_object(&b.id, "backup.json");
-    if let Err(e) = catalog::check_objects(repo, b).await {
-        if e.code != Code::Integrity {
-            return Err(e);
-        }
-        report.problems.push(problem(&json, e.message));
-    }
     let names: Vec<&str> = b.objects.iter().map(|o| o.name.as_str()).collect();
     let picked = sample(&names, req.sample, req.seed);
     let manifest_obj = layout::backup_object(&b.id, "backup_manifest");
@@ -128,7 +122,8 @@ async fn verify_backup(repo: &Repo, b: &BackupInfo, req: &VerifyRequest, report:
             f => f.strip_suffix(".tar").map(|oid| format!("pg_tblspc/{oid}/")),
         };
         let tar = prefix.zip(checker.clone());
-        jobs.push(open_object(repo, o.name.clone(), move |r, name| match tar {
+        let recorded = Recorded { stored_bytes: o.stored_bytes, digest: o.digest.clone() };
+        jobs.push(open_object(repo, o.name.clone(), Some(recorded), move |r, name| match tar {
             Some((prefix, checker)) => check_tar(r, name, &prefix, &checker),
             None => drain(r).map(|_| ()),
         }));
@@ -149,9 +144,15 @@ async fn verify_backup(repo: &Repo, b: &BackupInfo, req: &VerifyRequest, report:
     Ok(())
 }
 
-/// Open `obj` in full on a blocking thread, handing the plaintext to `check`. Storage
-/// failures end the run; damage becomes a problem naming the object.
-async fn open_object<F>(repo: &Repo, obj: String, check: F) -> Result<Vec<Problem>>
+/// What a backup object must be, as `backup.json` recorded it.
+struct Recorded {
+    stored_bytes: u64,
+    digest: String,
+}
+
+/// Open `obj` in full on a blocking thread, handing the plaintext to `check`. A failure to
+/// read the store ends the run; damage becomes a problem naming the object.
+async fn open_object<F>(repo: &Repo, obj: String, recorded: Option<Recorded>, check: F) -> Result<Vec<Problem>>
 where
     F: FnOnce(&mut dyn Read, &str) -> std::result::Result<(), String> + Send + 'static,
 {
@@ -165,17 +166,51 @@ where
     let outcome = tokio::task::spawn_blocking(move || open_and_check(src, &keys, &name, check))
         .await
         .map_err(|e| Fail::new(Code::Internal, format!("object {obj}: the check panicked: {e}")))?;
-    Ok(match outcome {
-        Ok(()) => Vec::new(),
-        Err(e) => vec![problem(&obj, e)],
+    let (stored, digest) = match outcome {
+        Ok(done) => done,
+        Err(Bad::Damaged(e)) => return Ok(vec![problem(&obj, e)]),
+        Err(Bad::Storage(e)) => return Err(Fail::new(Code::Storage, format!("object {obj}: {e}"))),
+    };
+    let Some(want) = recorded else { return Ok(Vec::new()) };
+    let digest = crate::codec::digest_hex(&digest);
+    Ok(if stored != want.stored_bytes {
+        vec![problem(&obj, format!("has {stored} bytes, backup.json recorded {}", want.stored_bytes))]
+    } else if digest != want.digest {
+        vec![problem(&obj, format!("holds BLAKE3 {digest}, backup.json recorded {}", want.digest))]
+    } else {
+        Vec::new()
     })
 }
 
-fn open_and_check<F>(src: Box<dyn Read + Send>, keys: &Keyring, name: &str, check: F) -> std::result::Result<(), String>
+/// Why an object did not open: its bytes (or the key) are wrong, or the store failed.
+#[derive(Debug)]
+enum Bad {
+    Damaged(String),
+    Storage(String),
+}
+
+impl Bad {
+    fn of(e: &crate::codec::CodecError) -> Bad {
+        match e {
+            crate::codec::CodecError::Io(io) => Bad::Storage(io.to_string()),
+            e => Bad::Damaged(e.to_string()),
+        }
+    }
+}
+
+/// Open, check, read to the end; the stored size and the verified plaintext digest.
+fn open_and_check<F>(
+    src: Box<dyn Read + Send>,
+    keys: &Keyring,
+    name: &str,
+    check: F,
+) -> std::result::Result<(u64, crate::codec::Digest), Bad>
 where
     F: FnOnce(&mut dyn Read, &str) -> std::result::Result<(), String>,
 {
-    let opened = OpenReader::new(src, keys, name).map_err(|e| e.to_string())?;
+    let count = Arc::new(AtomicU64::new(0));
+    let counted = Counting { inner: src, count: count.clone() };
+    let opened = OpenReader::new(counted, keys, name).map_err(|e| Bad::of(&e))?;
     let mut r = Recording { inner: opened, error: None };
     let checked = check(&mut r, name);
     // Read to the end, where the last frame and the whole-object digest are checked.
@@ -184,22 +219,40 @@ where
     if let Some(e) = r.error {
         return Err(e);
     }
-    checked?;
-    rest.transpose()?;
-    Ok(())
+    checked.map_err(Bad::Damaged)?;
+    rest.transpose().map_err(Bad::Damaged)?;
+    let digest = r.inner.digest().ok_or_else(|| Bad::Damaged("ended without its digest".into()))?;
+    Ok((count.load(Ordering::Relaxed), digest))
 }
 
-/// Keeps the first read error's text, which a tar reader would wrap beyond recognition.
+/// Counts the stored bytes read.
+struct Counting<R> {
+    inner: R,
+    count: Arc<AtomicU64>,
+}
+
+impl<R: Read> Read for Counting<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.count.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
+    }
+}
+
+/// Keeps the first read error, which a tar reader would wrap beyond recognition.
 struct Recording<R> {
     inner: R,
-    error: Option<String>,
+    error: Option<Bad>,
 }
 
 impl<R: Read> Read for Recording<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         self.inner.read(buf).inspect_err(|e| {
             if self.error.is_none() {
-                self.error = Some(e.to_string());
+                self.error = Some(match crate::codec::CodecError::find_in(e) {
+                    Some(c) => Bad::of(c),
+                    None => Bad::Storage(e.to_string()),
+                });
             }
         })
     }
@@ -248,33 +301,34 @@ async fn open_small(repo: &Repo, obj: &str) -> Result<std::result::Result<Vec<u8
 
 async fn verify_wal(repo: &Repo, backups: &[BackupInfo], req: &VerifyRequest, report: &mut VerifyReport) -> Result<()> {
     let seg = repo.identity.wal_segment_size;
-    match timelines::survey(repo).await {
+    let listing = match timelines::survey(repo).await {
         Ok(s) => {
             let names: Vec<String> = s.listing.iter().map(|o| o.name.clone()).collect();
             let cov = wal_coverage(&names, seg);
             report.problems.extend(history_problems(&s.histories, seg));
             let live: Vec<u32> = s.timelines.live.iter().map(|l| l.tli).collect();
             report.problems.extend(chain_problems(backups, &live, &s.histories, &cov, seg));
+            s.listing
         }
         Err(e) if e.code == Code::Integrity || e.code == Code::NotFound => {
             report.problems.push(problem("wal/", e.message));
+            repo.store.list_meta("wal").await?
         }
         Err(e) => return Err(e),
-    }
-    let listing = repo.store.list_meta("wal").await?;
-    let files: Vec<(String, WalFile)> = listing
-        .iter()
+    };
+    let files: Vec<(String, u64, WalFile)> = listing
+        .into_iter()
         .filter_map(|o| {
-            let file = o.name.rsplit('/').next()?;
-            WalFile::parse_stored(file, seg).ok().map(|w| (o.name.clone(), w))
+            let kind = WalFile::parse_stored(o.name.rsplit('/').next()?, seg).ok()?;
+            Some((o.name, o.size, kind))
         })
         .collect();
-    let names: Vec<&str> = files.iter().map(|(n, _)| n.as_str()).collect();
+    let names: Vec<&str> = files.iter().map(|(n, _, _)| n.as_str()).collect();
     let picked = sample(&names, req.sample, req.seed);
     let want =
         Expect { system_identifier: repo.identity.system_id(), seg_size: seg, pg_major: repo.identity.pg_major() };
     let mut jobs = Vec::new();
-    for ((name, kind), pick) in files.into_iter().zip(picked) {
+    for ((name, size, kind), pick) in files.into_iter().zip(picked) {
         if !pick {
             continue;
         }
@@ -283,8 +337,8 @@ async fn verify_wal(repo: &Repo, backups: &[BackupInfo], req: &VerifyRequest, re
         } else {
             report.wal_files += 1;
         }
-        report.wal_bytes += listing.iter().find(|o| o.name == name).map_or(0, |o| o.size);
-        jobs.push(open_object(repo, name, move |r, name| check_wal_file(r, name, &kind, &want)));
+        report.wal_bytes += size;
+        jobs.push(open_object(repo, name, None, move |r, name| check_wal_file(r, name, &kind, &want)));
     }
     let mut results = futures::stream::iter(jobs).buffer_unordered(PARALLEL);
     while let Some(r) = results.next().await {
