@@ -296,7 +296,10 @@ async fn open_small(repo: &Repo, obj: &str) -> Result<std::result::Result<Vec<u8
         Err(crate::store::StoreError::NotFound(_)) => return Ok(Err("is missing".into())),
         Err(e) => return Err(e.into()),
     };
-    Ok(crate::codec::open_to_vec(&raw, &repo.keys, obj).map_err(|e| e.to_string()))
+    let (keys, name) = (repo.keys.clone(), obj.to_string());
+    tokio::task::spawn_blocking(move || crate::codec::open_to_vec(&raw, &keys, &name).map_err(|e| e.to_string()))
+        .await
+        .map_err(|e| Fail::new(Code::Internal, format!("object {obj}: opening it panicked: {e}")))
 }
 
 async fn verify_wal(repo: &Repo, backups: &[BackupInfo], req: &VerifyRequest, report: &mut VerifyReport) -> Result<()> {
