@@ -4,15 +4,12 @@
 //! the first error. Deletions are decided by the host's clock bounded by the store's
 //! (`repo::clock`): when the two disagree, nothing is deleted.
 
-use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
 use futures::StreamExt;
 
 use crate::error::{Code, Fail, Result};
-use crate::repo::catalog::{
-    abandoned_backups, check_objects, history_timelines, load_history, read_backups, ABANDONED_AFTER,
-};
+use crate::repo::catalog::{abandoned_backups, check_objects, read_backups, ABANDONED_AFTER};
 use crate::repo::clock::bounded_now;
 use crate::repo::lease;
 use crate::repo::retention::{plan, Catalog, Plan};
@@ -150,11 +147,7 @@ async fn prune_with(
         !broken
     });
     let wal = repo.store.list_meta("wal").await?;
-    let wal_names: Vec<String> = wal.iter().map(|o| o.name.clone()).collect();
-    let mut histories = BTreeMap::new();
-    for tli in history_timelines(&wal_names) {
-        histories.insert(tli, load_history(repo, tli).await?);
-    }
+    let histories = super::timelines::histories(repo, &wal).await?;
     let cat = Catalog { backups: &backups, wal: &wal, histories: &histories, seg_size: repo.identity.wal_segment_size };
     let plan = plan(&cat, now, window).map_err(|e| {
         Fail::new(Code::Integrity, format!("the repository's catalog is inconsistent, nothing was deleted: {e}"))

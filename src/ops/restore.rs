@@ -11,6 +11,7 @@ use crate::pg::lsn::Lsn;
 use crate::progress::Progress;
 use crate::repo::catalog::{backup_wal_complete, choose, follow, list_backups, wal_coverage, BackupInfo, Target};
 use crate::repo::{layout, manifest, Repo};
+use crate::store::ObjectInfo;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Action {
@@ -101,7 +102,7 @@ pub async fn restore(repo: &Repo, args: &RestoreRequest) -> Result<()> {
     for (oid, dir) in &spaces {
         check_target_dir(dir, args.force, &format!("tablespace {oid}: "))?;
     }
-    check_reachable(repo, info, args, target_time).await?;
+    check_reachable(repo, info, args, target_time, &survey.listing).await?;
     crate::repo::catalog::check_objects(repo, info).await?;
     if args.force {
         // A tablespace directory is only emptied when it was mapped on purpose or belonged
@@ -248,9 +249,9 @@ async fn check_reachable(
     info: &BackupInfo,
     args: &RestoreRequest,
     time: Option<SystemTime>,
+    listing: &[ObjectInfo],
 ) -> Result<()> {
     let seg = repo.identity.wal_segment_size;
-    let listing = repo.store.list_meta("wal").await?;
     let names: Vec<String> = listing.iter().map(|o| o.name.clone()).collect();
     let cov = wal_coverage(&names, seg);
     let bad = |m: String| Fail::new(Code::NotFound, m);
@@ -260,7 +261,7 @@ async fn check_reachable(
             info.id, info.start_wal, info.end_wal
         )));
     }
-    let f = follow(repo, info, &listing, args.target_timeline.as_deref()).await?;
+    let f = follow(repo, info, listing, args.target_timeline.as_deref()).await?;
     let window = if f.streamed {
         format!(
             "the WAL from backup {} reaches into {}, as far as it was streamed (stored {}) (see tidewal list)",

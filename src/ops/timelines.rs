@@ -33,14 +33,20 @@ impl Survey {
 /// List `wal/` once, read every history file and classify the branch points.
 pub async fn survey(repo: &Repo) -> Result<Survey> {
     let listing = repo.store.list_meta("wal").await?;
+    let histories = histories(repo, &listing).await?;
+    let timelines = analyze(&listing, &histories, repo.identity.wal_segment_size)
+        .map_err(|e| Fail::new(Code::Integrity, format!("the repository's timelines cannot be read: {e}")))?;
+    Ok(Survey { listing, histories, timelines })
+}
+
+/// Every history file the `wal/` listing names, parsed (any unreadable one is an error).
+pub async fn histories(repo: &Repo, listing: &[ObjectInfo]) -> Result<BTreeMap<u32, Vec<HistoryEntry>>> {
     let names: Vec<String> = listing.iter().map(|o| o.name.clone()).collect();
     let mut histories = BTreeMap::new();
     for tli in history_timelines(&names) {
         histories.insert(tli, load_history(repo, tli).await?);
     }
-    let timelines = analyze(&listing, &histories, repo.identity.wal_segment_size)
-        .map_err(|e| Fail::new(Code::Integrity, format!("the repository's timelines cannot be read: {e}")))?;
-    Ok(Survey { listing, histories, timelines })
+    Ok(histories)
 }
 
 /// The timeline the server behind `conninfo` is on, if it answers within a few seconds and
