@@ -33,7 +33,10 @@ fn units_verify() {
 #[test]
 fn alerts_and_dashboard_use_exported_metrics() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let exported = std::fs::read_to_string(root.join("src/daemon/mod.rs")).unwrap();
+    let exported: String = std::fs::read_dir(root.join("src/daemon"))
+        .unwrap()
+        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
+        .collect();
     let dashboard = std::fs::read_to_string(root.join("systemd/tidewal-dashboard.json")).unwrap();
     let _: serde_json::Value = serde_json::from_str(&dashboard).expect("the dashboard is valid JSON");
     let alerts = std::fs::read_to_string(root.join("systemd/tidewal-alerts.yml")).unwrap();

@@ -1,10 +1,14 @@
 //! `tidewal verify`: open every chosen object in full and check it (see `ops::verify`),
 //! print a report naming each bad object, and exit 5 on any problem.
 
+use std::time::{Duration, SystemTime};
+
 use crate::config::Settings;
 use crate::error::{Code, Fail, Result};
+use crate::ops::last_run::{self, Kind};
 use crate::ops::verify::{verify, VerifyReport, VerifyRequest};
 use crate::progress::human_size;
+use crate::repo::Repo;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -43,7 +47,10 @@ pub fn request(args: &Args, seed: u64) -> VerifyRequest {
 
 pub async fn run(settings: &Settings, args: &Args) -> Result<()> {
     let repo = super::open_repo(settings).await?;
-    let report = verify(&repo, &request(args, rand::random())).await?;
+    let began = std::time::Instant::now();
+    let result = verify(&repo, &request(args, rand::random())).await;
+    record(settings, &repo, Kind::Verify, began.elapsed(), &result);
+    let report = result?;
     if args.json {
         let text = serde_json::to_string_pretty(&report).map_err(|e| Fail::new(Code::Internal, e.to_string()))?;
         println!("{text}");
@@ -53,6 +60,21 @@ pub async fn run(settings: &Settings, args: &Args) -> Result<()> {
     match report.problems.len() {
         0 => Ok(()),
         n => Err(Fail::new(Code::Integrity, format!("verify found {n} problem(s) in {}", repo.store.url()))),
+    }
+}
+
+/// The outcome for the daemon's `tidewal_last_verify_*` metrics; a run that could not finish
+/// counts as one problem. Failing to record is a warning: the report itself stands.
+fn record(settings: &Settings, repo: &Repo, kind: Kind, took: Duration, result: &Result<VerifyReport>) {
+    let (problems, summary) = match result {
+        Ok(r) if r.problems.is_empty() => (0, format!("{} backups and {} WAL files verified", r.backups, r.wal_files)),
+        Ok(r) => (r.problems.len() as u64, format!("{}: {}", r.problems[0].object, r.problems[0].problem)),
+        Err(e) => (1, e.to_string()),
+    };
+    let file = last_run::path(&settings.daemon.spool, kind, repo.store.url(), &repo.identity.system_identifier);
+    let run = last_run::LastRun::new(SystemTime::now(), took, problems, summary);
+    if let Err(e) = last_run::record(&file, run) {
+        tracing::warn!("cannot record the outcome in {} for the daemon's metrics: {e}", file.display());
     }
 }
 

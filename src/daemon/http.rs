@@ -47,7 +47,10 @@ fn respond(
     prometheus: &PrometheusHandle,
 ) -> Response<Full<Bytes>> {
     let (status, kind, body) = match req.uri().path() {
-        "/metrics" => (StatusCode::OK, "text/plain; version=0.0.4", prometheus.render()),
+        "/metrics" => {
+            super::outcomes::export(shared);
+            (StatusCode::OK, "text/plain; version=0.0.4", prometheus.render())
+        }
         "/healthz" => {
             let state = super::lock(&shared.state).clone();
             let h = evaluate(&state, SystemTime::now(), shared.settings.daemon.flush_interval);

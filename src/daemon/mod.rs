@@ -10,6 +10,7 @@ pub mod exclusive;
 pub mod health;
 pub mod http;
 pub mod monitor;
+pub mod outcomes;
 pub mod receiver;
 pub mod scheduler;
 pub mod socket;
@@ -64,6 +65,7 @@ pub async fn run(settings: Settings, reload: impl Fn() -> Result<Settings>) -> R
         .install_recorder()
         .map_err(|e| Fail::new(Code::Internal, format!("metrics: {e}")))?;
     describe();
+    outcomes::describe();
     // Before the lock and lease: a stop asked for meanwhile is seen once they are held.
     let mut signals = Signals {
         term: signal(SignalKind::terminate()).map_err(internal)?,

@@ -4,6 +4,7 @@
 
 pub mod backup;
 pub mod fetch;
+pub mod last_run;
 pub mod prune;
 pub mod push;
 pub mod recovery_conf;
