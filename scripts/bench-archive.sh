@@ -108,11 +108,12 @@ rows = {}
 for line in open(sys.argv[1]):
     label, micros, rss = line.split()
     rows.setdefault(label, []).append((int(micros) / 1000, int(rss)))
-print(f"{'tool':<22}{'median ms':>10}{'p90 ms':>9}{'max RSS MB':>12}")
+print(f"{'tool':<22}{'median ms':>10}{'p90 ms':>9}{'max RSS MB':>12}{'vs tidewal-file':>17}")
+base = st.median(x for x, _ in rows["tidewal-file"])
 for label, v in rows.items():
     ms = sorted(x for x, _ in v)
     p90 = ms[min(len(ms) - 1, int(round(0.9 * (len(ms) - 1))))]
-    print(f"{label:<22}{st.median(ms):>10.0f}{p90:>9.0f}{max(r for _, r in v) / 1024:>12.1f}")
+    print(f"{label:<22}{st.median(ms):>10.0f}{p90:>9.0f}{max(r for _, r in v) / 1024:>12.1f}{st.median(ms) / base:>16.2f}x")
 PY
 echo "stored bytes: tidewal $tw_bytes, pgbackrest lz4 $br_bytes (raw $((SEGMENTS * 16777216)))"
 echo

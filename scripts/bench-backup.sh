@@ -2,8 +2,9 @@
 # Base backup and restore benchmark on one pgbench database (SCALE, default 100: about
 # 1.5 GB), one tool after the other on the same cluster, printing wall time and peak RSS:
 #   tidewal backup / restore        file:// repository, lz4 + XChaCha20-Poly1305, fsync on
-#   pgbackrest backup --type=full / restore   local repository, lz4, process-max 2, aes-256-cbc
+#   pgbackrest backup --type=full / restore   local repository, lz4, process-max = the cores (PROCESS_MAX), aes-256-cbc
 #   pg_basebackup -Ft --compress=client-lz4 (WAL streamed too), and lz4 -d | tar -x to restore it
+#   tidewal verify / pgbackrest verify   read the whole repository back (every backup, all WAL)
 # Each step runs REPS times (default 3), the tools taking turns; the median is reported.
 # Needs: PostgreSQL 15, pgbackrest, lz4, python3.
 set -euo pipefail
@@ -37,7 +38,7 @@ size=$(psql_c "SELECT pg_database_size('postgres')")
 
 pgbackrest_stanza "$WORK/pgbr" "repo1-cipher-type=aes-256-cbc
 repo1-cipher-pass=benchmarkpassphrase0123456789
-process-max=2
+process-max=$PROCESS_MAX
 start-fast=y
 archive-check=n"
 
@@ -73,6 +74,13 @@ for i in $(seq "$REPS"); do
     rm -rf "$WORK/r/pgbb"
 done
 
+# Reading the whole repository back: every backup and all the WAL, each tool its own.
+for i in $(seq "$REPS"); do
+    measure verify tidewal "$TIDEWAL" --config "$WORK/tidewal.toml" -q verify
+    measure verify pgbackrest pgbackrest --config="$WORK/pgbr/pgbackrest.conf" --stanza=bench verify
+done
+
+tw_repo=$(du -sb "$WORK/repo" | cut -f1)
 tw_bytes=$(($(du -sb "$WORK/repo/backups" | cut -f1) / REPS))
 br_bytes=$(($(du -sb "$WORK/pgbr/repo/backup" | cut -f1) / REPS))
 bb_bytes=$(du -sb "$WORK/pgbb/out" | cut -f1)
@@ -89,5 +97,11 @@ for (step, tool), r in runs.items():
     base = statistics.median(t for t, _ in runs[(step, "tidewal")])
     span = f"{min(t for t, _ in r):.1f}-{max(t for t, _ in r):.1f}"
     print(f"{step:<9}{tool:<15}{med:>9.2f}{span:>13}{max(m for _, m in r):>13.1f}{med / base:>11.2f}x")
+PY
+python3 - "$results" "$tw_repo" <<'PY'
+import statistics, sys
+secs = [int(ms) / 1000 for step, tool, ms, _ in (l.split() for l in open(sys.argv[1])) if (step, tool) == ("verify", "tidewal")]
+mib = int(sys.argv[2]) / 1048576
+print(f"tidewal verify: {mib:.0f} MiB repository in {statistics.median(secs):.1f} s, {mib / statistics.median(secs):.0f} MiB/s")
 PY
 echo "stored: tidewal $((tw_bytes / 1048576)) MiB, pgbackrest $((br_bytes / 1048576)) MiB, pg_basebackup $((bb_bytes / 1048576)) MiB"

@@ -6,7 +6,7 @@
 #   tidewal wal-push + tidewal daemon the daemon stores .ready files ahead, 4 at once, and
 #                                     wal-push asks it over its Unix socket
 #   pgbackrest archive-push           sync, lz4, aes-256-cbc
-#   pgbackrest archive-push async     archive-async=y, process-max=2, lz4, aes-256-cbc
+#   pgbackrest archive-push async     archive-async=y, process-max = the cores (PROCESS_MAX), lz4, aes-256-cbc
 # SEGMENTS (default 40) per round. Needs: PostgreSQL 15, pgbackrest, python3.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -33,7 +33,7 @@ backup_interval = \"1000d\""
 as_pg "$TIDEWAL" --config "$WORK/tidewal.toml" -q init
 pgbackrest_stanza "$WORK/pgbr" "repo1-cipher-type=aes-256-cbc
 repo1-cipher-pass=benchmarkpassphrase0123456789
-process-max=2
+process-max=$PROCESS_MAX
 spool-path=$WORK/pgbr/spool
 archive-async=n"
 sed 's/^archive-async=n$/archive-async=y/' "$WORK/pgbr/pgbackrest.conf" >"$WORK/pgbr/async.conf"

@@ -123,11 +123,12 @@ runs = {}
 for line in open(sys.argv[1]):
     label, ms, rss = line.split()
     runs.setdefault(label, []).append((int(ms) / 1000, int(rss)))
-print(f"{'receiver':<16}{'seconds':>9}{'segments/s':>12}   range (s)")
+print(f"{'receiver':<16}{'seconds':>9}{'segments/s':>12}{'vs tidewal':>12}   range (s)")
+base = statistics.median(s for s, _ in runs["tidewal"])
 for label, rs in runs.items():
     secs = [s for s, _ in rs]
     med = statistics.median(secs)
-    print(f"{label:<16}{med:>9.2f}{segs / med:>12.1f}   {min(secs):.2f}-{max(secs):.2f}")
+    print(f"{label:<16}{med:>9.2f}{segs / med:>12.1f}{med / base:>11.2f}x   {min(secs):.2f}-{max(secs):.2f}")
 peaks = [r for _, r in runs["tidewal"]]
 print(f"tidewal daemon RSS: peak {max(peaks) // 1024} MB while catching up, {int(sys.argv[3]) // 1024} MB idle afterwards")
 PY

@@ -5,6 +5,9 @@
 PGBIN=${PGBIN:-/usr/lib/postgresql/15/bin}
 [ -x "$PGBIN/initdb" ] || { echo "PostgreSQL 15 not found in $PGBIN: apt-get install postgresql-15 (or set PGBIN)" >&2; exit 2; }
 
+# pgBackRest's process-max: every core unless set.
+PROCESS_MAX=${PROCESS_MAX:-$(nproc)}
+
 as_pg() {
     if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
 }
