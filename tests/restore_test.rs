@@ -84,7 +84,7 @@ fn restore_test_recovers_checks_and_cleans_up() {
     let config = std::fs::read_to_string(&a.env.config).unwrap();
     a.env.write_config(&format!(
         "{config}\n[verify]\nscratch_dir = \"{}\"\n{pg_bin_line}\
-         sql = [\"SELECT count(*) >= 1500 FROM t\", \"SELECT count(*) = 2000 FROM t\"]\n",
+         sql = [\"SELECT count(*) = 100 FROM tt\", \"SELECT count(*) >= 1500 FROM t\", \"SELECT count(*) = 2000 FROM t\"]\n",
         scratch.display()
     ));
     let c = &a.cluster;
@@ -95,6 +95,10 @@ fn restore_test_recovers_checks_and_cleans_up() {
     c.psql("INSERT INTO c SELECT generate_series(1, 20000)");
     c.psql("CREATE INDEX c_n ON c (n)");
     c.psql("VACUUM c");
+    // A tablespace in use by the source: the copy's goes into the scratch directory.
+    let ts = a.env.pg_dir("ts");
+    c.psql(&format!("CREATE TABLESPACE ts LOCATION '{}'", ts.display()));
+    c.psql("CREATE TABLE tt TABLESPACE ts AS SELECT generate_series(1, 100) AS n");
     let first = backup_id(&a.env.tidewal(&["backup"]));
     // Rows committed after the backup, with a restore point between them.
     c.psql("INSERT INTO t SELECT generate_series(1, 500)");
@@ -129,7 +133,7 @@ fn restore_test_recovers_checks_and_cleans_up() {
     assert_eq!(v["heap_checked"], true, "{v:#}");
     assert!(v["relations_checked"].as_u64().unwrap() > 50, "{v:#}");
     let checks = v["sql_checks"].as_array().unwrap();
-    assert_eq!(checks.len(), 2, "{v:#}");
+    assert_eq!(checks.len(), 3, "{v:#}");
     assert!(checks.iter().all(|c| c["passed"] == true && c["database"] == "postgres"), "{v:#}");
     assert!(v["restore_seconds"].as_f64().unwrap() > 0.0 && v["replay_seconds"].as_f64().unwrap() > 0.0, "{v:#}");
     assert!(!Path::new(v["scratch_dir"].as_str().unwrap()).exists(), "{v:#}");
