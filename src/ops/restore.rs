@@ -576,3 +576,55 @@ fn remove_entry(p: &Path) -> Result<()> {
     let r = if is_dir { std::fs::remove_dir_all(p) } else { std::fs::remove_file(p) };
     r.map_err(|e| local(p, e))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::repo::StoredObject;
+
+    fn info(stored: u64, tablespaces: Vec<(u32, String)>) -> BackupInfo {
+        let obj = StoredObject {
+            name: "backups/b/base.tar".into(),
+            digest: String::new(),
+            bytes: stored,
+            stored_bytes: stored,
+        };
+        BackupInfo {
+            id: "b".into(),
+            label: String::new(),
+            system_identifier: String::new(),
+            pg_version: "15".into(),
+            timescaledb_version: None,
+            timeline: 1,
+            start_lsn: "0/2000028".into(),
+            end_lsn: "0/2000100".into(),
+            start_wal: String::new(),
+            end_wal: String::new(),
+            started_at: String::new(),
+            finished_at: String::new(),
+            duration_seconds: 0.0,
+            tablespaces,
+            objects: vec![obj],
+        }
+    }
+
+    #[test]
+    fn space_check_refuses_only_what_cannot_fit() {
+        let dir = tempfile::tempdir().unwrap();
+        let to = dir.path().join("not/yet/made");
+        check_space(&info(1, vec![]), &to).unwrap();
+        let e = check_space(&info(u64::MAX / 4, vec![]), &to).unwrap_err();
+        assert_eq!(e.code, Code::Storage);
+        assert!(e.message.contains("free") && e.message.contains("backup b"), "{e}");
+    }
+
+    #[test]
+    fn tablespaces_go_under_a_root_unless_mapped() {
+        let i = info(1, vec![(16400, "/srv/ts1".into()), (16401, "/srv/ts2".into())]);
+        let root = Path::new("/scratch/tablespaces");
+        let d = tablespace_destinations(&i, &["16401=/elsewhere".into()], Some(root)).unwrap();
+        assert_eq!(d, [(16400, root.join("16400")), (16401, PathBuf::from("/elsewhere"))]);
+        let d = tablespace_destinations(&i, &[], None).unwrap();
+        assert_eq!(d, [(16400, PathBuf::from("/srv/ts1")), (16401, PathBuf::from("/srv/ts2"))]);
+    }
+}
