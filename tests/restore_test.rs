@@ -196,6 +196,7 @@ fn restore_test_recovers_checks_and_cleans_up() {
     assert_eq!(rc, 5, "{v:#}\n{err}");
     let f = failures(&v);
     assert_eq!((f.len(), f[0].0.as_str()), (1, "restore"), "{v:#}");
+    assert_eq!(v["backup"], first.as_str(), "{v:#}");
     assert!(v["recovered"].is_null() && v["sql_checks"].as_array().unwrap().is_empty(), "{v:#}");
     assert_scratch_empty(&scratch);
     assert_eq!(listing(&repo), before, "the restore test changed the repository");

@@ -121,7 +121,7 @@ async fn run_restore_test(settings: &Settings, args: &Args) -> Result<()> {
         0 => Ok(()),
         n => Err(Fail::new(
             Code::Integrity,
-            format!("restore test of backup {} failed: {n} failure(s)", report.backup.as_deref().unwrap_or("?")),
+            format!("restore test of backup {} failed: {n} failure(s)", report.backup.as_deref().unwrap_or("latest")),
         )),
     }
 }
@@ -139,7 +139,7 @@ fn die_of(sig: i32) -> ! {
 fn print_restore_test(r: &RestoreTestReport) {
     println!(
         "restore test of backup {} (PostgreSQL {}) to {}",
-        r.backup.as_deref().unwrap_or("?"),
+        r.backup.as_deref().unwrap_or("latest"),
         r.pg_version.as_deref().unwrap_or("?"),
         r.target
     );
@@ -161,7 +161,7 @@ fn print_restore_test(r: &RestoreTestReport) {
             r.databases.join(", "),
             r.indexes_checked,
             if r.heap_checked {
-                format!("{} tables (verify_heapam)", r.relations_checked)
+                format!("{} tables, materialized views and TOAST tables (verify_heapam)", r.relations_checked)
             } else {
                 "no table check (verify_heapam needs amcheck 1.3, PostgreSQL 14)".to_string()
             }

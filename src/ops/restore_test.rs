@@ -146,7 +146,8 @@ pub async fn restore_test(repo: &Repo, req: &RestoreTestRequest) -> Result<Resto
     let mut report = RestoreTestReport {
         started_at: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
         success: false,
-        backup: None,
+        // The one asked for; "latest" is resolved by the restore.
+        backup: Some(req.restore.backup.clone()).filter(|b| b != "latest"),
         pg_version: None,
         target: describe_target(&req.restore),
         scratch_dir: scratch.dir.display().to_string(),
