@@ -59,7 +59,7 @@ async fn check_database(c: &Client, db: &str, heapallindexed: bool, r: &mut Rest
             r,
             "amcheck",
             format!("database {db}"),
-            format!("cannot create extension amcheck: {}", db_error(&e)),
+            format!("cannot create extension amcheck: {} (it comes with the server's contrib modules)", db_error(&e)),
         );
     }
     // An older amcheck installed there may lack verify_heapam (1.3).
