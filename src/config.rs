@@ -11,6 +11,9 @@ use crate::error::{Code, Fail, Result};
 use crate::redact;
 use crate::store::{S3Options, StoreOptions};
 
+mod verify;
+pub use verify::VerifySettings;
+
 pub const DEFAULT_CONFIG: &str = "/etc/tidewal/tidewal.toml";
 pub const DEFAULT_REPO: &str = "file:///var/lib/tidewal/repo";
 
@@ -27,6 +30,8 @@ struct FileConfig {
     retention: RetentionSection,
     #[serde(default)]
     daemon: DaemonSection,
+    #[serde(default)]
+    verify: verify::VerifySection,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -45,6 +50,7 @@ struct DaemonSection {
     slot: Option<String>,
     socket: Option<PathBuf>,
     spool: Option<PathBuf>,
+    restore_test_interval: Option<String>,
 }
 
 /// What `tidewal daemon` runs, and how often.
@@ -72,6 +78,8 @@ pub struct DaemonSettings {
     pub socket: Option<PathBuf>,
     /// Streaming mode: where the segment being received is written before it is stored.
     pub spool: PathBuf,
+    /// How often the daemon runs a restore test (`verify --restore-test`); zero: never.
+    pub restore_test_interval: Duration,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -156,6 +164,7 @@ pub struct Settings {
     /// Every moment this far back stays restorable; older backups and WAL are pruned.
     pub retention_window: Duration,
     pub daemon: DaemonSettings,
+    pub verify: VerifySettings,
     /// Where the keys came from, for the file a restore writes for recovery.
     pub key_source: KeySource,
 }
@@ -259,6 +268,7 @@ impl Settings {
             )));
         }
         let daemon = daemon_settings(file.daemon, env)?;
+        let verify = verify::verify_settings(file.verify)?;
         if prefetch > 64 {
             return Err(usage(format!("restore.prefetch = {prefetch}: at most 64 segments")));
         }
@@ -273,6 +283,7 @@ impl Settings {
             prefetch,
             retention_window,
             daemon,
+            verify,
             key_source,
         })
     }
@@ -314,6 +325,7 @@ fn daemon_settings(d: DaemonSection, env: &dyn Fn(&str) -> Option<String>) -> Re
         slot: d.slot.unwrap_or_else(|| "tidewal".into()),
         socket: env("TIDEWAL_SOCKET").map(PathBuf::from).or(d.socket),
         spool: env("TIDEWAL_SPOOL").map(PathBuf::from).or(d.spool).unwrap_or_else(|| default_spool(env)),
+        restore_test_interval: dur("restore_test_interval", d.restore_test_interval, "7d")?,
     })
 }
 
@@ -333,7 +345,8 @@ fn parse_file(text: &str, path: &Path) -> Result<FileConfig> {
 const KNOWN_KEYS: &str = "repository url compression key_file read_key_files retry_timeout s3 endpoint region \
     access_key_id secret_access_key allow_http postgres conninfo standby_conninfo restore prefetch retention window \
     daemon pgdata archive archive_parallel listen backup_interval backup_at prune_interval shutdown_timeout \
-    flush_interval stream slot socket spool ignore_env";
+    flush_interval stream slot socket spool restore_test_interval ignore_env verify sql database user pg_bin scratch_dir os_user timeout \
+    heapallindexed settings";
 
 /// A TOML error by position and key, without the source line toml would quote (it may hold
 /// a password or an S3 secret); for a key that holds a credential, without the values the
@@ -630,7 +643,8 @@ mod tests {
     #[test]
     fn known_keys_cover_every_section() {
         // serde lists a section's fields when it meets an unknown one.
-        for section in ["", "[repository]", "[repository.s3]", "[postgres]", "[restore]", "[retention]", "[daemon]"] {
+        let sections = ["", "[repository]", "[repository.s3]", "[postgres]", "[restore]", "[retention]", "[daemon]"];
+        for section in sections.into_iter().chain(["[verify]"]) {
             let e = load_with(Some(&format!("{section}\nzz = 1\n")), &[], Flags::default()).unwrap_err();
             let (_, expected) = e.message.split_once("expected").unwrap();
             for field in expected.split('`').skip(1).step_by(2) {

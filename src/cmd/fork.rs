@@ -35,7 +35,8 @@ pub async fn run(settings: &Settings, args: &Args) -> Result<()> {
     restore.target_action = Some(Action::Promote);
     restore.port = Some(args.port);
     let repo = super::open_repo(settings).await?;
-    crate::ops::restore::restore(&repo, &restore).await?;
+    let restored = crate::ops::restore::restore(&repo, &restore).await?;
+    super::restore::print_restored(&restored, false);
     if !args.start {
         println!("fork ready in {}; start it with: pg_ctl -D {} start", restore.to.display(), restore.to.display());
         return Ok(());

@@ -96,7 +96,8 @@ pub enum Command {
     Prune(prune::Args),
     /// Check the server settings, the repository and the store, and print what to fix
     Check(check::Args),
-    /// Open every backup and WAL object in full and check it; exit 5 naming what is damaged
+    /// Open every backup and WAL object in full and check it; exit 5 naming what is damaged.
+    /// With --restore-test: restore a backup into a scratch copy, start it, amcheck it
     Verify(verify::Args),
     /// Run the agent: archive ahead of PostgreSQL, daily base backups, retention, metrics
     Daemon(daemon::Args),

@@ -27,6 +27,8 @@ pub struct State {
     pub wal_gap: Option<(String, SystemTime)>,
     /// Two clusters archive into the repository (one reason per split).
     pub splits: Vec<String>,
+    /// The daemon's last restore test failed: what failed.
+    pub last_restore_test_error: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -78,6 +80,9 @@ pub fn evaluate(s: &State, now: SystemTime, flush_interval: Duration) -> Health 
     }
     if let Some(e) = &s.last_prune_error {
         degraded.push(format!("retention failed: {e}"));
+    }
+    if let Some(e) = &s.last_restore_test_error {
+        degraded.push(format!("the last restore test failed: {e}"));
     }
     if let Some(w) = &s.slot_warning {
         degraded.push(w.clone());
@@ -134,6 +139,9 @@ mod tests {
         let split = State { splits: vec!["two clusters archive into this repository: …".into()], ..good.clone() };
         assert_eq!(evaluate(&split, now, flush).status, Status::Failing);
         assert!(evaluate(&split, now, flush).reasons[0].starts_with("two clusters"));
+        let untested = State { last_restore_test_error: Some("amcheck postgres public.i: corrupt".into()), ..good };
+        assert_eq!(evaluate(&untested, now, flush).status, Status::Degraded);
+        assert!(evaluate(&untested, now, flush).reasons[0].contains("restore test failed: amcheck"));
     }
 
     #[test]

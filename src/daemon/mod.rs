@@ -12,6 +12,7 @@ pub mod http;
 pub mod monitor;
 pub mod outcomes;
 pub mod receiver;
+pub mod restore_tests;
 pub mod scheduler;
 pub mod socket;
 pub mod supervisor;
@@ -219,6 +220,7 @@ async fn start(settings: Settings, prometheus: PrometheusHandle, streamed: Optio
     task!("monitor", monitor::run);
     task!("pruner", prune_loop);
     task!("timelines", timelines::run);
+    task!("restore-test", restore_tests::run);
     let ph = prometheus.clone();
     task!("http", move |s, c| http::run(s, ph.clone(), c));
     Ok(Generation { shared, cancel, tasks })

@@ -9,5 +9,6 @@ pub mod prune;
 pub mod push;
 pub mod recovery_conf;
 pub mod restore;
+pub mod restore_test;
 pub mod timelines;
 pub mod verify;

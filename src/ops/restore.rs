@@ -50,6 +50,23 @@ pub struct RestoreRequest {
     pub fetch_config: String,
     /// The server, asked for its timeline when two lines of history share the repository
     pub conninfo: Option<String>,
+    /// Put every tablespace that `tablespace_map` does not name under this directory, as
+    /// `<dir>/<oid>`, never at its original location (a restore test's scratch copy).
+    pub tablespace_root: Option<PathBuf>,
+    /// Refuse a backup whose stored size exceeds the free space where it goes.
+    pub check_space: bool,
+}
+
+/// What a restore did, for the caller to report.
+#[derive(Clone, Debug)]
+pub struct Restored {
+    pub backup: BackupInfo,
+    /// The data directory (absolute)
+    pub to: PathBuf,
+    /// Files checked against the backup manifest
+    pub files_checked: usize,
+    /// Settings that came with the backup and were commented out ("name (file)")
+    pub removed_settings: Vec<String>,
 }
 
 /// The file in the data directory that recovery's restore_command reads.
@@ -60,7 +77,7 @@ pub const FETCH_CONFIG: &str = "tidewal-restore.toml";
 const CLOCK_GRACE: Duration = Duration::from_secs(60);
 
 /// Restore a backup and configure recovery (as a copy unless `as_primary`).
-pub async fn restore(repo: &Repo, args: &RestoreRequest) -> Result<()> {
+pub async fn restore(repo: &Repo, args: &RestoreRequest) -> Result<Restored> {
     // restore_command runs in the data directory: every path in it must be absolute.
     let to = std::path::absolute(&args.to).map_err(|e| local(&args.to, e))?;
     let args = &RestoreRequest { to, ..args.clone() };
@@ -98,12 +115,15 @@ pub async fn restore(repo: &Repo, args: &RestoreRequest) -> Result<()> {
             .find(|b| b.id == args.backup)
             .ok_or_else(|| Fail::new(Code::NotFound, format!("no complete backup with id {}", args.backup)))?
     };
-    let spaces = tablespace_destinations(info, &args.tablespace_map)?;
+    let spaces = tablespace_destinations(info, &args.tablespace_map, args.tablespace_root.as_deref())?;
     for (oid, dir) in &spaces {
         check_target_dir(dir, args.force, &format!("tablespace {oid}: "))?;
     }
     check_reachable(repo, info, args, target_time, &survey.listing).await?;
     crate::repo::catalog::check_objects(repo, info).await?;
+    if args.check_space {
+        check_space(info, &args.to)?;
+    }
     if args.force {
         // A tablespace directory is only emptied when it was mapped on purpose or belonged
         // to the data directory being replaced: its original location may be a running
@@ -174,29 +194,39 @@ pub async fn restore(repo: &Repo, args: &RestoreRequest) -> Result<()> {
     for dir in std::iter::once(&args.to).chain(spaces.iter().map(|(_, d)| d)) {
         sync_filesystem(dir)?;
     }
-    write_recovery_config(args, target_time)?;
-    println!(
-        "restored backup {} into {} ({checked} files verified against the manifest); start it with: pg_ctl -D {} start",
-        info.id,
-        args.to.display(),
-        args.to.display()
-    );
-    if args.as_primary {
-        println!(
-            "restored as the primary (--as-primary): archiving stays as in the backup, so once promoted \
-             this cluster archives into the repository as its new live line"
-        );
-    } else {
-        println!(
-            "restored as a copy: archive_mode = off, so it never writes into the repository \
-             (for disaster recovery, restore with --as-primary)"
-        );
+    let removed_settings = write_recovery_config(args, target_time)?;
+    Ok(Restored { backup: info.clone(), to: args.to.clone(), files_checked: checked, removed_settings })
+}
+
+/// The free space where `to` goes must hold at least the backup's stored size (what it
+/// unpacks to is larger still; this catches only what is sure to fail).
+fn check_space(info: &BackupInfo, to: &Path) -> Result<()> {
+    let need: u64 = info.objects.iter().map(|o| o.stored_bytes).sum();
+    let Some(dir) = to.ancestors().find(|d| d.exists()) else { return Ok(()) };
+    let Ok(c) = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()) else { return Ok(()) };
+    // SAFETY: statvfs fills the zeroed struct it is given; the path is NUL-terminated.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return Ok(());
+    }
+    let free = st.f_bavail as u64 * st.f_frsize as u64;
+    if free < need {
+        return Err(Fail::new(
+            Code::Storage,
+            format!(
+                "{} has {} free, less than backup {} takes stored ({}): free space or choose another directory",
+                dir.display(),
+                crate::progress::human_size(free),
+                info.id,
+                crate::progress::human_size(need)
+            ),
+        ));
     }
     Ok(())
 }
 
 /// Where each of the backup's tablespaces goes: its original location unless mapped.
-fn tablespace_destinations(info: &BackupInfo, map: &[String]) -> Result<Vec<(u32, PathBuf)>> {
+fn tablespace_destinations(info: &BackupInfo, map: &[String], root: Option<&Path>) -> Result<Vec<(u32, PathBuf)>> {
     let known = || info.tablespaces.iter().map(|(o, l)| format!("{o} ({l})")).collect::<Vec<_>>().join(", ");
     let mut mapped = Vec::new();
     for m in map {
@@ -218,7 +248,8 @@ fn tablespace_destinations(info: &BackupInfo, map: &[String]) -> Result<Vec<(u32
         .iter()
         .map(|(oid, loc)| {
             let dir = mapped.iter().find(|(o, _)| o == oid).map(|(_, d)| d.clone());
-            (*oid, dir.unwrap_or_else(|| PathBuf::from(loc)))
+            let moved = root.map(|r| r.join(oid.to_string()));
+            (*oid, dir.or(moved).unwrap_or_else(|| PathBuf::from(loc)))
         })
         .collect())
 }
@@ -367,7 +398,8 @@ fn sync_filesystem(dir: &Path) -> Result<()> {
     Ok(())
 }
 
-fn write_recovery_config(args: &RestoreRequest, target_time: Option<SystemTime>) -> Result<()> {
+/// Write the recovery settings; the settings that came with the backup and were commented out.
+fn write_recovery_config(args: &RestoreRequest, target_time: Option<SystemTime>) -> Result<Vec<String>> {
     use super::recovery_conf::{block, clean, quote};
     // Recovery reads exactly the repository this restore checked (see FETCH_CONFIG).
     let fetch_config = args.to.join(FETCH_CONFIG);
@@ -448,13 +480,7 @@ fn write_recovery_config(args: &RestoreRequest, target_time: Option<SystemTime>)
         replace_file(&path, &text, 0o600)?;
         removed.extend(cleaned.removed.into_iter().map(|n| format!("{n} ({file})")));
     }
-    if !removed.is_empty() {
-        removed.dedup();
-        println!(
-            "commented out settings that came with the backup (an earlier restore's, or recovery's): {}",
-            removed.join(", ")
-        );
-    }
+    removed.dedup();
     // A backup taken from a standby carries its standby.signal, which would make the copy
     // wait for a primary forever instead of recovering to the target.
     let standby = args.to.join("standby.signal");
@@ -462,7 +488,8 @@ fn write_recovery_config(args: &RestoreRequest, target_time: Option<SystemTime>)
         std::fs::remove_file(&standby).map_err(|e| local(&standby, e))?;
         tracing::info!("removed standby.signal (the backup was taken from a standby)");
     }
-    replace_file(&args.to.join("recovery.signal"), "", 0o600)
+    replace_file(&args.to.join("recovery.signal"), "", 0o600)?;
+    Ok(removed)
 }
 
 /// A file only its owner reads (it may name store credentials).
@@ -548,4 +575,56 @@ fn remove_entry(p: &Path) -> Result<()> {
     let is_dir = std::fs::symlink_metadata(p).map(|m| m.is_dir()).map_err(|e| local(p, e))?;
     let r = if is_dir { std::fs::remove_dir_all(p) } else { std::fs::remove_file(p) };
     r.map_err(|e| local(p, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::repo::StoredObject;
+
+    fn info(stored: u64, tablespaces: Vec<(u32, String)>) -> BackupInfo {
+        let obj = StoredObject {
+            name: "backups/b/base.tar".into(),
+            digest: String::new(),
+            bytes: stored,
+            stored_bytes: stored,
+        };
+        BackupInfo {
+            id: "b".into(),
+            label: String::new(),
+            system_identifier: String::new(),
+            pg_version: "15".into(),
+            timescaledb_version: None,
+            timeline: 1,
+            start_lsn: "0/2000028".into(),
+            end_lsn: "0/2000100".into(),
+            start_wal: String::new(),
+            end_wal: String::new(),
+            started_at: String::new(),
+            finished_at: String::new(),
+            duration_seconds: 0.0,
+            tablespaces,
+            objects: vec![obj],
+        }
+    }
+
+    #[test]
+    fn space_check_refuses_only_what_cannot_fit() {
+        let dir = tempfile::tempdir().unwrap();
+        let to = dir.path().join("not/yet/made");
+        check_space(&info(1, vec![]), &to).unwrap();
+        let e = check_space(&info(u64::MAX / 4, vec![]), &to).unwrap_err();
+        assert_eq!(e.code, Code::Storage);
+        assert!(e.message.contains("free") && e.message.contains("backup b"), "{e}");
+    }
+
+    #[test]
+    fn tablespaces_go_under_a_root_unless_mapped() {
+        let i = info(1, vec![(16400, "/srv/ts1".into()), (16401, "/srv/ts2".into())]);
+        let root = Path::new("/scratch/tablespaces");
+        let d = tablespace_destinations(&i, &["16401=/elsewhere".into()], Some(root)).unwrap();
+        assert_eq!(d, [(16400, root.join("16400")), (16401, PathBuf::from("/elsewhere"))]);
+        let d = tablespace_destinations(&i, &[], None).unwrap();
+        assert_eq!(d, [(16400, PathBuf::from("/srv/ts1")), (16401, PathBuf::from("/srv/ts2"))]);
+    }
 }
