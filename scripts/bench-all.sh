@@ -36,12 +36,12 @@ started=$(date -u +%Y-%m-%dT%H:%MZ)
 for part in backup archive daemon stream idle; do
     echo "== bench-$part.sh" >&2
     t0=$(date +%s)
-    ./bench-"$part".sh 2>"$log/$part.err" | tee "$log/$part.out"
+    ./bench-"$part".sh 2>"$log/$part.err" | grep -v '^initialised ' | tee "$log/$part.out"
     echo "$(($(date +%s) - t0))" >"$log/$part.secs"
 done
 
 disk_dev=$(df --output=source /tmp | tail -n1)
-rota=$(lsblk -ndo ROTA "$disk_dev" 2>/dev/null || echo "?")
+rota=$(lsblk -ndo ROTA "$disk_dev" 2>/dev/null | xargs || echo "?")
 {
     echo "# Benchmarks"
     echo

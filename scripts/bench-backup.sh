@@ -5,6 +5,7 @@
 #   pgbackrest backup --type=full / restore   local repository, lz4, process-max = the cores (PROCESS_MAX), aes-256-cbc
 #   pg_basebackup -Ft --compress=client-lz4 (WAL streamed too), and lz4 -d | tar -x to restore it
 #   tidewal verify / pgbackrest verify   read the whole repository back (every backup, all WAL)
+#   tidewal verify --restore-test        once: restore, recover, amcheck (no peer has one)
 # Each step runs REPS times (default 3), the tools taking turns; the median is reported.
 # Needs: PostgreSQL 15, pgbackrest, lz4, python3.
 set -euo pipefail
@@ -79,6 +80,9 @@ for i in $(seq "$REPS"); do
     measure verify tidewal "$TIDEWAL" --config "$WORK/tidewal.toml" -q verify
     measure verify pgbackrest pgbackrest --config="$WORK/pgbr/pgbackrest.conf" --stanza=bench verify
 done
+
+# A restore test of the newest backup: restore, recover, amcheck every index and table.
+measure restore-test tidewal "$TIDEWAL" --config "$WORK/tidewal.toml" -q verify --restore-test
 
 tw_repo=$(du -sb "$WORK/repo" | cut -f1)
 tw_bytes=$(($(du -sb "$WORK/repo/backups" | cut -f1) / REPS))
