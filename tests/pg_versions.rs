@@ -26,11 +26,40 @@ fn verify_passes(a: &Archiving, when: &str) {
     assert!(stdout(&out).contains("no problems"), "verify {when}:\n{}", stdout(&out));
 }
 
+/// With data checksums on (the default from PostgreSQL 18 on), BASE_BACKUP checks every
+/// page and reports a bad one only after the whole backup has been sent: the backup must
+/// not count. The table is dropped afterwards, so later backups succeed.
+fn a_damaged_page_fails_the_backup(a: &Archiving) {
+    let c = &a.cluster;
+    c.psql("CREATE TABLE damaged (n int) WITH (autovacuum_enabled = false)");
+    c.psql("INSERT INTO damaged SELECT generate_series(1, 100)");
+    // Hint bits set and the page on disk, so nothing writes it again.
+    c.psql("VACUUM FREEZE damaged");
+    c.psql("CHECKPOINT");
+    let file = c.data.join(c.psql("SELECT pg_relation_filepath('damaged')"));
+    let mut bytes = std::fs::read(&file).unwrap();
+    bytes[8000] ^= 0xff;
+    std::fs::write(&file, bytes).unwrap();
+    let out = a.env.tidewal(&["backup"]);
+    expect_exit(&out, 7, &["server warning: checksum verification failed in file", "checksum verification failure"]);
+    let listing: serde_json::Value = serde_json::from_str(&stdout(&a.env.tidewal(&["list", "--json"]))).unwrap();
+    assert_eq!(listing["backups"].as_array().unwrap().len(), 0, "{listing}");
+    c.psql("DROP TABLE damaged");
+    c.psql("CHECKPOINT");
+}
+
 fn cross_version(major: u32) {
     let a = Archiving::start_from(&format!("pg{major}"), &major_bin(major));
     let c = &a.cluster;
     let version: u32 = c.psql("SHOW server_version_num").parse().unwrap();
     assert_eq!(version / 10000, major, "the server run is not PostgreSQL {major}");
+    let check = a.env.tidewal(&["check"]);
+    assert_eq!(code(&check), 0, "{}{}", stdout(&check), stderr(&check));
+    let checksums = c.psql("SHOW data_checksums") == "on";
+    assert_eq!(checksums, major >= 18, "initdb's default for data checksums");
+    if checksums {
+        a_damaged_page_fails_the_backup(&a);
+    }
 
     // Archive mode under pgbench, and a base backup taken while it writes.
     c.pgbench(&["-i", "-s", "2", "-q"]);
@@ -52,6 +81,7 @@ fn cross_version(major: u32) {
     c.wait_archived(&last);
     assert_eq!(c.psql("SELECT failed_count FROM pg_stat_archiver"), "0", "archiver failures:\n{}", c.log());
     let balance = c.psql("SELECT sum(abalance) FROM pgbench_accounts");
+    let system = c.psql("SELECT system_identifier FROM pg_control_system()");
     verify_passes(&a, "after archiving");
 
     // Streaming mode: from here on only the daemon's receiver stores WAL.
@@ -102,16 +132,46 @@ fn cross_version(major: u32) {
     };
     assert!(rows >= mark_rows && mark_rows > 0, "{rows} rows restored, {mark_rows} committed 3 s before the crash");
     assert_eq!(rows, max, "rows are missing below the last one restored");
-    assert!(r.psql("SELECT version()").contains(&format!("PostgreSQL {major}.")));
+    // From 17 on the manifest (version 2) names the system, and restore has checked it.
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(r.data.join("backup_manifest")).unwrap()).unwrap();
+    let manifest_version = if major >= 17 { 2 } else { 1 };
+    assert_eq!(manifest["PostgreSQL-Backup-Manifest-Version"], manifest_version);
+    if major >= 17 {
+        assert_eq!(manifest["System-Identifier"].to_string(), system);
+    }
     drop(r);
 
-    // To the marked time: the early batch, not the late one.
-    let r = restore_with_same_server(&a, "pitr", &["--target-time", &mark, "--target-action", "promote"]);
+    // To the marked time, as the new primary: promoted to timeline 2, which it archives
+    // (its history file too) into the same repository.
+    let dir = a.env.pg_dir("pitr");
+    let data = dir.join("pgdata");
+    let pitr = ["restore", "--to", data.to_str().unwrap(), "--target-time", &mark, "--target-action", "promote"];
+    expect_exit(&a.env.tidewal(&[&pitr[..], &["--as-primary"]].concat()), 0, &[]);
+    let mut p = Cluster::adopt(&dir, &data);
+    p.bin = a.cluster.bin.clone();
+    p.configure("");
+    p.start();
+    wait_promoted(&p);
+    assert_eq!(p.psql("SELECT count(*) FROM marks WHERE batch = 'before'"), "300");
+    assert_eq!(p.psql("SELECT count(*) FROM marks WHERE batch = 'early'"), "400");
+    assert_eq!(p.psql("SELECT count(*) FROM marks WHERE batch = 'late'"), "0");
+    assert_eq!(p.psql("SELECT to_regclass('t') IS NULL"), "t");
+    p.psql("INSERT INTO marks SELECT 'timeline 2', g FROM generate_series(1, 50) g");
+    let on_two = p.switch_wal();
+    assert!(on_two.starts_with("00000002"), "{on_two}");
+    p.wait_archived(&on_two);
+    drop(p);
+    verify_passes(&a, "after the promotion");
+
+    // The repository's history leads a restore to the end onto timeline 2.
+    let r = restore_with_same_server(&a, "latest", &["--target-action", "promote"]);
     wait_promoted(&r);
-    assert_eq!(r.psql("SELECT count(*) FROM marks WHERE batch = 'before'"), "300");
-    assert_eq!(r.psql("SELECT count(*) FROM marks WHERE batch = 'early'"), "400");
-    assert_eq!(r.psql("SELECT count(*) FROM marks WHERE batch = 'late'"), "0");
-    assert_eq!(r.psql("SELECT to_regclass('t') IS NULL"), "t");
+    assert_eq!(
+        r.psql("SELECT string_agg(batch || ':' || c, ',') FROM (SELECT batch, count(*) c FROM marks GROUP BY batch ORDER BY batch) s"),
+        "before:300,early:400,timeline 2:50"
+    );
+    assert_eq!(r.psql("SELECT substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8)"), "00000003");
 }
 
 #[test]
