@@ -1,7 +1,8 @@
-//! Test harness: real PostgreSQL 15 clusters (run as the `postgres` OS user when the tests
-//! run as root), a real S3-compatible server on 127.0.0.1, and the tidewal binary copied
-//! where `postgres` can execute it. Everything lives in a per-test temporary directory and
-//! is stopped on drop, also when a test fails.
+//! Test harness: real PostgreSQL clusters (15, or the server binaries `TIDEWAL_PG_BIN` names;
+//! other majors through `pgver`), run as the `postgres` OS user when the tests run as root,
+//! a real S3-compatible server on 127.0.0.1, and the tidewal binary copied where `postgres`
+//! can execute it. Everything lives in a per-test temporary directory and is stopped on
+//! drop, also when a test fails.
 #![allow(dead_code)]
 
 use std::net::TcpListener;
