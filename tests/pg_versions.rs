@@ -9,7 +9,7 @@ mod common;
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::pgver::{major_bin, restore_with_same_server};
+use common::pgver::major_bin;
 use common::*;
 
 /// kill -9 of the postmaster and all its children at once, as a crash would.
@@ -120,7 +120,7 @@ fn cross_version(major: u32) {
     assert_eq!(listing["backups"][0]["id"], id.as_str(), "{listing}");
 
     // To the end: everything archived, and the streamed rows up to the crash with no hole.
-    let r = restore_with_same_server(&a, "to-end", &["--target-action", "promote"]);
+    let r = restore_and_start(&a, "to-end", &["--target-action", "promote"]);
     wait_promoted(&r);
     assert!(r.log().contains(".stream"), "the streamed copy was not used:\n{}", r.log());
     assert_eq!(r.psql("SELECT count(*) FROM marks"), "1200");
@@ -165,7 +165,7 @@ fn cross_version(major: u32) {
     verify_passes(&a, "after the promotion");
 
     // The repository's history leads a restore to the end onto timeline 2.
-    let r = restore_with_same_server(&a, "latest", &["--target-action", "promote"]);
+    let r = restore_and_start(&a, "latest", &["--target-action", "promote"]);
     wait_promoted(&r);
     assert_eq!(
         r.psql("SELECT string_agg(batch || ':' || c, ',') FROM (SELECT batch, count(*) c FROM marks GROUP BY batch ORDER BY batch) s"),

@@ -32,21 +32,3 @@ impl Archiving {
         Self::start_in(env, &section, None, Some(dir), bin, &[])
     }
 }
-
-/// `tidewal restore` into a new directory, started with the source cluster's binaries, on
-/// its own port with archiving off. (Debian 15's pg_verifybackup cannot read the version 2
-/// manifests of 17 and later; tidewal checks every file against the manifest itself.)
-pub fn restore_with_same_server(a: &Archiving, name: &str, extra: &[&str]) -> Cluster {
-    let dir = a.env.pg_dir(name);
-    let data = dir.join("pgdata");
-    let mut args = vec!["restore", "--to", data.to_str().unwrap()];
-    args.extend_from_slice(extra);
-    let out = a.env.tidewal(&args);
-    expect_exit(&out, 0, &[]);
-    assert!(stdout(&out).contains("verified against the manifest"), "{}", stdout(&out));
-    let mut r = Cluster::adopt(&dir, &data);
-    r.bin = a.cluster.bin.clone();
-    r.configure("archive_mode = off\n");
-    r.start();
-    r
-}
