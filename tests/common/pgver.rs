@@ -25,10 +25,10 @@ pub fn major_bin(major: u32) -> PathBuf {
 
 impl Archiving {
     /// A cluster of the server binaries in `bin`, archiving into a file:// repository.
-    pub fn start_from(label: &str, bin: &Path) -> Archiving {
+    pub fn start_from(label: &str, bin: &Path, initdb_args: &[&str]) -> Archiving {
         let env = TestEnv::new(label);
         let dir = env.pg_dir("repo");
         let section = format!("url = \"file://{}\"\n", dir.display());
-        Self::start_in(env, &section, None, Some(dir), bin, &[])
+        Self::start_in(env, &section, None, Some(dir), bin, initdb_args)
     }
 }
