@@ -11,6 +11,8 @@ VERSIONS=(16.14.0-beta.17 17.10.0-beta.17 18.4.0-beta.17)
 
 command -v npm >/dev/null || { echo "npm is needed (apt-get install nodejs npm)" >&2; exit 1; }
 mkdir -p "$DEST"
+work=
+trap '[ -z "$work" ] || rm -rf "$work"' EXIT
 chmod a+rx "$DEST"
 for version in "${VERSIONS[@]}"; do
     major=${version%%.*}
@@ -33,5 +35,6 @@ for version in "${VERSIONS[@]}"; do
     rm -rf "${DEST:?}/$major"
     mv "$work/package/native" "$DEST/$major"
     rm -rf "$work"
+    work=
     echo "PostgreSQL $major: $("$DEST/$major/bin/postgres" --version) in $DEST/$major"
 done

@@ -531,8 +531,9 @@ pub fn restore_and_start(a: &Archiving, name: &str, extra: &[&str]) -> Cluster {
     assert!(stdout(&out).contains("verified against the manifest"), "{}", stdout(&out));
     // An independent check of what was restored, where Debian 15's pg_verifybackup can read
     // the manifest (PostgreSQL 17 and later write version 2).
-    let manifest = std::fs::read_to_string(data.join("backup_manifest")).unwrap();
-    if manifest.starts_with("{ \"PostgreSQL-Backup-Manifest-Version\": 1,") {
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(data.join("backup_manifest")).unwrap()).unwrap();
+    if manifest["PostgreSQL-Backup-Manifest-Version"] == 1 {
         run_ok(as_pg(pg_bin("pg_verifybackup")).args([
             "--no-parse-wal",
             "-i",
