@@ -14,31 +14,9 @@ use std::time::{Duration, Instant};
 mod moto;
 pub mod pgver;
 pub use moto::MotoServer;
+pub use pgver::{pg_bin, server_bin_dir};
 
 pub const PG_USER: &str = "postgres";
-
-/// The server binaries (initdb, pg_ctl, postgres) every cluster runs unless a test names
-/// others: `TIDEWAL_PG_BIN`, default Debian's PostgreSQL 15.
-pub fn server_bin_dir() -> PathBuf {
-    std::env::var_os("TIDEWAL_PG_BIN").map_or_else(|| PathBuf::from("/usr/lib/postgresql/15/bin"), PathBuf::from)
-}
-
-/// A PostgreSQL program: the server's from `server_bin_dir()`, client tools (psql, pgbench,
-/// pg_basebackup...) from Debian's PostgreSQL 15 (`TIDEWAL_PG_CLIENT_BIN`).
-pub fn pg_bin(tool: &str) -> PathBuf {
-    let dir = if ["initdb", "pg_ctl", "postgres"].contains(&tool) {
-        server_bin_dir()
-    } else {
-        std::env::var_os("TIDEWAL_PG_CLIENT_BIN").map_or_else(|| "/usr/lib/postgresql/15/bin".into(), PathBuf::from)
-    };
-    let p = dir.join(tool);
-    assert!(
-        p.exists(),
-        "{} not found: install PostgreSQL 15 (apt-get install postgresql-15) or set TIDEWAL_PG_BIN (server) and TIDEWAL_PG_CLIENT_BIN (client tools)",
-        p.display()
-    );
-    p
-}
 
 fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
