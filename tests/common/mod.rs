@@ -237,6 +237,7 @@ impl Cluster {
         let data = dir.join("pgdata");
         run_ok(self.client("pg_basebackup").args(["-D", data.to_str().unwrap(), "-R", "-X", "stream", "-c", "fast"]));
         let mut standby = Cluster::adopt(dir, &data);
+        standby.bin = self.bin.clone();
         standby.configure(&format!("hot_standby = on\n{extra_conf}"));
         standby.start();
         standby
