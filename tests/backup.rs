@@ -65,6 +65,8 @@ fn backup_and_restore_to_the_end_and_to_a_time() {
         "--target-time",
         &mark,
         "--start",
+        "--pg-bin",
+        a.cluster.bin.to_str().unwrap(),
     ]);
     expect_exit(&out, 0, &[]);
     assert!(stdout(&out).contains(&format!("fork running on port {port}")), "{}", stdout(&out));

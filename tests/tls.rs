@@ -74,7 +74,7 @@ fn tidewal(env: &TestEnv, conninfo: &str, vars: &[(&str, &str)], args: &[&str]) 
 fn assert_check_passes(out: &Output, what: &str) {
     let text = stdout(out);
     assert_eq!(code(out), 0, "check with {what}:\n{text}{}", stderr(out));
-    for needle in ["server: PostgreSQL 15", "replication connection works"] {
+    for needle in ["server: PostgreSQL ", "replication connection works"] {
         assert!(text.contains(needle), "check with {what} lacks {needle:?}:\n{text}");
     }
 }

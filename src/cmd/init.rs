@@ -27,7 +27,10 @@ pub async fn run(settings: &Settings, args: &Args) -> Result<()> {
     let client = sql::connect(settings.conninfo.as_deref()).await.map_err(|e| Fail::new(Code::Postgres, e))?;
     let info = sql::server_info(&client).await.map_err(|e| Fail::new(Code::Postgres, e))?;
     if page_magic(info.version_num / 10000).is_none() {
-        return Err(Fail::new(Code::Usage, format!("PostgreSQL {} is not supported (13 to 17 are)", info.version)));
+        return Err(Fail::new(
+            Code::Usage,
+            format!("PostgreSQL {} is not supported (13 to 18 are; 15 to 18 are tested)", info.version),
+        ));
     }
     let store = Store::open(&settings.repo_url, &settings.store)?;
     let conditional = store.probe_conditional_writes(&probe_name()).await?;

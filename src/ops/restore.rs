@@ -162,6 +162,7 @@ pub async fn restore(repo: &Repo, args: &RestoreRequest) -> Result<Restored> {
     repo.fetch_to_path(&layout::backup_object(&info.id, "backup_manifest"), &manifest_path).await?;
     let text = std::fs::read(&manifest_path).map_err(|e| local(&manifest_path, e))?;
     let checker = manifest::parse(&text)
+        .and_then(|m| m.for_system(repo.identity.system_id()))
         .and_then(manifest::Checker::new)
         .map_err(|e| Fail::new(Code::Integrity, format!("backup {}: {e}", info.id)))?;
     let checker = Arc::new(checker);

@@ -130,16 +130,25 @@ impl ReplConn {
         self.stream.flush().await.map_err(|e| format!("{}: {e}", self.target))
     }
 
-    /// The next backend message (notices are logged and skipped).
+    /// The next backend message (notices are logged and skipped; warnings, such as a page
+    /// failing its checksum during BASE_BACKUP, as warnings).
     async fn recv(&mut self) -> Result<Message, String> {
         loop {
             match Message::parse(&mut self.buf).map_err(|e| format!("protocol error from {}: {e}", self.target))? {
                 Some(Message::NoticeResponse(n)) => {
+                    let (mut warning, mut text) = (false, String::new());
                     let mut f = n.fields();
                     while let Ok(Some(field)) = f.next() {
-                        if field.type_() == b'M' {
-                            tracing::info!("server notice: {}", String::from_utf8_lossy(field.value_bytes()));
+                        match field.type_() {
+                            b'V' => warning = field.value_bytes() == b"WARNING",
+                            b'M' => text = String::from_utf8_lossy(field.value_bytes()).into_owned(),
+                            _ => {}
                         }
+                    }
+                    if warning {
+                        tracing::warn!("server warning: {text}");
+                    } else {
+                        tracing::info!("server notice: {text}");
                     }
                 }
                 Some(m) => return Ok(m),

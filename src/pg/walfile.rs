@@ -82,7 +82,8 @@ impl WalFile {
     }
 }
 
-/// The WAL page magic (`XLOG_PAGE_MAGIC`) of each supported PostgreSQL major version.
+/// The WAL page magic (`XLOG_PAGE_MAGIC`) of each supported PostgreSQL major version
+/// (15 to 18 are tested; 13 and 14 are kept from before).
 pub fn page_magic(pg_major: u32) -> Option<u16> {
     match pg_major {
         13 => Some(0xD106),
@@ -90,6 +91,7 @@ pub fn page_magic(pg_major: u32) -> Option<u16> {
         15 => Some(0xD110),
         16 => Some(0xD113),
         17 => Some(0xD116),
+        18 => Some(0xD118),
         _ => None,
     }
 }
@@ -130,7 +132,7 @@ pub fn check_segment(
     let u64_at = |o: usize| u64::from_le_bytes(first_page[o..o + 8].try_into().expect("len 8"));
     let magic = u16_at(0);
     let expected_magic = page_magic(want.pg_major)
-        .ok_or_else(|| format!("PostgreSQL {} is not supported (tidewal knows 13 to 17)", want.pg_major))?;
+        .ok_or_else(|| format!("PostgreSQL {} is not supported (tidewal knows 13 to 18)", want.pg_major))?;
     if magic != expected_magic {
         return Err(format!(
             "{name} does not start with a PostgreSQL {} WAL page (magic {magic:#06X}, expected {expected_magic:#06X}): it is not a WAL segment, or it comes from another major version",
@@ -256,6 +258,23 @@ mod tests {
         assert!(e.contains("truncated"), "{e}");
         let e = check_segment(name, seg, &[0u8; 8192], MB16, &WANT).unwrap_err();
         assert!(e.contains("not a WAL segment"), "{e}");
+    }
+
+    #[test]
+    fn each_major_has_its_own_page_magic() {
+        let seg = SegmentId { tli: 1, segno: 3 };
+        let name = "000000010000000000000003";
+        // Read off real segments of 16.14, 17.10 and 18.4.
+        for (major, magic) in [(16, 0xD113u16), (17, 0xD116), (18, 0xD118)] {
+            let want = Expect { pg_major: major, ..WANT };
+            let mut page = header(1, 0x300_0000, WANT.system_identifier);
+            page[0..2].copy_from_slice(&magic.to_le_bytes());
+            assert!(check_segment(name, seg, &page, MB16, &want).is_ok(), "{major}");
+            let e = check_segment(name, seg, &header(1, 0x300_0000, WANT.system_identifier), MB16, &want).unwrap_err();
+            assert!(e.contains("another major version") && e.contains(&format!("PostgreSQL {major}")), "{e}");
+        }
+        let e = check_segment(name, seg, &[0u8; 40], MB16, &Expect { pg_major: 19, ..WANT }).unwrap_err();
+        assert!(e.contains("PostgreSQL 19 is not supported"), "{e}");
     }
 
     #[test]

@@ -10,8 +10,29 @@ use sha2::{Digest, Sha256};
 
 #[derive(Debug, Deserialize)]
 pub struct Manifest {
+    /// 1 up to PostgreSQL 16; 2 from 17 on, which adds `System-Identifier`.
+    #[serde(rename = "PostgreSQL-Backup-Manifest-Version", default)]
+    pub version: Option<u32>,
+    #[serde(rename = "System-Identifier", default)]
+    pub system_identifier: Option<u64>,
     #[serde(rename = "Files")]
     pub files: Vec<ManifestFile>,
+}
+
+impl Manifest {
+    /// The manifest must be one tidewal can read, and (from version 2 on, which names the
+    /// database system) of the repository's cluster.
+    pub fn for_system(self, system_identifier: u64) -> Result<Manifest, String> {
+        if let Some(v) = self.version.filter(|v| !(1..=2).contains(v)) {
+            return Err(format!("backup_manifest version {v} is not supported (1 and 2 are)"));
+        }
+        match self.system_identifier {
+            Some(id) if id != system_identifier => {
+                Err(format!("backup_manifest is for database system {id}, not this repository's {system_identifier}"))
+            }
+            _ => Ok(self),
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -158,6 +179,25 @@ mod tests {
         }
         let bad = Checker::new(manifest("SHA512", "00"));
         assert!(bad.err().unwrap().contains("SHA512"));
+    }
+
+    #[test]
+    fn version_2_names_the_system() {
+        let v2 = |version: u32, id: &str| {
+            let text = format!(
+                r#"{{"PostgreSQL-Backup-Manifest-Version": {version}, "System-Identifier": {id}, "Files": [],
+                    "WAL-Ranges": [], "Manifest-Checksum": "00"}}"#
+            );
+            parse(text.as_bytes()).unwrap()
+        };
+        // Above i64::MAX: system identifiers use all 64 bits.
+        let m = v2(2, "17300000000000000001").for_system(17_300_000_000_000_000_001).unwrap();
+        assert_eq!((m.version, m.system_identifier), (Some(2), Some(17_300_000_000_000_000_001)));
+        let e = v2(2, "7300000000000000002").for_system(7_300_000_000_000_000_001).unwrap_err();
+        assert!(e.contains("database system 7300000000000000002") && e.contains("7300000000000000001"), "{e}");
+        assert!(v2(3, "1").for_system(1).unwrap_err().contains("version 3 is not supported"));
+        // Version 1 (PostgreSQL 15 and 16) names no system.
+        manifest("NONE", "").for_system(1).unwrap();
     }
 
     #[test]

@@ -1,7 +1,8 @@
-//! Test harness: real PostgreSQL 15 clusters (run as the `postgres` OS user when the tests
-//! run as root), a real S3-compatible server on 127.0.0.1, and the tidewal binary copied
-//! where `postgres` can execute it. Everything lives in a per-test temporary directory and
-//! is stopped on drop, also when a test fails.
+//! Test harness: real PostgreSQL clusters (15, or the server binaries `TIDEWAL_PG_BIN` names;
+//! other majors through `pgver`), run as the `postgres` OS user when the tests run as root,
+//! a real S3-compatible server on 127.0.0.1, and the tidewal binary copied where `postgres`
+//! can execute it. Everything lives in a per-test temporary directory and is stopped on
+//! drop, also when a test fails.
 #![allow(dead_code)]
 
 use std::net::TcpListener;
@@ -11,20 +12,11 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 mod moto;
+pub mod pgver;
 pub use moto::MotoServer;
+pub use pgver::{pg_bin, server_bin_dir};
 
 pub const PG_USER: &str = "postgres";
-
-pub fn pg_bin(tool: &str) -> PathBuf {
-    let dir = std::env::var("TIDEWAL_PG_BIN").unwrap_or_else(|_| "/usr/lib/postgresql/15/bin".into());
-    let p = Path::new(&dir).join(tool);
-    assert!(
-        p.exists(),
-        "{} not found: install PostgreSQL 15 (apt-get install postgresql-15) or set TIDEWAL_PG_BIN",
-        p.display()
-    );
-    p
-}
 
 fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
@@ -182,8 +174,10 @@ pub fn expect_exit(out: &Output, want: i32, needles: &[&str]) {
     }
 }
 
-/// A PostgreSQL 15 cluster in its own directory, port and socket directory.
+/// A PostgreSQL cluster in its own directory, port and socket directory.
 pub struct Cluster {
+    /// Where its server binaries are (initdb, pg_ctl, postgres).
+    pub bin: PathBuf,
     pub data: PathBuf,
     pub sock: PathBuf,
     pub port: u16,
@@ -199,13 +193,25 @@ impl Cluster {
 
     /// Like `init`, with extra initdb arguments (e.g. `--wal-segsize=64`).
     pub fn init_with(dir: &Path, initdb_args: &[&str], extra_conf: &str) -> Cluster {
+        Self::init_from(&server_bin_dir(), dir, initdb_args, extra_conf)
+    }
+
+    /// Like `init_with`, with the server binaries in `bin`.
+    pub fn init_from(bin: &Path, dir: &Path, initdb_args: &[&str], extra_conf: &str) -> Cluster {
         let data = dir.join("pgdata");
         let sock = dir.join("sock");
         std::fs::create_dir_all(&sock).unwrap();
         chown_pg(dir);
         let base = ["-D", data.to_str().unwrap(), "-U", PG_USER, "--auth=trust", "-E", "UTF8", "--no-sync"];
-        run_ok(as_pg(pg_bin("initdb")).args(base).args(initdb_args));
-        let c = Cluster { data, sock, port: free_port(), log: dir.join("postgres.log"), running: false };
+        run_ok(as_pg(bin.join("initdb")).args(base).args(initdb_args));
+        let c = Cluster {
+            bin: bin.to_path_buf(),
+            data,
+            sock,
+            port: free_port(),
+            log: dir.join("postgres.log"),
+            running: false,
+        };
         c.configure(extra_conf);
         c
     }
@@ -215,7 +221,14 @@ impl Cluster {
         let sock = dir.join("sock");
         std::fs::create_dir_all(&sock).unwrap();
         chown_pg(dir);
-        Cluster { data: data.to_path_buf(), sock, port: free_port(), log: dir.join("postgres.log"), running: false }
+        Cluster {
+            bin: server_bin_dir(),
+            data: data.to_path_buf(),
+            sock,
+            port: free_port(),
+            log: dir.join("postgres.log"),
+            running: false,
+        }
     }
 
     /// A streaming standby of this (running) cluster under `dir`, started with hot_standby
@@ -224,6 +237,7 @@ impl Cluster {
         let data = dir.join("pgdata");
         run_ok(self.client("pg_basebackup").args(["-D", data.to_str().unwrap(), "-R", "-X", "stream", "-c", "fast"]));
         let mut standby = Cluster::adopt(dir, &data);
+        standby.bin = self.bin.clone();
         standby.configure(&format!("hot_standby = on\n{extra_conf}"));
         standby.start();
         standby
@@ -231,13 +245,20 @@ impl Cluster {
 
     /// Promote a standby and wait until it takes writes.
     pub fn promote(&self) {
-        run_ok(as_pg(pg_bin("pg_ctl")).args(["-D", self.data.to_str().unwrap(), "-w", "promote"]));
+        run_ok(as_pg(self.bin.join("pg_ctl")).args(["-D", self.data.to_str().unwrap(), "-w", "promote"]));
         wait_for("the promotion", Duration::from_secs(60), || self.psql("SELECT pg_is_in_recovery()") == "f");
     }
 
     /// Take charge of a cluster something else started (so it is stopped on drop).
     pub fn attach(data: &Path, sock: &Path, port: u16, log: &Path) -> Cluster {
-        Cluster { data: data.to_path_buf(), sock: sock.to_path_buf(), port, log: log.to_path_buf(), running: true }
+        Cluster {
+            bin: server_bin_dir(),
+            data: data.to_path_buf(),
+            sock: sock.to_path_buf(),
+            port,
+            log: log.to_path_buf(),
+            running: true,
+        }
     }
 
     /// Append settings to postgresql.conf (port and sockets always set).
@@ -255,7 +276,7 @@ impl Cluster {
     }
 
     pub fn start(&mut self) {
-        let out = as_pg(pg_bin("pg_ctl"))
+        let out = as_pg(self.bin.join("pg_ctl"))
             .args(["-D", self.data.to_str().unwrap(), "-l", self.log.to_str().unwrap(), "-w", "-t", "120", "start"])
             .stdout(Stdio::piped())
             .output()
@@ -272,7 +293,7 @@ impl Cluster {
 
     pub fn stop_immediate(&mut self) {
         if self.running {
-            let _ = as_pg(pg_bin("pg_ctl"))
+            let _ = as_pg(self.bin.join("pg_ctl"))
                 .args(["-D", self.data.to_str().unwrap(), "-m", "immediate", "-w", "stop"])
                 .output();
             self.running = false;
@@ -443,14 +464,14 @@ impl Archiving {
                 (s3.repo_config("cluster1"), Some(s3), None)
             }
         };
-        Self::start_in(env, &repo_section, s3, repo_dir, initdb_args)
+        Self::start_in(env, &repo_section, s3, repo_dir, &server_bin_dir(), initdb_args)
     }
 
     /// On moto's S3 server (for incomplete uploads), under the prefix `cluster1`.
     pub fn start_on_moto(label: &str) -> (Archiving, MotoServer) {
         let env = TestEnv::new(label);
         let moto = MotoServer::start(&env.path().join("moto.log"));
-        (Self::start_in(env, &moto.repo_config("cluster1"), None, None, &[]), moto)
+        (Self::start_in(env, &moto.repo_config("cluster1"), None, None, &server_bin_dir(), &[]), moto)
     }
 
     fn start_in(
@@ -458,10 +479,11 @@ impl Archiving {
         repo_section: &str,
         s3: Option<S3Server>,
         repo_dir: Option<PathBuf>,
+        bin: &Path,
         initdb_args: &[&str],
     ) -> Archiving {
         let key = env.keygen("repo.key");
-        let mut cluster = Cluster::init_with(&env.pg_dir("primary"), initdb_args, "archive_timeout = 60\n");
+        let mut cluster = Cluster::init_from(bin, &env.pg_dir("primary"), initdb_args, "archive_timeout = 60\n");
         env.write_config(&format!(
             "[repository]\nkey_file = \"{}\"\n{repo_section}\n[postgres]\nconninfo = \"{}\"\n",
             key.display(),
@@ -486,20 +508,26 @@ pub fn restore_and_start(a: &Archiving, name: &str, extra: &[&str]) -> Cluster {
     let out = a.env.tidewal(&args);
     expect_exit(&out, 0, &[]);
     assert!(stdout(&out).contains("verified against the manifest"), "{}", stdout(&out));
-    // An independent check of what was restored.
-    run_ok(as_pg(pg_bin("pg_verifybackup")).args([
-        "--no-parse-wal",
-        "-i",
-        "recovery.signal",
-        "-i",
-        "postgresql.auto.conf",
-        "-i",
-        "standby.signal",
-        "-i",
-        "tidewal-restore.toml",
-        data.to_str().unwrap(),
-    ]));
+    // An independent check of what was restored, where Debian 15's pg_verifybackup can read
+    // the manifest (PostgreSQL 17 and later write version 2).
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(data.join("backup_manifest")).unwrap()).unwrap();
+    if manifest["PostgreSQL-Backup-Manifest-Version"] == 1 {
+        run_ok(as_pg(pg_bin("pg_verifybackup")).args([
+            "--no-parse-wal",
+            "-i",
+            "recovery.signal",
+            "-i",
+            "postgresql.auto.conf",
+            "-i",
+            "standby.signal",
+            "-i",
+            "tidewal-restore.toml",
+            data.to_str().unwrap(),
+        ]));
+    }
     let mut r = Cluster::adopt(&dir, &data);
+    r.bin = a.cluster.bin.clone();
     r.configure("archive_mode = off\n");
     r.start();
     r
