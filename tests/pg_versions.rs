@@ -1,8 +1,8 @@
 //! The cross-version subset, once per PostgreSQL major from 16 to 18 (15, Debian's, runs the
 //! whole suite): archive mode under pgbench, `tidewal backup` under load, point-in-time
 //! recovery to a marked time, streaming mode through a kill -9 of the primary, a promotion
-//! followed by a restore, a backup refused for a page failing its checksum, and `tidewal
-//! verify`. The servers come from scripts/install-pg-servers.sh (see
+//! followed by a restore, a backup refused for a page failing its checksum, `tidewal
+//! verify` and `tidewal verify --restore-test` with that major's server and amcheck. The servers come from scripts/install-pg-servers.sh (see
 //! tests/common/pgver.rs); a missing one fails the test rather than skipping it.
 
 mod common;
@@ -164,6 +164,22 @@ fn cross_version(major: u32) {
     p.wait_archived(&on_two);
     drop(p);
     verify_passes(&a, "after the promotion");
+
+    // The restore test, with this major's server binaries and amcheck: the newest backup
+    // recovered along timeline 2, every index and table checked, the configured check true.
+    let config = std::fs::read_to_string(&a.env.config).unwrap();
+    a.env.write_config(&format!(
+        "{config}\n[verify]\npg_bin = \"{}\"\nsql = [\"SELECT count(*) = 50 FROM marks WHERE batch = 'timeline 2'\"]\n",
+        major_bin(major).display()
+    ));
+    let out = a.env.tidewal(&["verify", "--restore-test", "--json"]);
+    assert_eq!(code(&out), 0, "restore test:\n{}\n{}", stdout(&out), stderr(&out));
+    let report: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(report["success"], true, "{report}");
+    assert_eq!(report["recovered"]["timeline"], 3, "{report}");
+    assert!(report["indexes_checked"].as_u64().unwrap() > 10, "{report}");
+    assert_eq!(report["heap_checked"], true, "{report}");
+    assert_eq!(report["sql_checks"][0]["passed"], true, "{report}");
 
     // The repository's history leads a restore to the end onto timeline 2.
     let r = restore_and_start(&a, "latest", &["--target-action", "promote"]);
