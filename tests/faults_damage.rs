@@ -193,6 +193,9 @@ fn damage_is_named_by_verify_and_refused_by_restore() {
     std::fs::remove_file(c.repo.join(&gone)).unwrap();
     f.verify_names(&c, &gone, "missing");
     f.restore_refused(&c, 1, &[&f.later[1], "is missing but WAL after it is archived"]);
+    // A target before the gap is still served.
+    let data = f.a.env.pg_dir("restore-gap-immediate").join("pgdata");
+    expect_exit(&f.tidewal(&c, &["restore", "--immediate", "--to", data.to_str().unwrap()]), 0, &[]);
 
     // Two objects' names exchanged: each is bound to its own name.
     let c = f.copy("swapped-wal");
@@ -227,6 +230,12 @@ fn damage_is_named_by_verify_and_refused_by_restore() {
     });
     f.verify_names(&c, &manifest, "do not match the manifest");
     f.restore_refused(&c, 5, &["do not match the backup manifest", "incomplete restore"]);
+
+    // A flipped byte in backup.json itself: the record does not open.
+    let c = f.copy("record-flipped");
+    flip_middle_byte(&c.repo.join(&record));
+    expect_exit(&f.tidewal(&c, &["verify"]), 5, &[&record]);
+    f.restore_refused(&c, 5, &[&record]);
 
     // The wrong key: nothing opens, and the repository's identity says why.
     let c = f.copy("wrong-key");
