@@ -127,6 +127,29 @@ fn full_disk_loses_nothing() {
     let out = env.tidewal(&["wal-fetch", &failed, target.to_str().unwrap()]);
     expect_exit(&out, 128 + 6, &["No space left on device"]);
     assert_eq!(std::fs::read_dir(&spool).unwrap().count(), 0, "a partial file was left behind");
+
+    // Room for the segment asked for, not for the prefetch spool beside it: the detached
+    // worker stops without leaving a partial file, and the next segment comes directly.
+    run_ok(Command::new("mount").args(["-o", "remount,size=20m"]).arg(&spool));
+    expect_exit(&env.tidewal(&["wal-fetch", &failed, target.to_str().unwrap()]), 0, &[]);
+    let worker = format!("--config {} wal-fetch .*--prefetch-worker", env.config.display());
+    let prefetched = spool.join(".tidewal-prefetch");
+    wait_for("the prefetch worker to start", Duration::from_secs(60), || prefetched.join(".lock").exists());
+    wait_for("the prefetch worker to stop", Duration::from_secs(60), || {
+        Command::new("pgrep").args(["-f", "--", &worker]).status().unwrap().code() == Some(1)
+    });
+    let left: Vec<String> = std::fs::read_dir(&prefetched)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().into_string().unwrap())
+        .filter(|n| n != ".lock" && n != ".identity")
+        .collect();
+    assert!(left.is_empty(), "the prefetch spool holds {left:?}");
+    std::fs::remove_file(&target).unwrap();
+    let next = format!("{}{:08X}", &failed[..16], u32::from_str_radix(&failed[16..], 16).unwrap() + 1);
+    assert!(next.as_str() <= last.as_str());
+    expect_exit(&env.tidewal(&["wal-fetch", &next, target.to_str().unwrap()]), 0, &[]);
+    assert_eq!(std::fs::metadata(&target).unwrap().len(), 16 << 20);
 }
 
 /// Streaming mode with the spool's file system full: the receiver fails with a clear
