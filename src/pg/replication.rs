@@ -538,6 +538,11 @@ fn backup_event(kind: u8, mut b: Bytes) -> Result<BackupEvent, String> {
             let mut parts = b.split(|c| *c == 0).map(|p| String::from_utf8_lossy(p).into_owned());
             let name = parts.next().unwrap_or_default();
             let location = parts.next().filter(|l| !l.is_empty());
+            // The name becomes part of an object name: only what PostgreSQL sends passes.
+            let oid = name.strip_suffix(".tar").filter(|o| *o == "base" || o.parse::<u32>().is_ok());
+            if oid.is_none() {
+                return Err(format!("BASE_BACKUP named an archive {name:?}, not base.tar or OID.tar"));
+            }
             BackupEvent::Archive { name, tablespace: location }
         }
         b'd' => BackupEvent::Data(b),

@@ -81,6 +81,12 @@ fn short_replication_messages_are_errors() {
     }
     assert!(backup_event(b'p', Bytes::from_static(&[1, 2])).is_err());
     assert!(matches!(backup_event(b'd', Bytes::new()), Ok(BackupEvent::Data(d)) if d.is_empty()));
+    // An archive name is used in an object name: only base.tar and OID.tar.
+    for bad in [&b"../../tidewal.json\0\0"[..], b"base.tar/x\0\0", b"\0\0", b"16384.tar.gz\0/t\0"] {
+        assert!(backup_event(b'n', Bytes::copy_from_slice(bad)).is_err(), "{bad:?}");
+    }
+    assert!(matches!(backup_event(b'n', Bytes::from_static(b"16384.tar\0/srv/ts\0")),
+        Ok(BackupEvent::Archive { name, tablespace: Some(t) }) if name == "16384.tar" && t == "/srv/ts"));
 }
 
 #[tokio::test]
@@ -191,6 +197,9 @@ proptest! {
             Ok(_) => prop_assert_eq!(kind, b'k'),
             Err(_) => prop_assert!(!(kind == b'w' && b.len() >= 24 || kind == b'k' && b.len() >= 17)),
         }
-        let _ = backup_event(kind, b);
+        if let Ok(BackupEvent::Archive { name, .. }) = backup_event(kind, b) {
+            let oid = name.strip_suffix(".tar").unwrap();
+            prop_assert!(oid == "base" || oid.parse::<u32>().is_ok(), "{name:?}");
+        }
     }
 }
