@@ -98,7 +98,7 @@ mod tests {
     }
 
     proptest::proptest! {
-        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(1024))]
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(8192))]
 
         /// Any text, and lines shaped like a history file's: parsed with increasing timelines,
         /// or refused; never a panic.

@@ -152,7 +152,7 @@ async fn a_base_backup_stream_cut_mid_message_is_an_error() {
 const TAGS: &[u8] = b"dcWHGCDEINKSZTRnst123AV";
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(512))]
+    #![proptest_config(ProptestConfig::with_cases(4096))]
 
     /// Arbitrary bytes, in arbitrary pieces: an error or more to read, never a panic, and
     /// never more reserved than the bound on one message.

@@ -271,7 +271,7 @@ mod tests {
     }
 
     proptest::proptest! {
-        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(1024))]
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(8192))]
 
         /// The page-header check over arbitrary bytes and any segment: an answer, never a panic;
         /// arbitrary bytes pass only if they happen to hold exactly the header expected.

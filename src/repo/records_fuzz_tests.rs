@@ -33,7 +33,7 @@ fn json() -> impl Strategy<Value = serde_json::Value> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(512))]
+    #![proptest_config(ProptestConfig::with_cases(2048))]
 
     #[test]
     fn any_bytes_as_tidewal_json_are_refused(raw in prop::collection::vec(any::<u8>(), 0..512)) {
