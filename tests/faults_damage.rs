@@ -228,8 +228,10 @@ fn damage_is_named_by_verify_and_refused_by_restore() {
         v["objects"].as_array_mut().unwrap().retain(|o| o["name"] != base.as_str());
         serde_json::to_vec(&v).unwrap()
     });
+    f.verify_names(&c, &record, &format!("does not list {base}"));
     f.verify_names(&c, &manifest, "do not match the manifest");
-    f.restore_refused(&c, 5, &["do not match the backup manifest", "incomplete restore"]);
+    let data = f.restore_refused(&c, 5, &["its backup.json does not list", &base]);
+    assert!(!data.join("backup_manifest").exists(), "the restore wrote before refusing");
 
     // A flipped byte in backup.json itself: the record does not open.
     let c = f.copy("record-flipped");

@@ -93,6 +93,10 @@ fn problem(object: &str, what: impl Into<String>) -> Problem {
 
 async fn verify_backup(repo: &Repo, b: &BackupInfo, req: &VerifyRequest, report: &mut VerifyReport) -> Result<()> {
     report.backups += 1;
+    let record = layout::backup_object(&b.id, "backup.json");
+    for obj in catalog::unlisted_objects(b) {
+        report.problems.push(problem(&record, format!("does not list {obj}")));
+    }
     let names: Vec<&str> = b.objects.iter().map(|o| o.name.as_str()).collect();
     let picked = sample(&names, req.sample, req.seed);
     let manifest_obj = layout::backup_object(&b.id, "backup_manifest");
