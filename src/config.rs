@@ -501,6 +501,10 @@ impl Settings {
 }
 
 #[cfg(test)]
+#[path = "config_fuzz_tests.rs"]
+mod fuzz_tests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use std::collections::HashMap;

@@ -1,11 +1,13 @@
-//! A full disk, on the repository side and on the restore side: a clear error, nothing
-//! half-written visible, and PostgreSQL keeps its WAL until there is room again.
+//! A full disk, on the repository side, in the daemon's spool and on the restore side: a
+//! clear error, nothing half-written visible or acknowledged, PostgreSQL keeps its WAL until
+//! there is room again, and a retry then succeeds.
 //! Needs root to mount small tmpfs file systems (CI runs as root).
 
 mod common;
 
 use std::path::Path;
 use std::process::Command;
+use std::time::Duration;
 
 use common::*;
 
@@ -79,6 +81,15 @@ fn full_disk_loses_nothing() {
         expect_exit(&env.tidewal(&["wal-fetch", &name, dest.to_str().unwrap()]), 0, &[]);
     }
 
+    // A base backup into the full repository: refused, and no backup.json, so nothing
+    // claims a backup exists.
+    let out = env.tidewal(&["backup"]);
+    expect_exit(&out, 6, &["No space left on device"]);
+    let records: Vec<_> = std::fs::read_dir(repo.join("backups"))
+        .map(|d| d.flatten().filter(|b| b.path().join("backup.json").exists()).collect())
+        .unwrap_or_default();
+    assert!(records.is_empty(), "a failed backup left a backup.json");
+
     // Room again: the archiver catches up with everything it kept.
     run_ok(Command::new("mount").args(["-o", "remount,size=256m"]).arg(&repo));
     let last = c.switch_wal();
@@ -87,10 +98,131 @@ fn full_disk_loses_nothing() {
     expect_exit(&env.tidewal(&["wal-fetch", &failed, dest.to_str().unwrap()]), 0, &[]);
     assert!(std::fs::read(&dest).unwrap() == std::fs::read(c.data.join("pg_wal").join(&failed)).unwrap());
 
+    // The backup again, now that there is room; restoring it into a full disk fails, says
+    // the directory is incomplete, and --force restores it once there is room.
+    let id = backup_id(&env.tidewal(&["backup"]));
+    let small = env.path().join("small-target");
+    mount_tmpfs(&small, "8m");
+    let _guard2 = Unmount(vec![small.clone()]);
+    let data = small.join("pgdata");
+    let out = env.tidewal(&["restore", "--to", data.to_str().unwrap()]);
+    expect_exit(&out, 6, &["No space left on device", "incomplete restore"]);
+    assert!(!data.join("recovery.signal").exists());
+    run_ok(Command::new("mount").args(["-o", "remount,size=256m"]).arg(&small));
+    let out = env.tidewal(&["restore", "--force", "--to", data.to_str().unwrap()]);
+    expect_exit(&out, 0, &[]);
+    assert!(stdout(&out).contains(&format!("restored backup {id}")), "{}", stdout(&out));
+    run_ok(
+        as_pg(pg_bin("pg_verifybackup"))
+            .args(["--no-parse-wal", "-i", "recovery.signal", "-i", "postgresql.auto.conf"])
+            .args(["-i", "tidewal-restore.toml"])
+            .arg(&data),
+    );
+    let out = env.tidewal(&["verify"]);
+    expect_exit(&out, 0, &[]);
+
     // Restoring into a full disk: exit above 125 so recovery stops, and no partial file left.
     mount_tmpfs(&spool, "1m");
     let target = spool.join("RECOVERYXLOG");
     let out = env.tidewal(&["wal-fetch", &failed, target.to_str().unwrap()]);
     expect_exit(&out, 128 + 6, &["No space left on device"]);
     assert_eq!(std::fs::read_dir(&spool).unwrap().count(), 0, "a partial file was left behind");
+
+    // Room for the segment asked for, not for the prefetch spool beside it: the detached
+    // worker stops without leaving a partial file, and the next segment comes directly.
+    run_ok(Command::new("mount").args(["-o", "remount,size=20m"]).arg(&spool));
+    expect_exit(&env.tidewal(&["wal-fetch", &failed, target.to_str().unwrap()]), 0, &[]);
+    let worker = format!("--config {} wal-fetch .*--prefetch-worker", env.config.display());
+    let prefetched = spool.join(".tidewal-prefetch");
+    wait_for("the prefetch worker to start", Duration::from_secs(60), || prefetched.join(".lock").exists());
+    wait_for("the prefetch worker to stop", Duration::from_secs(60), || {
+        Command::new("pgrep").args(["-f", "--", &worker]).status().unwrap().code() == Some(1)
+    });
+    let left: Vec<String> = std::fs::read_dir(&prefetched)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().into_string().unwrap())
+        .filter(|n| n != ".lock" && n != ".identity")
+        .collect();
+    assert!(left.is_empty(), "the prefetch spool holds {left:?}");
+    std::fs::remove_file(&target).unwrap();
+    let next = format!("{}{:08X}", &failed[..16], u32::from_str_radix(&failed[16..], 16).unwrap() + 1);
+    assert!(next.as_str() <= last.as_str());
+    expect_exit(&env.tidewal(&["wal-fetch", &next, target.to_str().unwrap()]), 0, &[]);
+    assert_eq!(std::fs::metadata(&target).unwrap().len(), 16 << 20);
+}
+
+/// Streaming mode with the spool's file system full: the receiver fails with a clear
+/// error and confirms nothing it could not store, the slot keeps the WAL, and once there is
+/// room the repository catches up with every segment, identical to the server's.
+#[test]
+fn a_full_spool_holds_streaming_back_and_loses_nothing() {
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("a_full_spool_holds_streaming_back_and_loses_nothing needs root to mount tmpfs; not run");
+        return;
+    }
+    let a = Archiving::start("fullspool", RepoKind::File);
+    let c = &a.cluster;
+    c.set("archive_command", "/bin/true");
+    let spool = a.env.path().join("spool");
+    mount_tmpfs(&spool, "64m");
+    let _guard = Unmount(vec![spool.clone()]);
+    let section = format!(
+        "archive = false\nstream = true\nslot = \"tidewal_spool\"\nflush_interval = \"1s\"\nspool = \"{}\"",
+        spool.display()
+    );
+    let (port, log) = daemon_config(&a, &section);
+    let d = Daemon::start(&a.env, port, &log);
+    wait_for("the first base backup", Duration::from_secs(120), || d.metric("tidewal_repo_backups") == Some(1.0));
+    d.wait_durable();
+    // The spool's file system fills up (something else took the room).
+    let filler = spool.join("filler");
+    fill(&filler);
+    let first = c.psql("SELECT pg_walfile_name(pg_current_wal_lsn())");
+    let before = c.psql("SELECT pg_current_wal_lsn()");
+    // About 8 MiB of poorly compressible WAL: more than the spool has room for.
+    c.psql(
+        "CREATE TABLE junk AS SELECT md5(random()::text) || md5(random()::text) AS v FROM generate_series(1, 60000)",
+    );
+    wait_for("the receiver to report the full spool", Duration::from_secs(60), || {
+        std::fs::read_to_string(&log).unwrap_or_default().contains("No space left on device")
+    });
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("daemon.spool must be a writable directory with room for one segment"), "{text}");
+    let last = c.switch_wal();
+    std::thread::sleep(Duration::from_secs(3));
+    // The slot confirms only what the repository holds: the WAL written since stays with
+    // the server.
+    let held = c.psql(&format!(
+        "SELECT restart_lsn < '{before}'::pg_lsn + 1048576 AND pg_current_wal_lsn() > '{before}'::pg_lsn + 4194304 \
+         FROM pg_replication_slots WHERE slot_name = 'tidewal_spool'"
+    ));
+    assert_eq!(held, "t", "the slot moved past what the repository holds");
+    assert!(!a.repo_dir.as_ref().unwrap().join("wal/00000001").join(&last).exists());
+
+    // Room again: the receiver resumes from the slot and stores everything.
+    std::fs::remove_file(&filler).unwrap();
+    let stored = |seg: &str| a.repo_dir.as_ref().unwrap().join("wal/00000001").join(seg).exists();
+    wait_for("the streamed segments to reach the repository", Duration::from_secs(180), || stored(&last));
+    let names: Vec<String> = std::fs::read_dir(c.data.join("pg_wal"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().into_string().unwrap())
+        .filter(|n| n.len() == 24 && n.as_str() >= first.as_str() && n.as_str() <= last.as_str())
+        .collect();
+    assert!(names.len() >= 2, "{names:?}");
+    for seg in &names {
+        assert_fetches_identical(&a.env, seg, &c.data.join("pg_wal").join(seg));
+    }
+    d.stop();
+    let out = a.env.tidewal(&["verify"]);
+    expect_exit(&out, 0, &[]);
+}
+
+/// Write zeros to `path` until its file system is full.
+fn fill(path: &Path) {
+    use std::io::Write;
+    let mut f = std::fs::File::create(path).unwrap();
+    let chunk = vec![0u8; 1 << 20];
+    while f.write_all(&chunk).and_then(|()| f.sync_data()).is_ok() {}
 }

@@ -411,6 +411,25 @@ mod tests {
             prop_assert!(matches!(e, CodecError::Truncated { .. }), "{e:?}");
         }
 
+        /// Arbitrary bytes, and a genuine header followed by arbitrary frames (length words
+        /// of any size included): refused, never a panic, never a frame-sized allocation
+        /// beyond one chunk.
+        #[test]
+        fn any_bytes_are_refused(junk in prop::collection::vec(any::<u8>(), 0..4096), enc in any::<bool>(), len in 0usize..100_000) {
+            let keys = if enc { ring() } else { Keyring::plaintext() };
+            prop_assert!(open_to_vec(&junk, &keys, "obj").is_err());
+            let k = enc.then(key);
+            let real = seal_to_vec(&wal_like(len, 5), k.as_ref(), "obj", SealOptions { lz4: true, digest: None }).unwrap().out;
+            let mut forged = real[..HEADER_LEN].to_vec();
+            forged.extend_from_slice(&junk);
+            prop_assert!(open_to_vec(&forged, &keys, "obj").is_err());
+            let size = forged.len() as u64;
+            if let Some(at) = last_frame_offset(size) {
+                let _ = trailer_digest(&forged, &forged[at as usize..], size, &keys, "obj");
+            }
+            let _ = trailer_digest(&junk, &junk, junk.len() as u64, &keys, "obj");
+        }
+
         #[test]
         fn any_reader_chunking_works(len in 0usize..200_000, step in 1usize..70_000) {
             // Read with odd buffer sizes to cross every chunk boundary.

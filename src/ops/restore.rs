@@ -7,11 +7,18 @@ use std::time::{Duration, SystemTime};
 
 use crate::error::{Code, Fail, Result};
 use crate::ops::timelines;
-use crate::pg::lsn::Lsn;
+use crate::pg::lsn::{Lsn, SegmentId};
+use crate::pg::walfile::WalFile;
 use crate::progress::Progress;
 use crate::repo::catalog::{backup_wal_complete, choose, follow, list_backups, wal_coverage, BackupInfo, Target};
 use crate::repo::{layout, manifest, Repo};
 use crate::store::ObjectInfo;
+
+#[path = "restore_dirs.rs"]
+mod dirs;
+use dirs::{
+    check_space, check_target_dir, clear_data_dir, clear_tablespace_dir, refuse_other_cluster, tablespace_links,
+};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Action {
@@ -124,7 +131,9 @@ pub async fn restore(repo: &Repo, args: &RestoreRequest) -> Result<Restored> {
     if args.check_space {
         check_space(info, &args.to)?;
     }
+    check_backup_wal(repo, info).await?;
     if args.force {
+        refuse_other_cluster(&args.to, repo.identity.system_id())?;
         // A tablespace directory is only emptied when it was mapped on purpose or belonged
         // to the data directory being replaced: its original location may be a running
         // production cluster's tablespace (restoring a copy on the same host).
@@ -186,10 +195,18 @@ pub async fn restore(repo: &Repo, args: &RestoreRequest) -> Result<Restored> {
     }
     let unpacked = futures::future::try_join_all(jobs).await;
     progress.finish();
-    unpacked?;
-    let checked = checker
-        .complete()
-        .map_err(|e| Fail::new(Code::Integrity, format!("restored files do not match the backup manifest: {e}")))?;
+    // What was written so far must not pass for a restore.
+    let incomplete = |e: Fail| {
+        let to = args.to.display();
+        Fail::new(
+            e.code,
+            format!("{}; {to} holds an incomplete restore: do not start it (restore again with --force)", e.message),
+        )
+    };
+    unpacked.map_err(incomplete)?;
+    let checked = checker.complete().map_err(|e| {
+        incomplete(Fail::new(Code::Integrity, format!("restored files do not match the backup manifest: {e}")))
+    })?;
     link_tablespaces(&args.to, &spaces)?;
     // Durable before it is declared restored (one syncfs per file system).
     for dir in std::iter::once(&args.to).chain(spaces.iter().map(|(_, d)| d)) {
@@ -197,33 +214,6 @@ pub async fn restore(repo: &Repo, args: &RestoreRequest) -> Result<Restored> {
     }
     let removed_settings = write_recovery_config(args, target_time)?;
     Ok(Restored { backup: info.clone(), to: args.to.clone(), files_checked: checked, removed_settings })
-}
-
-/// The free space where `to` goes must hold at least the backup's stored size (what it
-/// unpacks to is larger still; this catches only what is sure to fail).
-fn check_space(info: &BackupInfo, to: &Path) -> Result<()> {
-    let need: u64 = info.objects.iter().map(|o| o.stored_bytes).sum();
-    let Some(dir) = to.ancestors().find(|d| d.exists()) else { return Ok(()) };
-    let Ok(c) = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()) else { return Ok(()) };
-    // SAFETY: statvfs fills the zeroed struct it is given; the path is NUL-terminated.
-    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
-        return Ok(());
-    }
-    let free = st.f_bavail as u64 * st.f_frsize as u64;
-    if free < need {
-        return Err(Fail::new(
-            Code::Storage,
-            format!(
-                "{} has {} free, less than backup {} takes stored ({}): free space or choose another directory",
-                dir.display(),
-                crate::progress::human_size(free),
-                info.id,
-                crate::progress::human_size(need)
-            ),
-        ));
-    }
-    Ok(())
 }
 
 /// Where each of the backup's tablespaces goes: its original location unless mapped.
@@ -310,6 +300,23 @@ async fn check_reachable(
             humantime::format_rfc3339_seconds(f.last_written)
         )
     };
+    // A gap with WAL after it: recovery to the end would stop at the gap and leave out all
+    // that was archived after it, without a word. Only a target before the gap may use it.
+    let runs_past = |tli: u32, segno: u64| cov.get(&tli).and_then(|r| r.last()).is_some_and(|&(_, z)| z > segno);
+    let past_gap = runs_past(f.missing.tli, f.missing.segno) || (f.missing.tli != f.tli && cov.contains_key(&f.tli));
+    let targeted = args.target_lsn.is_some()
+        || time.is_some()
+        || args.target_xid.is_some()
+        || args.target_name.is_some()
+        || args.immediate;
+    if past_gap && !targeted && !f.streamed {
+        return Err(bad(format!(
+            "backup {} cannot be restored to the end of the archive: WAL segment {} is missing but WAL after it is archived, so recovery would stop at the gap and leave that out; give a target before {} to restore up to the gap (see tidewal verify)",
+            info.id,
+            f.missing.file_name(seg),
+            f.missing.start_lsn(seg)
+        )));
+    }
     // A streamed copy holds part of its segment: how much, only recovery finds out.
     let reachable_segno = if f.streamed { f.missing.segno } else { f.last.segno };
     if let Some(lsn) = args.target_lsn {
@@ -328,37 +335,37 @@ async fn check_reachable(
     Ok(())
 }
 
-fn local(p: &Path, e: std::io::Error) -> Fail {
-    Fail::new(Code::Storage, format!("{}: {e}", p.display()))
-}
-
-/// Never write into a running cluster; into a non-empty directory only with --force.
-fn check_target_dir(dir: &Path, force: bool, what: &str) -> Result<()> {
-    if let Ok(pid) = std::fs::read_to_string(dir.join("postmaster.pid")) {
-        let alive = pid
-            .lines()
-            .next()
-            .and_then(|l| l.trim().parse::<i32>().ok())
-            .is_some_and(|p| unsafe { libc::kill(p, 0) } == 0);
-        if alive {
-            return Err(Fail::new(
-                Code::Conflict,
-                format!("{what}{} holds a running cluster: stop it first", dir.display()),
-            ));
-        }
-    }
-    let non_empty = std::fs::read_dir(dir).map(|mut d| d.next().is_some()).unwrap_or(false);
-    if non_empty && !force {
+/// The backup's own WAL (its start to its end), opened in full before anything is written:
+/// without it the restored cluster can never become consistent.
+async fn check_backup_wal(repo: &Repo, info: &BackupInfo) -> Result<()> {
+    let seg = repo.identity.wal_segment_size;
+    let ends = [&info.start_wal, &info.end_wal].map(|w| SegmentId::parse(w, seg));
+    let [Ok(start), Ok(end)] = ends else {
         return Err(Fail::new(
-            Code::Conflict,
+            Code::Integrity,
+            format!("backup {}: its start or end segment is not a WAL name", info.id),
+        ));
+    };
+    let segs: Vec<SegmentId> = if start.tli == end.tli {
+        (start.segno..=end.segno).map(|segno| SegmentId { tli: start.tli, segno }).collect()
+    } else {
+        vec![start, end]
+    };
+    let objs = segs.iter().map(|s| layout::wal_object(&WalFile::Segment(*s), seg)).collect();
+    if let Some(p) = super::verify::check_wal_objects(repo, objs).await?.first() {
+        return Err(Fail::new(
+            Code::Integrity,
             format!(
-                "{what}{} is not empty: restore into an empty directory{}, or pass --force to overwrite",
-                dir.display(),
-                if what.is_empty() { "" } else { " (--tablespace-map OID=DIR)" }
+                "backup {} cannot be used: its WAL object {} {}; choose another backup with --backup (see tidewal verify)",
+                info.id, p.object, p.problem
             ),
         ));
     }
     Ok(())
+}
+
+fn local(p: &Path, e: std::io::Error) -> Fail {
+    Fail::new(Code::Storage, format!("{}: {e}", p.display()))
 }
 
 /// A target time in UTC: RFC 3339 or PostgreSQL's form, fractions of a second kept.
@@ -531,51 +538,6 @@ fn shell_word(w: &str) -> String {
     } else {
         format!("'{}'", w.replace('\'', "'\\''"))
     }
-}
-
-/// --force over a data directory: empty it, so nothing of an earlier attempt (WAL, history
-/// files, the prefetch spool, files the backup does not have) survives. Only a directory
-/// that holds a data directory (PG_VERSION) or an interrupted restore (backup_manifest,
-/// written first) is emptied; anything else is refused rather than deleted.
-fn clear_data_dir(dir: &Path) -> Result<()> {
-    let Ok(entries) = std::fs::read_dir(dir) else { return Ok(()) };
-    let entries: Vec<_> = entries.flatten().collect();
-    if entries.is_empty() {
-        return Ok(());
-    }
-    if !dir.join("PG_VERSION").exists() && !dir.join("backup_manifest").exists() {
-        return Err(Fail::new(
-            Code::Conflict,
-            format!(
-                "{} is not a PostgreSQL data directory: --force only replaces one; empty the directory yourself",
-                dir.display()
-            ),
-        ));
-    }
-    entries.iter().try_for_each(|e| remove_entry(&e.path()))
-}
-
-/// --force over a tablespace directory: remove PostgreSQL's per-version directories (PG_*),
-/// which the backup brings back; anything else there is left alone.
-/// Where the data directory's `pg_tblspc` links point (its tablespaces), before it is emptied.
-fn tablespace_links(data: &Path) -> Vec<PathBuf> {
-    let Ok(entries) = std::fs::read_dir(data.join("pg_tblspc")) else { return Vec::new() };
-    entries.flatten().filter_map(|e| std::fs::read_link(e.path()).ok()).collect()
-}
-
-fn clear_tablespace_dir(dir: &Path) -> Result<()> {
-    let Ok(entries) = std::fs::read_dir(dir) else { return Ok(()) };
-    entries
-        .flatten()
-        .filter(|e| e.file_name().to_string_lossy().starts_with("PG_"))
-        .try_for_each(|e| remove_entry(&e.path()))
-}
-
-/// Remove a file, a link (not what it points to) or a directory tree.
-fn remove_entry(p: &Path) -> Result<()> {
-    let is_dir = std::fs::symlink_metadata(p).map(|m| m.is_dir()).map_err(|e| local(p, e))?;
-    let r = if is_dir { std::fs::remove_dir_all(p) } else { std::fs::remove_file(p) };
-    r.map_err(|e| local(p, e))
 }
 
 #[cfg(test)]

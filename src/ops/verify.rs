@@ -93,6 +93,10 @@ fn problem(object: &str, what: impl Into<String>) -> Problem {
 
 async fn verify_backup(repo: &Repo, b: &BackupInfo, req: &VerifyRequest, report: &mut VerifyReport) -> Result<()> {
     report.backups += 1;
+    let record = layout::backup_object(&b.id, "backup.json");
+    for obj in catalog::unlisted_objects(b) {
+        report.problems.push(problem(&record, format!("does not list {obj}")));
+    }
     let names: Vec<&str> = b.objects.iter().map(|o| o.name.as_str()).collect();
     let picked = sample(&names, req.sample, req.seed);
     let manifest_obj = layout::backup_object(&b.id, "backup_manifest");
@@ -349,6 +353,27 @@ async fn verify_wal(repo: &Repo, backups: &[BackupInfo], req: &VerifyRequest, re
         report.problems.extend(r?);
     }
     Ok(())
+}
+
+/// Open WAL objects in full and check them as `verify` does (the envelope, the first page
+/// header against the repository's cluster); what is wrong with each, sorted.
+pub async fn check_wal_objects(repo: &Repo, objs: Vec<String>) -> Result<Vec<Problem>> {
+    let seg = repo.identity.wal_segment_size;
+    let want =
+        Expect { system_identifier: repo.identity.system_id(), seg_size: seg, pg_major: repo.identity.pg_major() };
+    let mut jobs = Vec::new();
+    for name in objs {
+        let file = name.rsplit('/').next().unwrap_or_default();
+        let Ok(kind) = WalFile::parse_stored(file, seg) else { continue };
+        jobs.push(open_object(repo, name, None, move |r, name| check_wal_file(r, name, &kind, &want)));
+    }
+    let mut results = futures::stream::iter(jobs).buffer_unordered(PARALLEL);
+    let mut out = Vec::new();
+    while let Some(r) = results.next().await {
+        out.extend(r?);
+    }
+    out.sort();
+    Ok(out)
 }
 
 /// A WAL object's plaintext: a segment's first page header, a history file's text.

@@ -96,4 +96,26 @@ mod tests {
         assert!(parse_history("2\t0/1\n1\t0/2\n").is_err());
         assert_eq!(parse_history("# comment only\n").unwrap(), vec![]);
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(8192))]
+
+        /// Any text, and lines shaped like a history file's: parsed with increasing timelines,
+        /// or refused; never a panic.
+        #[test]
+        fn any_history_text_is_parsed_or_refused(
+            text in proptest::prop_oneof![
+                "\\PC{0,200}",
+                "(( |\t)*[0-9]{0,11}[ \t]+[0-9A-Fa-f]{0,9}/[0-9A-Fa-fx]{0,9}([ \t]\\PC{0,10})?\n|#\\PC{0,5}\n|\n){0,6}",
+            ],
+        ) {
+            if let Ok(h) = parse_history(&text) {
+                proptest::prop_assert!(h.windows(2).all(|w| w[0].parent_tli < w[1].parent_tli));
+                if let Some(last) = h.last() {
+                    let _ = timeline_of(last.switchpoint, &h, last.parent_tli.saturating_add(1));
+                    let _ = resume_point(last.parent_tli, last.switchpoint, last.parent_tli.saturating_add(1), &h);
+                }
+            }
+        }
+    }
 }

@@ -134,7 +134,7 @@ impl ReplConn {
     /// failing its checksum during BASE_BACKUP, as warnings).
     async fn recv(&mut self) -> Result<Message, String> {
         loop {
-            match Message::parse(&mut self.buf).map_err(|e| format!("protocol error from {}: {e}", self.target))? {
+            match next_message(&mut self.buf).map_err(|e| format!("protocol error from {}: {e}", self.target))? {
                 Some(Message::NoticeResponse(n)) => {
                     let (mut warning, mut text) = (false, String::new());
                     let mut f = n.fields();
@@ -309,13 +309,13 @@ impl ReplConn {
         loop {
             // postgres-protocol does not know CopyBothResponse ('W'): take it off by hand.
             if self.buf.len() >= 5 && self.buf[0] == b'W' {
-                let len = u32::from_be_bytes([self.buf[1], self.buf[2], self.buf[3], self.buf[4]]) as usize;
+                let len = declared_len(&self.buf).map_err(|e| format!("protocol error from {}: {e}", self.target))?;
                 if self.buf.len() > len {
                     self.buf.advance(1 + len);
                     return Ok(());
                 }
             } else if !self.buf.is_empty() && self.buf[0] != b'W' {
-                if let Some(m) = Message::parse(&mut self.buf).map_err(|e| format!("protocol error: {e}"))? {
+                if let Some(m) = next_message(&mut self.buf).map_err(|e| format!("protocol error: {e}"))? {
                     if let Message::ErrorResponse(e) = m {
                         let err = db_error(&e);
                         self.drain_to_ready().await;
@@ -333,21 +333,8 @@ impl ReplConn {
         loop {
             match self.recv().await? {
                 Message::CopyData(d) => {
-                    let Some((kind, mut b)) = copy_kind(d) else { continue };
-                    match kind {
-                        b'w' if b.len() >= 24 => {
-                            let start = Lsn(b.get_u64());
-                            let _end = b.get_u64();
-                            let _sent = b.get_u64();
-                            return Ok(WalEvent::Data { start, data: b });
-                        }
-                        b'k' if b.len() >= 17 => {
-                            let end = Lsn(b.get_u64());
-                            let _sent = b.get_u64();
-                            return Ok(WalEvent::Keepalive { end, reply: b.get_u8() != 0 });
-                        }
-                        other => return Err(format!("unexpected replication message type {:?}", other as char)),
-                    }
+                    let Some((kind, b)) = copy_kind(d) else { continue };
+                    return wal_event(kind, b);
                 }
                 // Returned as it is, so that this stays cancel-safe: the reply is not sent here.
                 Message::CopyDone => return Ok(WalEvent::EndOfStream),
@@ -461,19 +448,8 @@ impl ReplConn {
         loop {
             match self.recv().await? {
                 Message::CopyData(d) => {
-                    let Some((kind, mut b)) = copy_kind(d) else { continue };
-                    return Ok(Some(match kind {
-                        b'n' => {
-                            let mut parts = b.split(|c| *c == 0).map(|p| String::from_utf8_lossy(p).into_owned());
-                            let name = parts.next().unwrap_or_default();
-                            let location = parts.next().filter(|l| !l.is_empty());
-                            BackupEvent::Archive { name, tablespace: location }
-                        }
-                        b'd' => BackupEvent::Data(b),
-                        b'p' if b.len() >= 8 => BackupEvent::Progress(b.get_u64()),
-                        b'm' => BackupEvent::Manifest,
-                        other => return Err(format!("unexpected BASE_BACKUP message type {:?}", other as char)),
-                    }));
+                    let Some((kind, b)) = copy_kind(d) else { continue };
+                    return backup_event(kind, b).map(Some);
                 }
                 Message::CopyDone => return Ok(None),
                 Message::ErrorResponse(e) => {
@@ -520,6 +496,71 @@ impl ReplConn {
     }
 }
 
+/// The largest backend message accepted. PostgreSQL sends WAL in pieces of at most 128 kB
+/// and BASE_BACKUP data in smaller ones; a length field beyond this is damage or a hostile
+/// server, and must not make us reserve gigabytes for it.
+const MAX_MESSAGE: usize = 64 << 20;
+
+/// The length a message header (tag, u32 length) declares, refused beyond [`MAX_MESSAGE`].
+fn declared_len(buf: &[u8]) -> Result<usize, String> {
+    let len = u32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]) as usize;
+    if len > MAX_MESSAGE {
+        return Err(format!(
+            "a message of type {:?} claims {len} bytes, more than the {MAX_MESSAGE} accepted",
+            buf[0] as char
+        ));
+    }
+    Ok(len)
+}
+
+/// The next whole backend message in `buf`, `None` when more bytes are needed (pure).
+fn next_message(buf: &mut BytesMut) -> Result<Option<Message>, String> {
+    if buf.len() >= 5 {
+        declared_len(buf)?;
+    }
+    Message::parse(buf).map_err(|e| e.to_string())
+}
+
+/// One CopyData message of a physical replication stream (pure).
+fn wal_event(kind: u8, mut b: Bytes) -> Result<WalEvent, String> {
+    match kind {
+        b'w' if b.len() >= 24 => {
+            let start = Lsn(b.get_u64());
+            let _end = b.get_u64();
+            let _sent = b.get_u64();
+            Ok(WalEvent::Data { start, data: b })
+        }
+        b'k' if b.len() >= 17 => {
+            let end = Lsn(b.get_u64());
+            let _sent = b.get_u64();
+            Ok(WalEvent::Keepalive { end, reply: b.get_u8() != 0 })
+        }
+        b'w' | b'k' => Err(format!("a replication message of type {:?} cut short ({} bytes)", kind as char, b.len())),
+        other => Err(format!("unexpected replication message type {:?}", other as char)),
+    }
+}
+
+/// One CopyData message of the BASE_BACKUP stream (pure).
+fn backup_event(kind: u8, mut b: Bytes) -> Result<BackupEvent, String> {
+    Ok(match kind {
+        b'n' => {
+            let mut parts = b.split(|c| *c == 0).map(|p| String::from_utf8_lossy(p).into_owned());
+            let name = parts.next().unwrap_or_default();
+            let location = parts.next().filter(|l| !l.is_empty());
+            // The name becomes part of an object name: only what PostgreSQL sends passes.
+            let oid = name.strip_suffix(".tar").filter(|o| *o == "base" || o.parse::<u32>().is_ok());
+            if oid.is_none() {
+                return Err(format!("BASE_BACKUP named an archive {name:?}, not base.tar or OID.tar"));
+            }
+            BackupEvent::Archive { name, tablespace: location }
+        }
+        b'd' => BackupEvent::Data(b),
+        b'p' if b.len() >= 8 => BackupEvent::Progress(b.get_u64()),
+        b'm' => BackupEvent::Manifest,
+        other => return Err(format!("unexpected BASE_BACKUP message type {:?} ({} bytes)", other as char, b.len())),
+    })
+}
+
 /// A CopyData payload's sub-message type and body (both replication streams use them).
 fn copy_kind(d: postgres_protocol::message::backend::CopyDataBody) -> Option<(u8, Bytes)> {
     let mut b = d.into_bytes();
@@ -537,13 +578,5 @@ fn row_text(r: &postgres_protocol::message::backend::DataRowBody) -> Vec<Option<
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn removed_wal_is_recognised_in_any_language() {
-        assert!(is_wal_removed("replication: le segment WAL demandé a déjà été supprimé (SQLSTATE 58P01)"));
-        assert!(is_wal_removed("requested WAL segment 000000010000000000000003 has already been removed"));
-        assert!(!is_wal_removed("replication: terminating connection due to administrator command (SQLSTATE 57P01)"));
-    }
-}
+#[path = "replication_tests.rs"]
+mod tests;

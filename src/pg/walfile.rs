@@ -288,4 +288,48 @@ mod tests {
         );
         assert!(check_backup_label("a.backup", b"hello").is_err());
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(8192))]
+
+        /// The page-header check over arbitrary bytes and any segment: an answer, never a panic;
+        /// arbitrary bytes pass only if they happen to hold exactly the header expected.
+        #[test]
+        fn any_first_page_is_checked_without_panic(
+            page in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..128),
+            tli in proptest::prelude::any::<u32>(),
+            segno in 0u64..(u64::MAX / MB16),
+            short in proptest::prelude::any::<bool>(),
+            major in 0u32..40,
+        ) {
+            let want = Expect { pg_major: major, ..WANT };
+            let seg = SegmentId { tli, segno };
+            let len = if short { page.len() as u64 } else { MB16 };
+            if check_segment("x", seg, &page, len, &want).is_ok() {
+                proptest::prop_assert_eq!(&page[8..16], &seg.start_lsn(MB16).0.to_le_bytes()[..]);
+                proptest::prop_assert_eq!(&page[24..32], &WANT.system_identifier.to_le_bytes()[..]);
+            }
+            let _ = check_history("x", tli, &page);
+            let _ = check_backup_label("x", &page);
+        }
+
+        /// File names as a listing or PostgreSQL could give them: classified or refused.
+        #[test]
+        fn any_file_name_is_classified_or_refused(
+            name in proptest::prop_oneof![
+                "\\PC{0,40}",
+                "[0-9A-Fa-f]{0,26}(\\.[0-9A-Fa-f]{0,9})?(\\.partial|\\.history|\\.backup|\\.stream)?",
+                "[0-9A-Fé]{6,10}\\.history",
+            ],
+            shift in 20u32..=30,
+        ) {
+            let seg = 1u64 << shift;
+            if let Ok(f) = WalFile::parse_stored(&name, seg) {
+                let _ = (f.segment(), f.timeline(), f.is_segment_sized());
+                if let Some(s) = f.segment() {
+                    proptest::prop_assert_eq!(SegmentId::parse(&s.file_name(seg), seg).unwrap(), s);
+                }
+            }
+        }
+    }
 }

@@ -68,10 +68,30 @@ pub async fn read_backups(repo: &Repo, names: &[String]) -> Result<Vec<BackupInf
     Ok(out)
 }
 
+/// The objects a restore needs that `backup.json` does not list (pure): `base.tar`, the
+/// manifest, and each of its tablespaces' archives.
+pub fn unlisted_objects(info: &BackupInfo) -> Vec<String> {
+    let mut need = vec!["base.tar".to_string(), "backup_manifest".to_string()];
+    need.extend(info.tablespaces.iter().map(|(oid, _)| format!("{oid}.tar")));
+    need.into_iter()
+        .map(|n| super::layout::backup_object(&info.id, &n))
+        .filter(|obj| !info.objects.iter().any(|o| &o.name == obj))
+        .collect()
+}
+
 /// Before a backup is used: every object `backup.json` lists is there, with the recorded
 /// stored size and the recorded plaintext digest (read from the object's authenticated
 /// header or last frame, not downloaded). The error names the first bad object.
 pub async fn check_objects(repo: &Repo, info: &BackupInfo) -> Result<()> {
+    if let Some(obj) = unlisted_objects(info).first() {
+        return Err(Fail::new(
+            Code::Integrity,
+            format!(
+                "backup {} cannot be used: its backup.json does not list {obj}; choose another backup with --backup (see tidewal list)",
+                info.id
+            ),
+        ));
+    }
     let checks = info.objects.iter().map(|o| async move {
         let bad = |what: String| {
             Fail::new(

@@ -51,6 +51,19 @@ impl Identity {
     pub fn pg_major(&self) -> u32 {
         self.pg_version_num / 10000
     }
+
+    /// What every reader relies on (pure): a segment size PostgreSQL allows (a power of
+    /// two from 1 MiB to 1 GiB; WAL names divide by it) and a system identifier.
+    pub fn check(&self) -> std::result::Result<(), String> {
+        let seg = self.wal_segment_size;
+        if !seg.is_power_of_two() || !(1 << 20..=1 << 30).contains(&seg) {
+            return Err(format!("wal_segment_size {seg} is not a WAL segment size (a power of two, 1 MiB to 1 GiB)"));
+        }
+        if self.system_identifier.parse::<u64>().is_err() {
+            return Err(format!("system_identifier {:?} is not a number", self.system_identifier));
+        }
+        Ok(())
+    }
 }
 
 /// How a push ended.
@@ -415,8 +428,10 @@ fn decode_identity(raw: &[u8], keys: &Keyring) -> Result<Identity> {
         ),
         e => integrity(layout::IDENTITY, e),
     })?;
-    serde_json::from_slice(&plain)
-        .map_err(|e| Fail::new(Code::Integrity, format!("object {}: not valid JSON: {e}", layout::IDENTITY)))
+    let identity: Identity = serde_json::from_slice(&plain)
+        .map_err(|e| Fail::new(Code::Integrity, format!("object {}: not valid JSON: {e}", layout::IDENTITY)))?;
+    identity.check().map_err(|e| Fail::new(Code::Integrity, format!("object {}: {e}", layout::IDENTITY)))?;
+    Ok(identity)
 }
 
 fn open_into_file(src: impl Read, keys: &Keyring, obj: &str, dest: &Path) -> Result<u64> {
@@ -442,6 +457,10 @@ fn open_into_file(src: impl Read, keys: &Keyring, obj: &str, dest: &Path) -> Res
     std::fs::File::open(&dir).and_then(|d| d.sync_all()).map_err(local)?;
     Ok(total)
 }
+
+#[cfg(test)]
+#[path = "records_fuzz_tests.rs"]
+mod records_fuzz_tests;
 
 #[cfg(test)]
 mod tests {
