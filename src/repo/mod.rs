@@ -104,6 +104,9 @@ impl Repo {
 
     /// Create the identity file, or accept an existing one for the same cluster.
     pub async fn init(store: Store, keys: Keyring, lz4: bool, identity: Identity) -> Result<(Repo, bool)> {
+        if !identity.conditional_writes && store.requires_conditional_writes() {
+            return Err(lax_store(store.url()));
+        }
         let sealed = seal_to_vec(
             &serde_json::to_vec_pretty(&identity).map_err(|e| Fail::new(Code::Internal, e.to_string()))?,
             keys.write_key(),
@@ -118,6 +121,16 @@ impl Repo {
         let existing = Repo::open(store, keys, lz4).await?;
         existing.ensure_cluster(identity.system_id(), "this cluster")?;
         Ok((existing, false))
+    }
+
+    /// Refuse to write where the store ignores create-only writes (the repository recorded
+    /// it at init), unless the configuration accepts that store: there, two concurrent
+    /// writers of one name could both succeed and one copy would be lost.
+    pub fn ensure_writable(&self) -> Result<()> {
+        if self.identity.conditional_writes || !self.store.requires_conditional_writes() {
+            return Ok(());
+        }
+        Err(lax_store(self.store.url()))
     }
 
     /// Refuse to mix clusters in one repository.
@@ -142,6 +155,7 @@ impl Repo {
     /// Store a sealed object under the no-overwrite rule: an identical object already there is
     /// success, a different one is a conflict that names both digests.
     pub async fn push_sealed(&self, obj: &str, sealed: Vec<u8>, digest: Digest) -> Result<Pushed> {
+        self.ensure_writable()?;
         let conditional = self.identity.conditional_writes;
         match self.store.create(obj, Bytes::from(sealed), conditional).await? {
             Created::Written if conditional => Ok(Pushed::Stored),
@@ -168,6 +182,7 @@ impl Repo {
     /// `digest` is the plaintext's BLAKE3, computed beforehand: it decides duplicates up
     /// front, and sealing fails (storing nothing) if the source no longer matches it.
     pub async fn push_stream<R: Read + Send + 'static>(&self, obj: &str, mut src: R, digest: Digest) -> Result<Pushed> {
+        self.ensure_writable()?;
         if let Some(done) = self.already_stored(obj, &digest).await? {
             return Ok(done);
         }
@@ -184,6 +199,7 @@ impl Repo {
     /// that are meant to change, like the receiver's growing `.stream` copy. Returns the
     /// stored size.
     pub async fn replace_stream<R: Read + Send + 'static>(&self, obj: &str, mut src: R) -> Result<u64> {
+        self.ensure_writable()?;
         let (_, _, stored) =
             self.sealed_upload(obj, None, move |w| std::io::copy(&mut src, w).map(|_| ())).wait(obj).await?;
         Ok(stored)
@@ -407,6 +423,18 @@ fn conflict(obj: &str, existing: &Digest, new: &Digest, what: &str) -> Fail {
     )
 }
 
+/// The refusal of a store that ignores conditional writes, and the way out.
+pub fn lax_store(url: &str) -> Fail {
+    Fail::new(
+        Code::Usage,
+        format!(
+            "the store {url} ignores conditional writes (a second create-only write replaced the first): two writers \
+             could both store different content under one name and one copy would be lost. Use a store that honours \
+             If-None-Match, or set repository.require_conditional_writes = false if only one writer ever writes here"
+        ),
+    )
+}
+
 fn decode_identity(raw: &[u8], keys: &Keyring) -> Result<Identity> {
     let plain = open_to_vec(raw, keys, layout::IDENTITY).map_err(|e| match e {
         CodecError::UnexpectedPlaintext => Fail::new(
@@ -549,6 +577,16 @@ mod tests {
         for (inner, conditional) in [(honest, true), (lax, false)] {
             let store = Store::from_object_store(inner, "memory://");
             assert_eq!(store.probe_conditional_writes("tmp/probe").await.unwrap(), conditional);
+            if !conditional {
+                // Refused unless the configuration accepts such a store (one writer only).
+                let e = Repo::init(store.clone(), keys.clone(), true, identity(false)).await.err().unwrap();
+                assert!(e.code == Code::Usage && e.message.contains("ignores conditional writes"), "{e}");
+                assert!(!store.exists(layout::IDENTITY).await.unwrap());
+                let refused = Repo { store: store.clone(), keys: keys.clone(), lz4: true, identity: identity(false) };
+                assert_eq!(push(&refused, "wal/a", b"first").await.unwrap_err().code, Code::Usage);
+                assert!(!store.exists("wal/a").await.unwrap());
+            }
+            let store = store.with_conditional_writes_required(conditional);
             let (repo, created) = Repo::init(store, keys.clone(), true, identity(conditional)).await.unwrap();
             assert!(created);
             assert_eq!(push(&repo, "wal/a", b"first").await.unwrap(), Pushed::Stored);
