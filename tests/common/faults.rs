@@ -92,17 +92,26 @@ impl Drop for Tracked {
 
 /// SIGKILL `pid` if it runs (a zombie has ended already); whether it did.
 pub fn kill9(pid: i32) -> bool {
-    let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let running = state.rsplit_once(") ").is_some_and(|(_, rest)| !rest.starts_with('Z'));
-    running && unsafe { libc::kill(pid, libc::SIGKILL) } == 0
+    alive(pid) && unsafe { libc::kill(pid, libc::SIGKILL) } == 0
 }
 
-/// A shell script, executable by postgres, that records its pid in `pidfile` and becomes
-/// `program` with its own arguments after `args` (for archive_command and restore_command).
-pub fn pid_recording_wrapper(dir: &Path, name: &str, program: &str, pidfile: &Path) -> PathBuf {
+/// A shell script, executable by postgres, that runs `program` with the script's own
+/// arguments and records that process's pid in `pidfile` (for archive_command and
+/// restore_command). With `soften`, a death by signal is reported as exit status 1:
+/// PostgreSQL's archiver then retries at once instead of exiting and being restarted only
+/// every several seconds; what tidewal goes through is the same kill -9.
+pub fn pid_recording_wrapper(dir: &Path, name: &str, program: &str, pidfile: &Path, soften: bool) -> PathBuf {
     use std::os::unix::fs::PermissionsExt;
     let script = dir.join(name);
-    std::fs::write(&script, format!("#!/bin/sh\necho $$ > {}\nexec {program} \"$@\"\n", pidfile.display())).unwrap();
+    let body = if soften {
+        format!(
+            "{program} \"$@\" &\necho $! > {}\nwait $!\nrc=$?\n[ $rc -gt 125 ] && exit 1\nexit $rc\n",
+            pidfile.display()
+        )
+    } else {
+        format!("echo $$ > {}\nexec {program} \"$@\"\n", pidfile.display())
+    };
+    std::fs::write(&script, format!("#!/bin/sh\n{body}")).unwrap();
     std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
     super::chown_pg(&script);
     script
