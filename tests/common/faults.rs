@@ -19,7 +19,6 @@ pub fn seeded_rng(test: &str) -> rand::rngs::StdRng {
         Err(_) => rand::random::<u64>(),
     };
     println!("{test}: seed {seed} (replay with TIDEWAL_FAULT_SEED={seed})");
-    eprintln!("{test}: seed {seed} (replay with TIDEWAL_FAULT_SEED={seed})");
     rand::rngs::StdRng::seed_from_u64(seed)
 }
 
