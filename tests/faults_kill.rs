@@ -27,11 +27,9 @@ fn sleep_ms(ms: u64) {
 
 /// After a kind of kill: every visible object is whole, `verify` passes, and one prune
 /// leaves neither staging files nor interrupted backups.
-fn assert_clean_after_prune(a: &Archiving, what: &str, began: Instant) {
+fn assert_clean_after_prune(a: &Archiving, whole: &mut WholeObjects, what: &str, began: Instant) {
     let repo = a.repo_dir.clone().unwrap();
-    let key = a.env.path().join("repo.key");
-    let opened = assert_objects_whole(&repo, &key);
-    assert!(opened > 0, "no object opened");
+    whole.check_new();
     let out = a.env.tidewal(&["prune"]);
     expect_exit(&out, 0, &[]);
     assert_eq!(staging_debris(&repo), Vec::<std::path::PathBuf>::new(), "staging debris after {what} and a prune");
@@ -40,7 +38,8 @@ fn assert_clean_after_prune(a: &Archiving, what: &str, began: Instant) {
     let out = a.env.tidewal(&["verify"]);
     expect_exit(&out, 0, &[]);
     println!(
-        "after {what}: {opened} objects whole, no debris after prune, verify passes ({} s in)",
+        "after {what}: {} objects opened whole, no debris after prune, verify passes ({} s in)",
+        whole.opened(),
         began.elapsed().as_secs()
     );
 }
@@ -79,6 +78,8 @@ fn kill_nine_at_random_moments_under_load() {
     // Enough data that a base backup takes a moment to upload.
     c.pgbench(&["-i", "-s", "4", "-q"]);
     let load = InsertLoad::start(c, &pids, 50);
+    // After every kill: no partial object under its final name.
+    let mut whole = WholeObjects::new(a.repo_dir.as_ref().unwrap(), &a.env.path().join("repo.key"));
     let (port, log) = daemon_config(
         &a,
         &format!(
@@ -100,6 +101,7 @@ fn kill_nine_at_random_moments_under_load() {
         let ms = rng.random_range(100..3000);
         sleep_ms(ms);
         assert!(d.kill9(), "the daemon ended by itself");
+        whole.check_new();
         println!("daemon kill {}: after {ms} ms", i + 1);
     }
     // The next run recovers by itself: it archives what is ready and has a backup.
@@ -110,7 +112,7 @@ fn kill_nine_at_random_moments_under_load() {
     let last = c.switch_wal();
     c.wait_archived(&last);
     assert!(d.stop().success());
-    assert_clean_after_prune(&a, "the daemon's kills", began);
+    assert_clean_after_prune(&a, &mut whole, "the daemon's kills", began);
 
     // 2. `tidewal backup`, while it streams its archives.
     let mut landed = 0;
@@ -119,6 +121,7 @@ fn kill_nine_at_random_moments_under_load() {
         let ms = rng.random_range(50..2500);
         sleep_ms(ms);
         if b.kill9() {
+            whole.check_new();
             landed += 1;
             println!("backup kill {landed}: after {ms} ms");
         }
@@ -129,7 +132,7 @@ fn kill_nine_at_random_moments_under_load() {
     assert_eq!(landed, BACKUP_KILLS, "too few backup kills landed");
     let first_after = backup_id(&a.env.tidewal(&["backup"]));
     println!("the next backup, {first_after}, completed");
-    assert_clean_after_prune(&a, "the backups' kills", began);
+    assert_clean_after_prune(&a, &mut whole, "the backups' kills", began);
 
     // 3. wal-push, as PostgreSQL's archiver runs it: a new segment, then a kill a few
     // milliseconds into its upload. PostgreSQL retries the segment.
@@ -142,6 +145,7 @@ fn kill_nine_at_random_moments_under_load() {
         let ms = rng.random_range(0..60);
         sleep_ms(ms);
         if kill9(pid) {
+            whole.check_new();
             landed += 1;
             println!("wal-push kill {landed}: after {ms} ms ({} s in)", began.elapsed().as_secs());
         }
@@ -154,7 +158,7 @@ fn kill_nine_at_random_moments_under_load() {
     let want = committed(c);
     let last = c.switch_wal();
     c.wait_archived(&last);
-    assert_clean_after_prune(&a, "wal-push's kills", began);
+    assert_clean_after_prune(&a, &mut whole, "wal-push's kills", began);
 
     // 4. `tidewal restore` of the oldest backup (the longest replay), killed while it
     // writes; the next run (--force over what the killed one left) completes.

@@ -186,31 +186,51 @@ pub fn staging_debris(repo: &Path) -> Vec<PathBuf> {
         .collect()
 }
 
-/// Open every visible object of a file:// repository in full (each chunk's tag, the
-/// trailer): a partial object under its final name fails here. Staging files, leases and
-/// probes are skipped. The number of objects opened.
-pub fn assert_objects_whole(repo: &Path, key_file: &Path) -> usize {
-    let keys = tidewal::codec::Keyring::new(tidewal::codec::Key::from_file(key_file).unwrap(), vec![]);
-    let mut opened = 0;
-    for p in staging_free(repo) {
-        let name = p.strip_prefix(repo).unwrap().to_string_lossy().into_owned();
-        if !(name.starts_with("backups/") || name.starts_with("wal/")) {
-            continue;
-        }
-        let f = std::io::BufReader::new(std::fs::File::open(&p).unwrap());
-        let mut r = tidewal::codec::OpenReader::new(f, &keys, &name)
-            .unwrap_or_else(|e| panic!("visible object {name} does not open: {e}"));
-        let mut buf = vec![0u8; 1 << 20];
-        loop {
-            match r.read(&mut buf) {
-                Ok(0) => break,
-                Ok(_) => {}
-                Err(e) => panic!("visible object {name} is not whole: {e}"),
-            }
-        }
-        opened += 1;
+/// Opens the visible objects of a file:// repository in full (each chunk's tag, the
+/// trailer): a partial object under its final name fails here. Objects never change once
+/// visible, so each is opened once; staging files, leases and probes are skipped.
+pub struct WholeObjects {
+    repo: PathBuf,
+    keys: tidewal::codec::Keyring,
+    seen: std::collections::HashSet<PathBuf>,
+}
+
+impl WholeObjects {
+    pub fn new(repo: &Path, key_file: &Path) -> WholeObjects {
+        let keys = tidewal::codec::Keyring::new(tidewal::codec::Key::from_file(key_file).unwrap(), vec![]);
+        WholeObjects { repo: repo.to_path_buf(), keys, seen: Default::default() }
     }
-    opened
+
+    /// How many objects were opened so far.
+    pub fn opened(&self) -> usize {
+        self.seen.len()
+    }
+
+    /// Open every object not opened before; how many there were.
+    pub fn check_new(&mut self) -> usize {
+        let mut opened = 0;
+        for p in staging_free(&self.repo) {
+            let name = p.strip_prefix(&self.repo).unwrap().to_string_lossy().into_owned();
+            if !(name.starts_with("backups/") || name.starts_with("wal/")) || self.seen.contains(&p) {
+                continue;
+            }
+            // Removed meanwhile (a prune): nothing to open.
+            let Ok(f) = std::fs::File::open(&p) else { continue };
+            let mut r = tidewal::codec::OpenReader::new(std::io::BufReader::new(f), &self.keys, &name)
+                .unwrap_or_else(|e| panic!("visible object {name} does not open: {e}"));
+            let mut buf = vec![0u8; 1 << 20];
+            loop {
+                match r.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(_) => {}
+                    Err(e) => panic!("visible object {name} is not whole: {e}"),
+                }
+            }
+            self.seen.insert(p);
+            opened += 1;
+        }
+        opened
+    }
 }
 
 fn staging_free(repo: &Path) -> Vec<PathBuf> {
