@@ -336,9 +336,8 @@ fn parse_file(text: &str, path: &Path) -> Result<FileConfig> {
 }
 
 /// Every section and key of the file (the names a TOML error may be reported under).
-const KNOWN_KEYS: &str =
-    "repository url compression key_file read_key_files retry_timeout require_conditional_writes s3 \
-    endpoint region \
+const KNOWN_KEYS: &str = "repository url compression key_file read_key_files retry_timeout \
+    require_conditional_writes s3 endpoint region \
     access_key_id secret_access_key allow_http postgres conninfo standby_conninfo restore prefetch retention window \
     daemon pgdata archive archive_parallel listen backup_interval backup_at prune_interval shutdown_timeout \
     flush_interval stream slot socket spool ignore_env";

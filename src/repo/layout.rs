@@ -22,6 +22,7 @@ pub const PROBE_PREFIX: &str = "tmp/probe";
 pub fn probe_name() -> String {
     format!("{PROBE_PREFIX}-{:016x}", rand::random::<u64>())
 }
+
 /// A fresh object per reading of the store's clock: `tmp/clock-<random>`.
 pub const CLOCK_PROBE_PREFIX: &str = "tmp/clock-";
 

@@ -440,7 +440,7 @@ mod tests {
 
     fn repo(conditional: bool) -> Repo {
         let keys = Keyring::new(Key::from_text(&"44".repeat(32), "t").unwrap(), vec![]);
-        // Without conditional writes, as one accepted by configuration.
+        // A store without conditional writes is accepted here, as configuration can.
         let store = Store::from_object_store(Arc::new(InMemory::new()), "memory://")
             .with_conditional_writes_required(conditional);
         let identity = crate::repo::Identity {
