@@ -109,6 +109,8 @@ struct RepoSection {
     #[serde(default)]
     read_key_files: Vec<PathBuf>,
     retry_timeout: Option<String>,
+    /// false accepts a store that ignores create-only writes (one writer only).
+    require_conditional_writes: Option<bool>,
     #[serde(default)]
     s3: S3Section,
     /// Set in the file a restore writes for recovery: `TIDEWAL_*` variables are ignored.
@@ -240,6 +242,10 @@ impl Settings {
             },
         };
         let mut store = StoreOptions { s3, ..StoreOptions::default() };
+        store.require_conditional_writes = match env("TIDEWAL_REQUIRE_CONDITIONAL_WRITES") {
+            Some(v) => parse_bool("TIDEWAL_REQUIRE_CONDITIONAL_WRITES", &v)?,
+            None => repo.require_conditional_writes.unwrap_or(true),
+        };
         if let Some(v) = env("TIDEWAL_RETRY_TIMEOUT") {
             store.retry_timeout = parse_duration("TIDEWAL_RETRY_TIMEOUT", &v)?;
         } else if let Some(v) = repo.retry_timeout {
@@ -342,7 +348,8 @@ fn parse_file(text: &str, path: &Path) -> Result<FileConfig> {
 }
 
 /// Every section and key of the file (the names a TOML error may be reported under).
-const KNOWN_KEYS: &str = "repository url compression key_file read_key_files retry_timeout s3 endpoint region \
+const KNOWN_KEYS: &str = "repository url compression key_file read_key_files retry_timeout \
+    require_conditional_writes s3 endpoint region \
     access_key_id secret_access_key allow_http postgres conninfo standby_conninfo restore prefetch retention window \
     daemon pgdata archive archive_parallel listen backup_interval backup_at prune_interval shutdown_timeout \
     flush_interval stream slot socket spool restore_test_interval ignore_env verify sql database user pg_bin scratch_dir os_user timeout \
@@ -597,6 +604,15 @@ mod tests {
         assert_eq!(s.repo_url, DEFAULT_REPO);
         assert!(s.lz4);
         assert!(s.keys.write_key().is_none());
+    }
+
+    #[test]
+    fn conditional_writes_are_required_unless_configured() {
+        assert!(load_with(None, &[], Flags::default()).unwrap().store.require_conditional_writes);
+        let t = "[repository]\nrequire_conditional_writes = false\n";
+        assert!(!load_with(Some(t), &[], Flags::default()).unwrap().store.require_conditional_writes);
+        let env = [("TIDEWAL_REQUIRE_CONDITIONAL_WRITES", "true")];
+        assert!(load_with(Some(t), &env, Flags::default()).unwrap().store.require_conditional_writes);
     }
 
     #[test]

@@ -193,9 +193,13 @@ async fn check_repository(settings: &Settings, r: &mut Report) -> Option<Repo> {
     };
     match store.probe_conditional_writes(&super::init::probe_name()).await {
         Ok(true) => r.add(Level::Ok, "store is reachable and writable, and refuses overwrites (conditional writes honoured)"),
+        Ok(false) if store.requires_conditional_writes() => r.add(
+            Level::Fail,
+            "store is reachable and writable, but ignores conditional writes: two writers could both store different content under one name. Use a store that honours If-None-Match, or set repository.require_conditional_writes = false if only one writer ever writes here",
+        ),
         Ok(false) => r.add(
             Level::Warn,
-            "store is reachable and writable, but ignores conditional writes: tidewal checks before and after each write, which cannot stop two concurrent writers",
+            "store is reachable and writable, but ignores conditional writes (accepted by repository.require_conditional_writes = false): tidewal checks before and after each write, which cannot stop two concurrent writers",
         ),
         Err(e) => {
             r.add(Level::Fail, format!("store is not usable: {e}"));

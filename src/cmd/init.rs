@@ -67,11 +67,15 @@ pub async fn run(settings: &Settings, args: &Args) -> Result<()> {
         );
     }
     if !conditional {
-        println!("warning: the store does not refuse overwrites (conditional writes are ignored); tidewal checks before and after each write instead");
+        // Only reached when repository.require_conditional_writes = false accepts the store.
+        println!(
+            "warning: the store ignores conditional writes (accepted by repository.require_conditional_writes = false): \
+             tidewal checks before and after each write, which cannot stop two concurrent writers; only one may write here"
+        );
     }
     Ok(())
 }
 
 pub fn probe_name() -> String {
-    format!("{}-{:016x}", layout::PROBE_PREFIX, rand::random::<u64>())
+    layout::probe_name()
 }

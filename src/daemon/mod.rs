@@ -80,6 +80,14 @@ pub async fn run(settings: Settings, reload: impl Fn() -> Result<Settings>) -> R
         watchdog = Duration::from_micros(usec / 2);
     }
     let repo = settings.open_repo().await?;
+    // The repository recorded its store's behaviour at init; the store behind the URL may
+    // have changed since (a migration, a proxy). Writing to one that ignores conditional
+    // writes could let two writers both store one name.
+    if repo.store.requires_conditional_writes()
+        && !repo.store.probe_conditional_writes(&crate::repo::layout::probe_name()).await?
+    {
+        return Err(crate::repo::lax_store(repo.store.url()));
+    }
     let mut exclusive = exclusive::take(&settings, &repo).await?;
     drop(repo);
     let out = serve(settings, reload, prometheus, watchdog, &mut exclusive, &mut signals).await;

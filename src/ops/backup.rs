@@ -186,8 +186,8 @@ async fn remove_abandoned(repo: &Repo) {
         let now = bounded_now(repo, SystemTime::now()).await?;
         let listing = repo.store.list_meta("backups").await?;
         // This backup holds the backup lease: no other backup runs, whatever has no
-        // backup.json was interrupted.
-        find_leftovers(repo, &listing, now, Duration::ZERO).await
+        // backup.json was interrupted. (WAL staging files are prune's.)
+        find_leftovers(repo, &listing, &[], now, Duration::ZERO).await
     };
     let left = match found.await {
         Ok(l) => l,

@@ -46,9 +46,13 @@ pub struct Leftovers {
 /// `backups_after` is how old a backup's newest object must be to count as interrupted:
 /// [`ABANDONED_AFTER`] while a backup may be running, zero while the caller holds the backup
 /// lease (then no backup runs anywhere, and whatever has no `backup.json` was interrupted).
+/// `wal` lists `wal/`: a WAL upload's staging file whose object is stored already (a killed
+/// `wal-push` that PostgreSQL retried) goes at once, since a write still in flight to it
+/// could only fail or find the object there; other WAL staging files wait a day.
 pub fn leftovers(
     listing: &[ObjectInfo],
     staging: &[ObjectInfo],
+    wal: &[ObjectInfo],
     now: SystemTime,
     backups_after: Duration,
 ) -> Leftovers {
@@ -61,25 +65,39 @@ pub fn leftovers(
     backups.retain(|(id, _)| id.contains('-') || day_old.contains(id));
     let taken: std::collections::HashSet<&str> =
         backups.iter().flat_map(|(_, o)| o.iter().map(String::as_str)).collect();
-    // A large WAL upload may be in flight whatever the backup lease says.
-    let after = |o: &ObjectInfo| if o.name.starts_with("backups/") { backups_after } else { ABANDONED_AFTER };
+    // A large WAL upload may be in flight whatever the backup lease says, unless its object
+    // is there already and never replaced (the receiver's `.stream` copy is).
+    let stored: std::collections::HashSet<&str> = wal.iter().map(|o| o.name.as_str()).collect();
+    let done =
+        |name: &str| name.rsplit_once('#').is_some_and(|(obj, _)| !obj.ends_with(".stream") && stored.contains(obj));
+    let after = |o: &ObjectInfo| {
+        if o.name.starts_with("backups/") {
+            backups_after
+        } else if done(&o.name) {
+            Duration::ZERO
+        } else {
+            ABANDONED_AFTER
+        }
+    };
     let staging = staging
         .iter()
-        .filter(|o| o.modified + after(o) < now && !taken.contains(o.name.as_str()))
+        .filter(|o| o.modified + after(o) <= now && !taken.contains(o.name.as_str()))
         .map(|o| o.name.clone())
         .collect();
     Leftovers { backups, staging }
 }
 
 /// Find what interrupted runs left, as of `now` (already bounded by the store's clock).
+/// `wal` is the listing of `wal/`.
 pub async fn find_leftovers(
     repo: &Repo,
     listing: &[ObjectInfo],
+    wal: &[ObjectInfo],
     now: SystemTime,
     backups_after: Duration,
 ) -> Result<Leftovers> {
     let staging = repo.store.staging_leftovers().await?;
-    Ok(leftovers(listing, &staging, now, backups_after))
+    Ok(leftovers(listing, &staging, wal, now, backups_after))
 }
 
 /// Remove an object or a staging leftover (an S3 upload is aborted).
@@ -152,7 +170,7 @@ async fn prune_with(
     let plan = plan(&cat, now, window).map_err(|e| {
         Fail::new(Code::Integrity, format!("the repository's catalog is inconsistent, nothing was deleted: {e}"))
     })?;
-    let left = find_leftovers(repo, &listing, now, backups_after).await?;
+    let left = find_leftovers(repo, &listing, &wal, now, backups_after).await?;
     let mut done = Pruned {
         now: Some(now),
         abandoned: left.backups.iter().map(|(id, _)| id.clone()).collect(),
@@ -219,24 +237,41 @@ mod tests {
             o("wal/00000001/000000010000000000000003#1", t0 + 2 * day),
             o("wal/00000001/000000010000000000000004#1", t0),
         ];
-        let left = leftovers(&listing, &staging, t0 + 2 * day + day / 2, ABANDONED_AFTER);
+        let left = leftovers(&listing, &staging, &[], t0 + 2 * day + day / 2, ABANDONED_AFTER);
         assert_eq!(left.backups, vec![(killed.to_string(), vec![format!("backups/{killed}/base.tar#1")])]);
         assert_eq!(
             left.staging,
             vec![format!("backups/{done}/base.tar#1"), "wal/00000001/000000010000000000000004#1".to_string()]
         );
         // Nothing is a day old yet.
-        assert_eq!(leftovers(&listing, &staging, t0 + day / 2, ABANDONED_AFTER), Leftovers::default());
+        assert_eq!(leftovers(&listing, &staging, &[], t0 + day / 2, ABANDONED_AFTER), Leftovers::default());
         // With the backup lease held, no backup runs: the running one was interrupted too,
         // however recent; a recent WAL upload's staging file still waits a day.
         let now = t0 + 2 * day + day / 2;
-        let quiet = leftovers(&listing, &staging, now, Duration::ZERO);
+        let quiet = leftovers(&listing, &staging, &[], now, Duration::ZERO);
         let ids: Vec<&str> = quiet.backups.iter().map(|(id, _)| id.as_str()).collect();
         assert_eq!(ids, vec![killed, running]);
         assert!(!quiet.staging.contains(&"wal/00000001/000000010000000000000003#1".to_string()));
         // An id of the old form (no lease taken by its writer) still waits a day.
         let older = vec![o("backups/20270101T000003Z/base.tar", t0 + 2 * day)];
-        assert!(leftovers(&older, &[], now, Duration::ZERO).backups.is_empty());
-        assert_eq!(leftovers(&older, &[], now + day, Duration::ZERO).backups.len(), 1);
+        assert!(leftovers(&older, &[], &[], now, Duration::ZERO).backups.is_empty());
+        assert_eq!(leftovers(&older, &[], &[], now + day, Duration::ZERO).backups.len(), 1);
+        // A WAL upload's staging file whose object is stored (the retry succeeded) goes at
+        // once; not while the object is missing, nor for the receiver's replaced copy.
+        let wal = vec![
+            o("wal/00000001/000000010000000000000003", now),
+            o("wal/00000001/000000010000000000000005.stream", now),
+        ];
+        let fresh = vec![
+            o("wal/00000001/000000010000000000000003#1", now),
+            o("wal/00000001/000000010000000000000003#2", now),
+            o("wal/00000001/000000010000000000000004#1", now),
+            o("wal/00000001/000000010000000000000005.stream#1", now),
+        ];
+        assert_eq!(
+            leftovers(&[], &fresh, &wal, now, ABANDONED_AFTER).staging,
+            vec!["wal/00000001/000000010000000000000003#1", "wal/00000001/000000010000000000000003#2"]
+        );
+        assert!(leftovers(&[], &fresh, &[], now, ABANDONED_AFTER).staging.is_empty());
     }
 }

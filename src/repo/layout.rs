@@ -17,6 +17,12 @@ use crate::pg::walfile::WalFile;
 
 pub const IDENTITY: &str = "tidewal.json";
 pub const PROBE_PREFIX: &str = "tmp/probe";
+
+/// A fresh name for one probe of conditional writes: `tmp/probe-<random>`.
+pub fn probe_name() -> String {
+    format!("{PROBE_PREFIX}-{:016x}", rand::random::<u64>())
+}
+
 /// A fresh object per reading of the store's clock: `tmp/clock-<random>`.
 pub const CLOCK_PROBE_PREFIX: &str = "tmp/clock-";
 

@@ -247,6 +247,7 @@ fn refused(obj: &str, l: &Lease, age: Duration, timeout: Duration) -> Fail {
 
 /// Take the lease `obj` for `holder`, or refuse with a conflict naming the holder.
 pub async fn acquire(repo: &Repo, obj: &str, holder: &str, timeout: Duration) -> Result<Held> {
+    repo.ensure_writable()?;
     let place = Place {
         store: repo.store.clone(),
         keys: repo.keys.clone(),
@@ -439,7 +440,9 @@ mod tests {
 
     fn repo(conditional: bool) -> Repo {
         let keys = Keyring::new(Key::from_text(&"44".repeat(32), "t").unwrap(), vec![]);
-        let store = Store::from_object_store(Arc::new(InMemory::new()), "memory://");
+        // A store without conditional writes is accepted here, as configuration can.
+        let store = Store::from_object_store(Arc::new(InMemory::new()), "memory://")
+            .with_conditional_writes_required(conditional);
         let identity = crate::repo::Identity {
             format: crate::repo::FORMAT,
             system_identifier: "7".into(),

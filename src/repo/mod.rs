@@ -117,6 +117,9 @@ impl Repo {
 
     /// Create the identity file, or accept an existing one for the same cluster.
     pub async fn init(store: Store, keys: Keyring, lz4: bool, identity: Identity) -> Result<(Repo, bool)> {
+        if !identity.conditional_writes && store.requires_conditional_writes() {
+            return Err(lax_store(store.url()));
+        }
         let sealed = seal_to_vec(
             &serde_json::to_vec_pretty(&identity).map_err(|e| Fail::new(Code::Internal, e.to_string()))?,
             keys.write_key(),
@@ -131,6 +134,16 @@ impl Repo {
         let existing = Repo::open(store, keys, lz4).await?;
         existing.ensure_cluster(identity.system_id(), "this cluster")?;
         Ok((existing, false))
+    }
+
+    /// Refuse to write where the store ignores create-only writes (the repository recorded
+    /// it at init), unless the configuration accepts that store: there, two concurrent
+    /// writers of one name could both succeed and one copy would be lost.
+    pub fn ensure_writable(&self) -> Result<()> {
+        if self.identity.conditional_writes || !self.store.requires_conditional_writes() {
+            return Ok(());
+        }
+        Err(lax_store(self.store.url()))
     }
 
     /// Refuse to mix clusters in one repository.
@@ -155,6 +168,7 @@ impl Repo {
     /// Store a sealed object under the no-overwrite rule: an identical object already there is
     /// success, a different one is a conflict that names both digests.
     pub async fn push_sealed(&self, obj: &str, sealed: Vec<u8>, digest: Digest) -> Result<Pushed> {
+        self.ensure_writable()?;
         let conditional = self.identity.conditional_writes;
         match self.store.create(obj, Bytes::from(sealed), conditional).await? {
             Created::Written if conditional => Ok(Pushed::Stored),
@@ -181,6 +195,7 @@ impl Repo {
     /// `digest` is the plaintext's BLAKE3, computed beforehand: it decides duplicates up
     /// front, and sealing fails (storing nothing) if the source no longer matches it.
     pub async fn push_stream<R: Read + Send + 'static>(&self, obj: &str, mut src: R, digest: Digest) -> Result<Pushed> {
+        self.ensure_writable()?;
         if let Some(done) = self.already_stored(obj, &digest).await? {
             return Ok(done);
         }
@@ -197,6 +212,7 @@ impl Repo {
     /// that are meant to change, like the receiver's growing `.stream` copy. Returns the
     /// stored size.
     pub async fn replace_stream<R: Read + Send + 'static>(&self, obj: &str, mut src: R) -> Result<u64> {
+        self.ensure_writable()?;
         let (_, _, stored) =
             self.sealed_upload(obj, None, move |w| std::io::copy(&mut src, w).map(|_| ())).wait(obj).await?;
         Ok(stored)
@@ -420,6 +436,18 @@ fn conflict(obj: &str, existing: &Digest, new: &Digest, what: &str) -> Fail {
     )
 }
 
+/// The refusal of a store that ignores conditional writes, and the way out.
+pub fn lax_store(url: &str) -> Fail {
+    Fail::new(
+        Code::Usage,
+        format!(
+            "the store {url} ignores conditional writes (a second create-only write replaced the first): two writers \
+             could both store different content under one name and one copy would be lost. Use a store that honours \
+             If-None-Match, or set repository.require_conditional_writes = false if only one writer ever writes here"
+        ),
+    )
+}
+
 fn decode_identity(raw: &[u8], keys: &Keyring) -> Result<Identity> {
     let plain = open_to_vec(raw, keys, layout::IDENTITY).map_err(|e| match e {
         CodecError::UnexpectedPlaintext => Fail::new(
@@ -463,153 +491,4 @@ fn open_into_file(src: impl Read, keys: &Keyring, obj: &str, dest: &Path) -> Res
 mod records_fuzz_tests;
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::codec::Key;
-    use futures::stream::BoxStream;
-    use object_store::memory::InMemory;
-    use object_store::path::Path as P;
-    use object_store::{
-        CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore, PutMode,
-        PutMultipartOptions, PutOptions, PutPayload, PutResult,
-    };
-    use std::sync::Arc;
-
-    /// A store that silently ignores create-only writes, as some S3-compatible servers do.
-    #[derive(Debug)]
-    struct IgnoresConditions(InMemory);
-
-    impl std::fmt::Display for IgnoresConditions {
-        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            write!(f, "IgnoresConditions")
-        }
-    }
-
-    #[async_trait::async_trait]
-    impl ObjectStore for IgnoresConditions {
-        async fn put_opts(&self, l: &P, p: PutPayload, mut o: PutOptions) -> object_store::Result<PutResult> {
-            o.mode = PutMode::Overwrite;
-            self.0.put_opts(l, p, o).await
-        }
-        async fn put_multipart_opts(
-            &self,
-            l: &P,
-            o: PutMultipartOptions,
-        ) -> object_store::Result<Box<dyn MultipartUpload>> {
-            self.0.put_multipart_opts(l, o).await
-        }
-        async fn get_opts(&self, l: &P, o: GetOptions) -> object_store::Result<GetResult> {
-            self.0.get_opts(l, o).await
-        }
-        fn delete_stream(
-            &self,
-            l: BoxStream<'static, object_store::Result<P>>,
-        ) -> BoxStream<'static, object_store::Result<P>> {
-            self.0.delete_stream(l)
-        }
-        fn list(&self, p: Option<&P>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
-            self.0.list(p)
-        }
-        async fn list_with_delimiter(&self, p: Option<&P>) -> object_store::Result<ListResult> {
-            self.0.list_with_delimiter(p).await
-        }
-        async fn copy_opts(&self, f: &P, t: &P, o: CopyOptions) -> object_store::Result<()> {
-            self.0.copy_opts(f, t, o).await
-        }
-    }
-
-    struct FailingReader;
-    impl std::io::Read for FailingReader {
-        fn read(&mut self, _: &mut [u8]) -> std::io::Result<usize> {
-            Err(std::io::Error::other("disk read error"))
-        }
-    }
-
-    fn identity(conditional: bool) -> Identity {
-        Identity {
-            format: FORMAT,
-            system_identifier: "7300000000000000001".into(),
-            pg_version_num: 150010,
-            wal_segment_size: 16 << 20,
-            encrypted: true,
-            key_id: None,
-            conditional_writes: conditional,
-            created_at: "2026-11-24T00:00:00Z".into(),
-            created_by: "test".into(),
-        }
-    }
-
-    async fn push(repo: &Repo, obj: &str, data: &[u8]) -> Result<Pushed> {
-        let key = repo.keys.write_key().cloned();
-        let s = seal_to_vec(data, key.as_ref(), obj, repo.seal_options(Some(*blake3::hash(data).as_bytes()))).unwrap();
-        repo.push_sealed(obj, s.out, s.digest).await
-    }
-
-    #[tokio::test]
-    async fn streamed_objects_tell_their_digest_without_a_download() {
-        let keys = Keyring::new(Key::from_text(&"44".repeat(32), "t").unwrap(), vec![]);
-        let store = Store::from_object_store(Arc::new(InMemory::new()), "memory://");
-        let (repo, _) = Repo::init(store, keys, true, identity(true)).await.unwrap();
-        let data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8 ^ (i >> 12) as u8).collect();
-        let mut w = repo.create_stream("backups/x/base.tar");
-        w.write(&data).await.unwrap();
-        let stored = w.finish().await.unwrap();
-        // What backup.json records is the plaintext digest the object itself carries.
-        assert_eq!(stored.digest, digest_hex(blake3::hash(&data).as_bytes()));
-        assert_eq!(repo.store.size(&stored.name).await.unwrap(), stored.stored_bytes);
-        assert_eq!(digest_hex(&repo.stored_digest(&stored.name).await.unwrap()), stored.digest);
-    }
-
-    #[tokio::test]
-    async fn no_overwrite_rule_on_both_kinds_of_store() {
-        let keys = Keyring::new(Key::from_text(&"33".repeat(32), "t").unwrap(), vec![]);
-        let honest: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
-        let lax: Arc<dyn ObjectStore> = Arc::new(IgnoresConditions(InMemory::new()));
-        for (inner, conditional) in [(honest, true), (lax, false)] {
-            let store = Store::from_object_store(inner, "memory://");
-            assert_eq!(store.probe_conditional_writes("tmp/probe").await.unwrap(), conditional);
-            let (repo, created) = Repo::init(store, keys.clone(), true, identity(conditional)).await.unwrap();
-            assert!(created);
-            assert_eq!(push(&repo, "wal/a", b"first").await.unwrap(), Pushed::Stored);
-            assert_eq!(push(&repo, "wal/a", b"first").await.unwrap(), Pushed::AlreadyPresent);
-            let e = push(&repo, "wal/a", b"second").await.unwrap_err();
-            assert_eq!(e.code, Code::Conflict, "{e}");
-            assert_eq!(repo.stored_digest("wal/a").await.unwrap(), *blake3::hash(b"first").as_bytes());
-            // Re-initialising for the same cluster is a no-op; another cluster is refused.
-            let (_, again) = Repo::init(repo.store.clone(), keys.clone(), true, identity(conditional)).await.unwrap();
-            assert!(!again);
-            // Streaming (multipart) pushes follow the same rule.
-            let big: Vec<u8> = (0..20_000_000u32).map(|i| (i % 251) as u8).collect();
-            let d = *blake3::hash(&big).as_bytes();
-            assert_eq!(
-                repo.push_stream("wal/big", std::io::Cursor::new(big.clone()), d).await.unwrap(),
-                Pushed::Stored
-            );
-            assert_eq!(
-                repo.push_stream("wal/big", std::io::Cursor::new(big.clone()), d).await.unwrap(),
-                Pushed::AlreadyPresent
-            );
-            let mut other_big = big.clone();
-            other_big[7] ^= 1;
-            let od = *blake3::hash(&other_big).as_bytes();
-            let e = repo.push_stream("wal/big", std::io::Cursor::new(other_big), od).await.unwrap_err();
-            assert_eq!(e.code, Code::Conflict, "{e}");
-            let dir = tempfile::tempdir().unwrap();
-            let dest = dir.path().join("big");
-            assert_eq!(repo.fetch_to_path("wal/big", &dest).await.unwrap(), big.len() as u64);
-            assert!(std::fs::read(&dest).unwrap() == big);
-            // A source that changes under us, or fails, stores nothing.
-            let e = repo.push_stream("wal/changed", std::io::Cursor::new(big.clone()), od).await.unwrap_err();
-            assert_eq!(e.code, Code::BadInput, "{e}");
-            assert!(!repo.store.exists("wal/changed").await.unwrap());
-            let failing = std::io::Read::chain(std::io::Cursor::new(big.clone()), FailingReader);
-            assert!(repo.push_stream("wal/failed", failing, d).await.is_err());
-            assert!(!repo.store.exists("wal/failed").await.unwrap());
-
-            let mut other = identity(conditional);
-            other.system_identifier = "42".into();
-            let e = Repo::init(repo.store.clone(), keys.clone(), true, other).await.err().unwrap();
-            assert!(e.message.contains("7300000000000000001") && e.message.contains("42"), "{e}");
-        }
-    }
-}
+mod tests;

@@ -110,11 +110,19 @@ pub struct StoreOptions {
     /// How long one operation may keep retrying transient failures.
     pub retry_timeout: Duration,
     pub max_retries: usize,
+    /// Refuse to write to a store that ignores create-only writes: there, two writers can
+    /// both "store" different content under one name. false accepts it (one writer only).
+    pub require_conditional_writes: bool,
 }
 
 impl Default for StoreOptions {
     fn default() -> Self {
-        StoreOptions { s3: S3Options::default(), retry_timeout: Duration::from_secs(60), max_retries: 10 }
+        StoreOptions {
+            s3: S3Options::default(),
+            retry_timeout: Duration::from_secs(60),
+            max_retries: 10,
+            require_conditional_writes: true,
+        }
     }
 }
 
@@ -142,6 +150,7 @@ pub struct Store {
     local_root: Option<std::path::PathBuf>,
     /// An S3 repository's incomplete multipart uploads, its staging leftovers.
     uploads: Option<s3_uploads::S3Uploads>,
+    require_conditional_writes: bool,
 }
 
 impl Store {
@@ -221,12 +230,23 @@ impl Store {
         } else {
             return Err(cfg(format!("repository url {url:?}: expected file:///absolute/path or s3://bucket/prefix")));
         };
-        Ok(Store { inner, url: url.to_string(), local_root, uploads })
+        let require_conditional_writes = opts.require_conditional_writes;
+        Ok(Store { inner, url: url.to_string(), local_root, uploads, require_conditional_writes })
     }
 
     /// Wrap an already-built store (tests use this to stand in for misbehaving servers).
     pub fn from_object_store(inner: Arc<dyn ObjectStore>, url: &str) -> Store {
-        Store { inner, url: url.to_string(), local_root: None, uploads: None }
+        Store { inner, url: url.to_string(), local_root: None, uploads: None, require_conditional_writes: true }
+    }
+
+    /// Accept (false) or refuse (true, the default) writing where create-only writes are ignored.
+    pub fn with_conditional_writes_required(mut self, required: bool) -> Store {
+        self.require_conditional_writes = required;
+        self
+    }
+
+    pub fn requires_conditional_writes(&self) -> bool {
+        self.require_conditional_writes
     }
 
     pub fn url(&self) -> &str {
