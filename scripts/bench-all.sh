@@ -52,7 +52,10 @@ rota=$(lsblk -ndo ROTA "$disk_dev" 2>/dev/null | xargs || echo "?")
     echo '```'
     echo
     echo "Ratios are the peer's figure over tidewal's (time: above 1 means tidewal is faster;"
-    echo "segments per second: below 1 means tidewal is faster)."
+    echo "segments per second: below 1 means tidewal is faster). tidewal encrypts everything"
+    echo "(XChaCha20-Poly1305) and fsyncs every object it stores; pgBackRest runs with AES-256 where"
+    echo "its label says so; pg_basebackup and pg_receivewal encrypt nothing. pgBackRest's verify"
+    echo "is not timed (it did not read its backup files here; see scripts/bench-backup.sh)."
     echo
     echo "## Machine"
     echo

@@ -119,4 +119,4 @@ echo "stored bytes: tidewal $tw_bytes, pgbackrest lz4 $br_bytes (raw $((SEGMENTS
 echo
 echo "codec throughput on a real segment (criterion, benches/codec.rs):"
 first=$(ls "$WORK"/segs | head -n1)
-(cd .. && TIDEWAL_BENCH_WAL="$WORK/segs/$first" cargo bench --quiet --bench codec -- --noplot 2>&1 | grep -v '^Benchmarking' | grep -E '^codec/|thrpt|bytes \(' | sed 's/^/  /')
+(cd .. && TIDEWAL_BENCH_WAL="$WORK/segs/$first" cargo bench --quiet --bench codec -- --noplot 2>&1 | grep -v '^Benchmarking' | grep -E '^codec/|thrpt|bytes \(' | grep -v '%\]' | sed 's/^/  /')

@@ -4,7 +4,7 @@
 #   tidewal backup / restore        file:// repository, lz4 + XChaCha20-Poly1305, fsync on
 #   pgbackrest backup --type=full / restore   local repository, lz4, process-max = the cores (PROCESS_MAX), aes-256-cbc
 #   pg_basebackup -Ft --compress=client-lz4 (WAL streamed too), and lz4 -d | tar -x to restore it
-#   tidewal verify / pgbackrest verify   read the whole repository back (every backup, all WAL)
+#   tidewal verify                       read the whole repository back (every backup, all WAL)
 #   tidewal verify --restore-test        once: restore, recover, amcheck (no peer has one)
 # Each step runs REPS times (default 3), the tools taking turns; the median is reported.
 # Needs: PostgreSQL 15, pgbackrest, lz4, python3.
@@ -75,10 +75,12 @@ for i in $(seq "$REPS"); do
     rm -rf "$WORK/r/pgbb"
 done
 
-# Reading the whole repository back: every backup and all the WAL, each tool its own.
+# Reading the whole repository back: every backup and all the WAL. pgBackRest's `verify`
+# (2.45) is left out: with no WAL in its own archive it checks nothing ("no archives exist
+# in the repo"), and even with WAL archived it finished in a quarter second without reading
+# the backup files, so its time would not compare like for like.
 for i in $(seq "$REPS"); do
     measure verify tidewal "$TIDEWAL" --config "$WORK/tidewal.toml" -q verify
-    measure verify pgbackrest pgbackrest --config="$WORK/pgbr/pgbackrest.conf" --stanza=bench verify
 done
 
 # A restore test of the newest backup: restore, recover, amcheck every index and table.
@@ -95,12 +97,12 @@ import statistics, sys
 runs = {}
 for step, tool, ms, rss in (l.split() for l in open(sys.argv[1])):
     runs.setdefault((step, tool), []).append((int(ms) / 1000, int(rss) / 1024))
-print(f"{'step':<9}{'tool':<15}{'median s':>9}{'min-max s':>13}{'peak RSS MB':>13}{'vs tidewal':>12}")
+print(f"{'step':<13}{'tool':<15}{'median s':>9}{'min-max s':>13}{'peak RSS MB':>13}{'vs tidewal':>12}")
 for (step, tool), r in runs.items():
     med = statistics.median(t for t, _ in r)
     base = statistics.median(t for t, _ in runs[(step, "tidewal")])
     span = f"{min(t for t, _ in r):.1f}-{max(t for t, _ in r):.1f}"
-    print(f"{step:<9}{tool:<15}{med:>9.2f}{span:>13}{max(m for _, m in r):>13.1f}{med / base:>11.2f}x")
+    print(f"{step:<13}{tool:<15}{med:>9.2f}{span:>13}{max(m for _, m in r):>13.1f}{med / base:>11.2f}x")
 PY
 python3 - "$results" "$tw_repo" <<'PY'
 import statistics, sys
