@@ -2,7 +2,7 @@
 //! print a report naming each bad object, and exit 5 on any problem. With `--restore-test`,
 //! restore a backup into a scratch directory, start it, check it (see `ops::restore_test`).
 
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use crate::config::Settings;
 use crate::error::{Code, Fail, Result};
@@ -69,7 +69,12 @@ pub async fn run(settings: &Settings, args: &Args) -> Result<()> {
         Ok(r) => (r.problems.len() as u64, format!("{}: {}", r.problems[0].object, r.problems[0].problem)),
         Err(e) => (1, e.to_string()),
     };
-    record(settings, &repo, Kind::Verify, began.elapsed(), problems, summary);
+    record(
+        settings,
+        &repo,
+        Kind::Verify,
+        last_run::LastRun::new(SystemTime::now(), began.elapsed(), problems, summary),
+    );
     let report = result?;
     if args.json {
         let text = serde_json::to_string_pretty(&report).map_err(|e| Fail::new(Code::Internal, e.to_string()))?;
@@ -86,9 +91,8 @@ pub async fn run(settings: &Settings, args: &Args) -> Result<()> {
 /// The outcome for the daemon's `tidewal_last_verify_*` and `*_restore_test_*` metrics; a run
 /// that could not finish counts as one problem. Failing to record is a warning: the report
 /// itself stands.
-fn record(settings: &Settings, repo: &Repo, kind: Kind, took: Duration, problems: u64, summary: String) {
+fn record(settings: &Settings, repo: &Repo, kind: Kind, run: last_run::LastRun) {
     let file = last_run::path(&settings.daemon.spool, kind, repo.store.url(), &repo.identity.system_identifier);
-    let run = last_run::LastRun::new(SystemTime::now(), took, problems, summary);
     if let Err(e) = last_run::record(&file, run) {
         tracing::warn!("cannot record the outcome in {} for the daemon's metrics: {e}", file.display());
     }
@@ -135,17 +139,8 @@ async fn run_restore_test(settings: &Settings, args: &Args) -> Result<()> {
         _ = int.recv() => die_of(libc::SIGINT),
         _ = term.recv() => die_of(libc::SIGTERM),
     };
-    let (problems, summary) = match &result {
-        Ok(r) if r.success && r.failures.is_empty() => {
-            (0, format!("backup {} restored and checked", r.backup.as_deref().unwrap_or("?")))
-        }
-        Ok(r) => (
-            r.failures.len().max(1) as u64,
-            r.failures.first().map_or("failed".into(), |f| format!("{} {}: {}", f.stage, f.what, f.problem)),
-        ),
-        Err(e) => (1, e.to_string()),
-    };
-    record(settings, &repo, Kind::RestoreTest, began.elapsed(), problems, summary);
+    let run = crate::ops::restore_test::outcome(&result, SystemTime::now(), began.elapsed());
+    record(settings, &repo, Kind::RestoreTest, run);
     let report = result?;
     if args.json {
         let text = serde_json::to_string_pretty(&report).map_err(|e| Fail::new(Code::Internal, e.to_string()))?;

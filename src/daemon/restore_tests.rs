@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::Shared;
 use crate::error::Result;
-use crate::ops::last_run::{self, Kind, LastRun};
+use crate::ops::last_run::{self, Kind};
 
 /// The first test after a start with none recorded: after this delay (or the interval, if
 /// shorter), so the daemon's first base backup comes first.
@@ -70,31 +70,21 @@ async fn test_once(shared: &Shared, cancel: &CancellationToken) -> bool {
         },
         Err(e) => Err(e),
     };
-    let (problems, summary) = match &result {
-        Ok(r) if r.success && r.failures.is_empty() => {
-            tracing::info!(
-                "restore test of backup {} passed in {:.1}s (restore {:.1}s, replay {:.1}s, {} indexes checked)",
-                r.backup.as_deref().unwrap_or("?"),
-                r.duration_seconds,
-                r.restore_seconds,
-                r.replay_seconds,
-                r.indexes_checked
-            );
-            (0, format!("backup {} restored and checked", r.backup.as_deref().unwrap_or("?")))
-        }
-        Ok(r) => {
-            let what = r.failures.first().map_or("failed".into(), |f| format!("{} {}: {}", f.stage, f.what, f.problem));
-            tracing::error!("restore test of backup {} failed: {what}", r.backup.as_deref().unwrap_or("?"));
-            (r.failures.len().max(1) as u64, what)
-        }
-        Err(e) => {
-            tracing::error!("restore test could not run: {e}");
-            (1, e.to_string())
-        }
-    };
-    super::lock(&shared.state).last_restore_test_error = (problems > 0).then(|| summary.clone());
+    let run = crate::ops::restore_test::outcome(&result, SystemTime::now(), began.elapsed());
+    match &result {
+        Ok(r) if run.success => tracing::info!(
+            "restore test of backup {} passed in {:.1}s (restore {:.1}s, replay {:.1}s, {} indexes checked)",
+            r.backup.as_deref().unwrap_or("?"),
+            r.duration_seconds,
+            r.restore_seconds,
+            r.replay_seconds,
+            r.indexes_checked
+        ),
+        _ => tracing::error!("restore test failed: {}", run.summary),
+    }
+    super::lock(&shared.state).last_restore_test_error = (!run.success).then(|| run.summary.clone());
     let file = super::outcomes::file(shared, Kind::RestoreTest);
-    if let Err(e) = last_run::record(&file, LastRun::new(SystemTime::now(), began.elapsed(), problems, summary)) {
+    if let Err(e) = last_run::record(&file, run) {
         tracing::warn!("cannot record the restore test in {}: {e}", file.display());
     }
     true

@@ -2,7 +2,7 @@
 //! a copy (archiving off, nothing written into the repository), start PostgreSQL on a socket
 //! there, let it recover to the end of the archive (or the target) and promote, run amcheck
 //! and the configured SQL checks, then stop it and remove the directory, also on failure.
-//! The daemon runs the same function on a schedule and records its [`RestoreTestOutcome`].
+//! The daemon runs the same function on a schedule and records its [`outcome`].
 
 mod checks;
 mod server;
@@ -16,6 +16,7 @@ pub use server::FORCED_SETTINGS;
 use server::{find_bin, PgBin, Scratch};
 
 use crate::error::{Code, Fail, Result};
+use crate::ops::last_run::LastRun;
 use crate::ops::restore::{restore, Action, RestoreRequest};
 use crate::pg::sql;
 use crate::repo::Repo;
@@ -98,19 +99,21 @@ pub struct RestoreTestReport {
     pub failures: Vec<Failure>,
 }
 
-/// What the daemon records of a restore test.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct RestoreTestOutcome {
-    pub finished_at: SystemTime,
-    pub success: bool,
-    pub duration: Duration,
-}
-
-/// The outcome of a test that ended at `finished_at` after `duration`: a success only when
-/// it ran to the end and nothing failed.
-pub fn outcome(result: &Result<RestoreTestReport>, finished_at: SystemTime, duration: Duration) -> RestoreTestOutcome {
-    let success = matches!(result, Ok(r) if r.success && r.failures.is_empty());
-    RestoreTestOutcome { finished_at, success, duration }
+/// What is recorded of a test that ended at `finished_at` after `took` (for the metrics and
+/// the daemon's schedule): a success only when it ran to the end and nothing failed; the
+/// failures counted (one when it could not finish), the first one named.
+pub fn outcome(result: &Result<RestoreTestReport>, finished_at: SystemTime, took: Duration) -> LastRun {
+    let (problems, summary) = match result {
+        Ok(r) if r.success && r.failures.is_empty() => {
+            (0, format!("backup {} restored and checked", r.backup.as_deref().unwrap_or("latest")))
+        }
+        Ok(r) => (
+            r.failures.len().max(1) as u64,
+            r.failures.first().map_or("failed".into(), |f| format!("{} {}: {}", f.stage, f.what, f.problem)),
+        ),
+        Err(e) => (1, e.to_string()),
+    };
+    LastRun::new(finished_at, took, problems, summary)
 }
 
 /// The target in words.
@@ -332,9 +335,12 @@ mod tests {
     fn outcome_is_a_success_only_without_failures() {
         let (at, took) = (SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000), Duration::from_secs(42));
         let o = outcome(&Ok(report(0)), at, took);
-        assert_eq!(o, RestoreTestOutcome { finished_at: at, success: true, duration: took });
-        assert!(!outcome(&Ok(report(1)), at, took).success);
-        assert!(!outcome(&Err(Fail::new(Code::Storage, "down")), at, took).success);
+        assert_eq!((o.success, o.problems, o.finished, o.duration_seconds), (true, 0, 1_800_000_000.0, 42.0));
+        let o = outcome(&Ok(report(2)), at, took);
+        assert_eq!((o.success, o.problems, o.summary.as_str()), (false, 2, "sql x: returned false"));
+        let o = outcome(&Err(Fail::new(Code::Storage, "down")), at, took);
+        assert_eq!((o.success, o.problems), (false, 1));
+        assert!(o.summary.contains("down"), "{}", o.summary);
     }
 
     #[test]
