@@ -15,7 +15,8 @@ cd "$(dirname "$0")"
 SECONDS_OF_LOAD=${SECONDS_OF_LOAD:-20}
 SCALE=${SCALE:-10}
 PGBIN=${PGBIN:-/usr/lib/postgresql/15/bin}
-export PATH="$HOME/.cargo/bin:$PATH"
+# runuser and useradd live in sbin, which a plain user's PATH may lack.
+export PATH="$HOME/.cargo/bin:$PATH:/usr/sbin:/sbin"
 missing=()
 [ -x "$PGBIN/initdb" ] || missing+=(postgresql-15)
 command -v runuser >/dev/null || missing+=(util-linux)
@@ -30,7 +31,7 @@ if [ ${#missing[@]} -gt 0 ]; then
         apt-get update -q
         apt-get install -y -q --no-install-recommends "${missing[@]}"
     elif command -v apt-get >/dev/null; then
-        echo "missing ${missing[*]}: run  sudo apt-get install ${missing[*]}  (or this script as root), then again" >&2
+        echo "missing ${missing[*]}: run  sudo apt-get install ${missing[*]}  (or run this script as root), then run it again" >&2
         exit 2
     else
         echo "missing ${missing[*]}: install them with your package manager (PostgreSQL 15's server binaries: set PGBIN to their directory), then run this again" >&2
