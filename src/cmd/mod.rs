@@ -90,7 +90,7 @@ pub enum Command {
     Backup(backup::Args),
     /// Restore to a point in time as an independent, promoted cluster on its own port
     Fork(fork::Args),
-    /// Show backups, WAL coverage per timeline with gaps, and the restorable window
+    /// Show the restorable window and the current lag, then backups and WAL per timeline with gaps
     #[command(alias = "info")]
     List(list::Args),
     /// Restore a base backup into a new data directory, set up to recover to a target
