@@ -28,6 +28,8 @@ pub enum Code {
     Postgres = 7,
     /// `check` found settings to fix.
     CheckFailed = 8,
+    /// No daemon answers on `daemon.socket` (`status`, `backup --via-daemon`).
+    NoDaemon = 9,
     /// A bug: please report it.
     Internal = 70,
 }

@@ -172,7 +172,7 @@ fn daemon_archives_ahead_backs_up_and_reports() {
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(text.contains("tidewal daemon stopped"), "{text}");
     // Without the daemon, --via-daemon says so, and wal-push uploads by itself.
-    expect_exit(&a.env.tidewal(&["backup", "--via-daemon"]), 6, &["did not answer", "is it running"]);
+    expect_exit(&a.env.tidewal(&["backup", "--via-daemon"]), 9, &["did not answer", "is it running"]);
     c.psql("INSERT INTO lag VALUES (2)");
     let last = c.switch_wal();
     c.wait_archived(&last);

@@ -39,7 +39,7 @@ pub async fn run(settings: &Settings, args: &Args) -> Result<()> {
             }
             Some(Err(f)) => Err(f),
             None => Err(Fail::new(
-                Code::Storage,
+                Code::NoDaemon,
                 format!(
                     "the daemon did not answer on {}: is it running? (or run tidewal backup without --via-daemon)",
                     socket.display()

@@ -11,9 +11,14 @@ use crate::repo::Repo;
 use crate::store::Store;
 
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// Machine-readable output (stable field names); the exit code is the same
+    #[arg(long)]
+    pub json: bool,
+}
 
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 enum Level {
     Ok,
     Warn,
@@ -39,6 +44,20 @@ impl Report {
 
     fn worst(&self) -> Level {
         self.lines.iter().map(|(l, _)| *l).max().unwrap_or(Level::Ok)
+    }
+
+    /// `--json`: every check with its level, the lines to put into postgresql.conf, and
+    /// whether they need a restart.
+    fn json(&self, repository: &str) -> serde_json::Value {
+        let checks: Vec<serde_json::Value> =
+            self.lines.iter().map(|(level, text)| serde_json::json!({"level": level, "text": text})).collect();
+        serde_json::json!({
+            "repository": repository,
+            "ok": self.worst() != Level::Fail,
+            "checks": checks,
+            "fixes": self.fixes,
+            "restart_needed": self.restart,
+        })
     }
 
     fn print(&self) {
@@ -74,9 +93,11 @@ fn archive_command(settings: &Settings) -> String {
     }
 }
 
-pub async fn run(settings: &Settings, _args: &Args) -> Result<()> {
+pub async fn run(settings: &Settings, args: &Args) -> Result<()> {
     let mut r = Report::default();
-    println!("repository {}", settings.repo_url);
+    if !args.json {
+        println!("repository {}", settings.repo_url);
+    }
     let repo = check_repository(settings, &mut r).await;
     if let Some(repo) = &repo {
         check_timelines(repo, &mut r).await;
@@ -121,7 +142,11 @@ pub async fn run(settings: &Settings, _args: &Args) -> Result<()> {
             check_replication(settings, &mut r).await;
         }
     }
-    r.print();
+    if args.json {
+        println!("{:#}", r.json(&crate::redact::text(&settings.repo_url)));
+    } else {
+        r.print();
+    }
     match r.worst() {
         Level::Fail => Err(Fail::new(Code::CheckFailed, "check found problems; fix the FAIL lines above")),
         _ => Ok(()),

@@ -1,5 +1,7 @@
-//! `tidewal list` (alias `info`): backups, WAL coverage per timeline with gaps, and the
-//! window the repository can restore.
+//! `tidewal list` (alias `info`): the window the repository can restore and the current lag
+//! first, then backups and WAL coverage per timeline with gaps.
+
+use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 
@@ -12,6 +14,7 @@ use crate::repo::catalog::{
     backup_wal_complete, check_objects, follow, incomplete_backups, newest, read_backups, wal_coverage, BackupInfo,
     ABANDONED_AFTER,
 };
+use crate::store::ObjectInfo;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -70,6 +73,54 @@ struct Listing<'a> {
     /// Why the window is not given: the repository has several live lines and the server
     /// could not say which one it is on (restore then needs --target-timeline).
     ambiguous: Option<String>,
+    lag: Option<Lag>,
+}
+
+/// How far the repository is behind the server.
+#[derive(Debug, PartialEq, Serialize)]
+struct Lag {
+    /// `daemon`: the running daemon's backup lag (the age of the oldest WAL byte the server
+    /// wrote that is not yet durable; 0 when all is). `repository`: no daemon answered, so
+    /// the age of the newest WAL object instead (on a quiet cluster that grows up to
+    /// archive_timeout with nothing missing).
+    source: &'static str,
+    seconds: Option<f64>,
+    /// WAL written but not yet durable (from the daemon only).
+    bytes: Option<u64>,
+}
+
+/// The age of the newest object under `wal/` (pure); `None` without any.
+fn newest_wal_age(listing: &[ObjectInfo], now: SystemTime) -> Option<f64> {
+    let newest = listing.iter().map(|o| o.modified).max()?;
+    Some(now.duration_since(newest).unwrap_or_default().as_secs_f64())
+}
+
+/// The daemon's lag when one answers on `daemon.socket` for this repository, else the age of
+/// the newest WAL object.
+async fn lag(settings: &Settings, wal: &[ObjectInfo], now: SystemTime) -> Option<Lag> {
+    use crate::daemon::socket::{ask_status, RepoIdentity};
+    if let Some(socket) = &settings.daemon.socket {
+        if let Some(Ok(st)) = ask_status(socket, Duration::from_secs(3)).await {
+            let theirs = RepoIdentity { url: st.repository.clone(), key: st.key_id.clone() };
+            if theirs.serves(&RepoIdentity::of(settings)) && st.lag_seconds.is_some() {
+                return Some(Lag { source: "daemon", seconds: st.lag_seconds, bytes: st.lag_bytes });
+            }
+        }
+    }
+    newest_wal_age(wal, now).map(|age| Lag { source: "repository", seconds: Some(age), bytes: None })
+}
+
+fn lag_line(lag: Option<&Lag>) -> String {
+    match lag {
+        Some(Lag { source: "daemon", seconds: Some(s), bytes }) => format!(
+            "lag: {s:.0}s{} (from the running daemon)",
+            bytes.map_or(String::new(), |b| format!(", {} not yet durable", human_size(b)))
+        ),
+        Some(Lag { seconds: Some(s), .. }) => format!(
+            "lag: the newest WAL object was stored {s:.0}s ago (no daemon answered on daemon.socket: from the repository)"
+        ),
+        _ => "lag: unknown (no WAL yet, and no daemon answered)".into(),
+    }
 }
 
 #[derive(Serialize)]
@@ -102,7 +153,7 @@ pub async fn run(settings: &Settings, args: &Args) -> Result<()> {
         };
         listed.push(Listed { info: b, objects_ok: problem.is_none(), objects_problem: problem });
     }
-    let now = std::time::SystemTime::now();
+    let now = SystemTime::now();
     // Staging files count too: they may be all a killed backup left (file:// only).
     let mut with_staging = backup_objects.clone();
     with_staging.extend(repo.store.staging_leftovers().await?.into_iter().filter(|o| o.name.starts_with("backups/")));
@@ -177,6 +228,7 @@ pub async fn run(settings: &Settings, args: &Args) -> Result<()> {
         restorable_timeline: followed.as_ref().map(|f| f.tli),
         splits,
         ambiguous,
+        lag: lag(settings, listing, now).await,
     };
     if args.json {
         let text = serde_json::to_string_pretty(&listing).map_err(|e| Fail::new(Code::Internal, e.to_string()))?;
@@ -184,6 +236,16 @@ pub async fn run(settings: &Settings, args: &Args) -> Result<()> {
         return Ok(());
     }
     println!("repository {} (database system {})", repo.store.url(), repo.identity.system_identifier);
+    match (&listing.ambiguous, &listing.restorable_from, &listing.restorable_to, &listing.restorable_to_wal) {
+        (Some(why), ..) => println!("no single restorable window: {why}"),
+        (None, Some(from), Some(to), Some(wal)) => println!(
+            "restorable from {from} to {to} ({} WAL segment {wal}, timeline {})",
+            if listing.restorable_to_streamed { "as far as streaming got into" } else { "the end of" },
+            listing.restorable_timeline.unwrap_or(1)
+        ),
+        _ => println!("nothing is restorable yet: a backup and its WAL are needed"),
+    }
+    println!("{}", lag_line(listing.lag.as_ref()));
     println!("\nbackups");
     if backups.is_empty() {
         println!("  none yet: run tidewal backup");
@@ -237,17 +299,25 @@ pub async fn run(settings: &Settings, args: &Args) -> Result<()> {
     for sp in survey.splits() {
         println!("\nSPLIT: two clusters archive into this repository: {}", timelines::describe_split(&sp, seg));
     }
-    if let Some(why) = &listing.ambiguous {
-        println!("\nno single restorable window: {why}");
-        return Ok(());
-    }
-    match (&listing.restorable_from, &listing.restorable_to, &listing.restorable_to_wal) {
-        (Some(from), Some(to), Some(wal)) => println!(
-            "\nrestorable from {from} to {to} ({} WAL segment {wal}, timeline {})",
-            if listing.restorable_to_streamed { "as far as streaming got into" } else { "the end of" },
-            listing.restorable_timeline.unwrap_or(1)
-        ),
-        _ => println!("\nnothing is restorable yet: a backup and its WAL are needed"),
-    }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lag_from_the_repository_is_the_newest_wal_objects_age() {
+        let t = |s: u64| SystemTime::UNIX_EPOCH + Duration::from_secs(1_000 + s);
+        let o = |name: &str, s: u64| ObjectInfo { name: name.into(), size: 1, modified: t(s) };
+        assert_eq!(newest_wal_age(&[], t(0)), None);
+        let wal = [o("wal/00000001/000000010000000000000001", 10), o("wal/00000001.history", 40)];
+        assert_eq!(newest_wal_age(&wal, t(100)), Some(60.0));
+        // A store clock ahead of ours: no negative lag.
+        assert_eq!(newest_wal_age(&wal, t(20)), Some(0.0));
+        let line = lag_line(Some(&Lag { source: "repository", seconds: Some(60.0), bytes: None }));
+        assert!(line.contains("60s ago") && line.contains("from the repository"), "{line}");
+        let line = lag_line(Some(&Lag { source: "daemon", seconds: Some(2.0), bytes: Some(2048) }));
+        assert!(line.contains("lag: 2s, 2.0 KiB not yet durable (from the running daemon)"), "{line}");
+    }
 }

@@ -8,8 +8,10 @@ pub mod fork;
 pub mod init;
 pub mod keygen;
 pub mod list;
+pub mod manual;
 pub mod prune;
 pub mod restore;
+pub mod status;
 pub mod verify;
 pub mod wal_fetch;
 pub mod wal_push;
@@ -33,6 +35,7 @@ Exit codes:
   6  storage unreachable or not writable (network, permissions, full disk)
   7  PostgreSQL unreachable or refused the request
   8  check found settings to fix
+  9  no daemon answers on daemon.socket (status, backup --via-daemon)
  70  internal error (a bug), also every panic
 wal-fetch reports every failure other than 1 as 128 + code (a panic: 198), because PostgreSQL
 only stops recovery for exit codes above 125; any lower code would end recovery early.";
@@ -87,7 +90,7 @@ pub enum Command {
     Backup(backup::Args),
     /// Restore to a point in time as an independent, promoted cluster on its own port
     Fork(fork::Args),
-    /// Show backups, WAL coverage per timeline with gaps, and the restorable window
+    /// Show the restorable window and the current lag, then backups and WAL per timeline with gaps
     #[command(alias = "info")]
     List(list::Args),
     /// Restore a base backup into a new data directory, set up to recover to a target
@@ -101,8 +104,15 @@ pub enum Command {
     Verify(verify::Args),
     /// Run the agent: archive ahead of PostgreSQL, daily base backups, retention, metrics
     Daemon(daemon::Args),
+    /// Ask the running daemon (daemon.socket) for its state: health, lag, last backup, verify
+    /// and restore test, tasks
+    Status(status::Args),
     /// Print a new random repository key (or write it to a file with mode 0600)
     Keygen(keygen::Args),
+    /// Print shell completions (bash, zsh, fish, elvish, powershell) for tidewal
+    Completions(manual::CompletionArgs),
+    /// Print the manual page, or write one per verb into a directory (--dir)
+    Man(manual::ManArgs),
 }
 
 impl Cli {
@@ -121,8 +131,12 @@ pub async fn open_repo(settings: &Settings) -> Result<Repo> {
 }
 
 pub async fn run(cli: Cli) -> Result<()> {
-    if let Command::Keygen(a) = &cli.command {
-        return keygen::run(a);
+    // These read no configuration.
+    match &cli.command {
+        Command::Keygen(a) => return keygen::run(a),
+        Command::Completions(a) => return manual::completions(a),
+        Command::Man(a) => return manual::man(a),
+        _ => {}
     }
     let settings = load_settings(&cli)?;
     match &cli.command {
@@ -137,7 +151,8 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Prune(a) => prune::run(&settings, a).await,
         Command::Verify(a) => verify::run(&settings, a).await,
         Command::Daemon(a) => daemon::run(&settings, a, || load_settings(&cli)).await,
-        Command::Keygen(_) => unreachable!("handled above"),
+        Command::Status(a) => status::run(&settings, a).await,
+        Command::Keygen(_) | Command::Completions(_) | Command::Man(_) => unreachable!("handled above"),
     }
 }
 

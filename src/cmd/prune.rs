@@ -2,8 +2,10 @@
 
 use std::time::{Duration, SystemTime};
 
+use serde::Serialize;
+
 use crate::config::Settings;
-use crate::error::Result;
+use crate::error::{Code, Fail, Result};
 use crate::ops::prune::prune;
 
 #[derive(Debug, clap::Args)]
@@ -19,6 +21,30 @@ pub struct Args {
     /// it, nothing is deleted
     #[arg(long, hide = true, value_parser = humantime::parse_rfc3339_weak)]
     pub now: Option<SystemTime>,
+    /// Machine-readable output (stable field names)
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `--json`: the plan and what was (or, with --dry-run, would be) deleted.
+#[derive(Serialize)]
+struct PruneJson<'a> {
+    dry_run: bool,
+    window_seconds: u64,
+    /// The time the plan was made for: this host's clock bounded by the store's.
+    planned_at: Option<String>,
+    anchor: Option<&'a str>,
+    line_anchors: &'a std::collections::BTreeMap<u32, String>,
+    keep_backups: &'a [String],
+    delete_backups: &'a [String],
+    /// WAL that ends at or before this position goes (none without a backup).
+    keep_wal_from: Option<String>,
+    keep_wal: usize,
+    delete_wal: &'a [String],
+    interrupted_backups: &'a [String],
+    staging: &'a [String],
+    /// Objects deleted (0 with --dry-run).
+    deleted_objects: u64,
 }
 
 pub async fn run(settings: &Settings, args: &Args) -> Result<()> {
@@ -26,6 +52,26 @@ pub async fn run(settings: &Settings, args: &Args) -> Result<()> {
     let window = args.window.unwrap_or(settings.retention_window);
     let done = prune(&repo, args.now.unwrap_or_else(SystemTime::now), window, args.dry_run).await?;
     let p = &done.plan;
+    if args.json {
+        let json = PruneJson {
+            dry_run: args.dry_run,
+            window_seconds: window.as_secs(),
+            planned_at: done.now.map(|t| humantime::format_rfc3339_seconds(t).to_string()),
+            anchor: p.anchor.as_deref(),
+            line_anchors: &p.line_anchors,
+            keep_backups: &p.keep_backups,
+            delete_backups: &p.delete_backups,
+            keep_wal_from: p.keep_from.map(|l| l.to_string()),
+            keep_wal: p.keep_wal,
+            delete_wal: &p.delete_wal,
+            interrupted_backups: &done.abandoned,
+            staging: &done.staging,
+            deleted_objects: done.deleted_objects,
+        };
+        let text = serde_json::to_string_pretty(&json).map_err(|e| Fail::new(Code::Internal, e.to_string()))?;
+        println!("{text}");
+        return Ok(());
+    }
     let verb = if args.dry_run { "would delete" } else { "deleted" };
     println!(
         "window {}: anchor backup {}; keeping {} backup(s), {verb} {} backup(s){}",

@@ -4,7 +4,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// What the daemon knows about itself, updated by its tasks.
 #[derive(Clone, Debug, Default)]
@@ -29,9 +29,13 @@ pub struct State {
     pub splits: Vec<String>,
     /// The daemon's last restore test failed: what failed.
     pub last_restore_test_error: Option<String>,
+    /// The supervised tasks of this generation, in start order (for `tidewal status`).
+    pub tasks: Vec<String>,
+    /// Restarts per task since the daemon started: how many, and the last one.
+    pub restarts: std::collections::BTreeMap<String, (u32, SystemTime)>,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
     Ok,
@@ -39,7 +43,7 @@ pub enum Status {
     Failing,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Health {
     pub status: Status,
     pub reasons: Vec<String>,

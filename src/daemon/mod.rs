@@ -15,6 +15,7 @@ pub mod receiver;
 pub mod restore_tests;
 pub mod scheduler;
 pub mod socket;
+pub mod status;
 pub mod supervisor;
 pub mod timelines;
 
@@ -48,6 +49,8 @@ pub struct Shared {
     pub accept_gap: std::sync::atomic::AtomicBool,
     /// The server's `pg_wal`, when it is on this host (for its free space).
     pub local_pg_wal: Option<PathBuf>,
+    /// When this daemon process started (for `tidewal status`).
+    pub started: SystemTime,
 }
 
 /// Run until SIGTERM/SIGINT. `reload` reads the configuration again (SIGHUP).
@@ -115,8 +118,9 @@ async fn serve(
     let Signals { term, int, hup, usr1 } = signals;
     let mut settings = settings;
     let mut streamed = None;
+    let started = SystemTime::now();
     loop {
-        let generation = start(settings.clone(), prometheus.clone(), streamed).await?;
+        let generation = start(settings.clone(), prometheus.clone(), streamed, started).await?;
         let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
         tracing::info!("tidewal daemon running (repository {})", settings.repo_url);
         let mut ping = tokio::time::interval(if watchdog.is_zero() { Duration::from_secs(3600) } else { watchdog });
@@ -186,7 +190,12 @@ impl Generation {
     }
 }
 
-async fn start(settings: Settings, prometheus: PrometheusHandle, streamed: Option<(u32, Lsn)>) -> Result<Generation> {
+async fn start(
+    settings: Settings,
+    prometheus: PrometheusHandle,
+    streamed: Option<(u32, Lsn)>,
+    started: SystemTime,
+) -> Result<Generation> {
     let repo = settings.open_repo().await?;
     let data = data_directory(&settings).await;
     let local_pg_wal = data.as_ref().ok().and_then(|d| local_pg_wal(d, repo.identity.system_id()));
@@ -201,17 +210,25 @@ async fn start(settings: Settings, prometheus: PrometheusHandle, streamed: Optio
         streamed: Mutex::new(streamed),
         accept_gap: std::sync::atomic::AtomicBool::new(false),
         local_pg_wal,
+        started,
     });
     let cancel = CancellationToken::new();
     let mut tasks = tokio::task::JoinSet::new();
     let restarted = {
         let shared = shared.clone();
-        move |task: &str| lock(&shared.state).last_restart = Some((task.into(), SystemTime::now()))
+        move |task: &str| {
+            let now = SystemTime::now();
+            let mut st = lock(&shared.state);
+            st.last_restart = Some((task.into(), now));
+            let count = st.restarts.get(task).map_or(0, |(n, _)| *n);
+            st.restarts.insert(task.into(), (count + 1, now));
+        }
     };
     macro_rules! task {
         ($name:literal, $body:expr) => {{
             let (shared, cancel, restarted) = (shared.clone(), cancel.clone(), restarted.clone());
             let body = $body;
+            lock(&shared.state).tasks.push($name.into());
             tasks.spawn(supervisor::supervise($name, cancel, restarted, move |c| body(shared.clone(), c)));
         }};
     }

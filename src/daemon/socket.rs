@@ -5,7 +5,9 @@
 //! code> <message>`. The client uploads by itself whenever the daemon does not answer, or
 //! answers that it is not its repository. A daemon of an earlier version answers `push-to`
 //! with a usage error: that too means "upload by yourself". The earlier `push <absolute
-//! path>`, which names no repository, is still served for the daemon's own.
+//! path>`, which names no repository, is still served for the daemon's own. `backup` takes
+//! a base backup (`tidewal backup --via-daemon`); `status` answers `ok <one line of JSON>`
+//! (`tidewal status`, and the lag in `tidewal list`).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -154,13 +156,17 @@ async fn serve(shared: &Shared, stream: UnixStream) -> std::io::Result<()> {
         }
         // An earlier wal-push, which names no repository.
         (None, Some(p)) if Path::new(p).is_absolute() => push(p).await,
+        _ if request == "status" => match serde_json::to_string(&super::status::snapshot(shared)) {
+            Ok(json) => format!("ok {json}\n"),
+            Err(e) => failed(Fail::new(Code::Internal, e.to_string())),
+        },
         _ if request == "backup" => match super::scheduler::backup_once(shared, &CancellationToken::new()).await {
             Some(Ok(id)) => format!("ok {id}\n"),
             Some(Err(f)) => failed(f),
             None => failed(Fail::new(Code::Internal, "the daemon stopped during the backup")),
         },
         _ => format!(
-            "error {} expected: push-to <repository> <key id> <absolute path>, push <absolute path>, or backup\n",
+            "error {} expected: push-to <repository> <key id> <absolute path>, push <absolute path>, backup, or status\n",
             Code::Usage as u8
         ),
     };
@@ -204,6 +210,15 @@ pub async fn ask_backup(socket: &Path) -> Option<Result<String>> {
     request(socket, "backup", Duration::from_secs(7 * 24 * 3600)).await
 }
 
+/// `tidewal status`: the daemon's state; `None` when nobody answered in `timeout`. A daemon
+/// too old to know `status` answers with a usage error.
+pub async fn ask_status(socket: &Path, timeout: Duration) -> Option<Result<super::status::DaemonStatus>> {
+    Some(request(socket, "status", timeout).await?.and_then(|json| {
+        serde_json::from_str(&json)
+            .map_err(|e| Fail::new(Code::Internal, format!("the daemon's status is not what this version reads: {e}")))
+    }))
+}
+
 /// One request line, one answer line: `ok <rest>` or the daemon's error; `None` when nobody
 /// answered.
 async fn request(socket: &Path, line: &str, timeout: Duration) -> Option<Result<String>> {
@@ -239,6 +254,7 @@ fn parse(answer: &str) -> Option<Result<String>> {
         6 => Code::Storage,
         7 => Code::Postgres,
         8 => Code::CheckFailed,
+        9 => Code::NoDaemon,
         _ => Code::Internal,
     };
     Some(Err(Fail::new(code, format!("{msg} (reported by the daemon)"))))
