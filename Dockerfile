@@ -13,8 +13,12 @@ WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src src
 COPY benches benches
+# The manual pages and bash completions come from the binary itself (tidewal man,
+# tidewal completions), so they match its --help.
 RUN cargo build --release --locked --bin tidewal \
-    && install -D -m 0755 target/release/tidewal /out/tidewal
+    && install -D -m 0755 target/release/tidewal /out/bin/tidewal \
+    && /out/bin/tidewal man --dir /out/man1 \
+    && /out/bin/tidewal completions bash > /out/tidewal.bash
 
 FROM debian:bookworm-slim
 ARG PG_MAJOR=15
@@ -30,7 +34,9 @@ RUN groupadd --system --gid 999 postgres \
 RUN apt-get update \
     && apt-get install -y --no-install-recommends ca-certificates "postgresql-${PG_MAJOR}" "postgresql-client-${PG_MAJOR}" \
     && rm -rf /var/lib/apt/lists/*
-COPY --from=build /out/tidewal /usr/local/bin/tidewal
+COPY --from=build /out/bin/tidewal /usr/local/bin/tidewal
+COPY --from=build /out/man1/ /usr/local/share/man/man1/
+COPY --from=build /out/tidewal.bash /usr/share/bash-completion/completions/tidewal
 ENV PATH=/usr/lib/postgresql/${PG_MAJOR}/bin:$PATH
 USER 999:999
 WORKDIR /var/lib/postgresql

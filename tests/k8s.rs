@@ -238,7 +238,10 @@ fn rendered_objects_keep_the_promises() {
         let spool_mount = mount(sidecar, "spool");
         assert!(spool.starts_with(&format!("{spool_mount}/")), "{name}: spool {spool} not on the spool volume");
         let key_file = t(&conf, "repository.key_file").as_str().unwrap();
-        assert!(key_file.starts_with(&format!("{}/", mount(sidecar, "tidewal-run"))), "{name}: {key_file}");
+        let run_dir = mount(sidecar, "tidewal-run");
+        assert!(key_file.starts_with(&format!("{run_dir}/")), "{name}: {key_file}");
+        let socket = t(&conf, "daemon.socket").as_str().unwrap();
+        assert!(socket.starts_with(&format!("{run_dir}/")), "{name}: {socket}");
         for (owner, spec) in &specs {
             let copy = named(arr(spec, "/initContainers"), "tidewal-key");
             let cmd: Vec<&str> = arr(copy, "/command").iter().map(|v| v.as_str().unwrap()).collect();
@@ -321,6 +324,8 @@ fn rendered_objects_keep_the_promises() {
             assert!(args.contains(&"archive_mode=on"), "{args:?}");
             let bin = mount(pg, "tidewal-bin");
             assert!(args.contains(&format!("archive_command={bin}/tidewal wal-push %p").as_str()), "{args:?}");
+            // wal-push reaches the daemon's socket and reads the key where the sidecar does.
+            assert_eq!(mount(pg, "tidewal-run"), run_dir);
             let data = named(arr(sidecar, "/volumeMounts"), "data");
             assert_eq!(data["mountPath"].as_str(), Some(mount(pg, "data")));
             assert_eq!(data["readOnly"], true);
