@@ -11,7 +11,10 @@ use crate::error::{Code, Fail, Result};
 use crate::redact;
 use crate::store::{S3Options, StoreOptions};
 
+mod credentials;
 mod verify;
+
+pub use credentials::CredentialFiles;
 pub use verify::VerifySettings;
 
 pub const DEFAULT_CONFIG: &str = "/etc/tidewal/tidewal.toml";
@@ -124,6 +127,9 @@ struct S3Section {
     region: Option<String>,
     access_key_id: Option<String>,
     secret_access_key: Option<String>,
+    /// The same, read from a file (a Kubernetes Secret volume).
+    access_key_id_file: Option<PathBuf>,
+    secret_access_key_file: Option<PathBuf>,
     allow_http: Option<bool>,
 }
 
@@ -169,6 +175,8 @@ pub struct Settings {
     pub verify: VerifySettings,
     /// Where the keys came from, for the file a restore writes for recovery.
     pub key_source: KeySource,
+    /// The S3 credentials that were read from files (the same purpose).
+    pub s3_files: CredentialFiles,
 }
 
 /// Where the repository keys were read from (never the keys themselves).
@@ -231,11 +239,24 @@ impl Settings {
         let keys = load_keys(flags, env, repo.key_file, &repo.read_key_files)?;
 
         let s3 = repo.s3;
+        let (access_key_id, id_file) = credentials::credential(
+            env("TIDEWAL_S3_ACCESS_KEY_ID"),
+            s3.access_key_id,
+            s3.access_key_id_file,
+            "repository.s3.access_key_id",
+        )?;
+        let (secret_access_key, secret_file) = credentials::credential(
+            env("TIDEWAL_S3_SECRET_ACCESS_KEY"),
+            s3.secret_access_key,
+            s3.secret_access_key_file,
+            "repository.s3.secret_access_key",
+        )?;
+        let s3_files = CredentialFiles { access_key_id: id_file, secret_access_key: secret_file };
         let s3 = S3Options {
             endpoint: env("TIDEWAL_S3_ENDPOINT").or(s3.endpoint),
             region: env("TIDEWAL_S3_REGION").or(s3.region),
-            access_key_id: env("TIDEWAL_S3_ACCESS_KEY_ID").or(s3.access_key_id),
-            secret_access_key: env("TIDEWAL_S3_SECRET_ACCESS_KEY").or(s3.secret_access_key),
+            access_key_id,
+            secret_access_key,
             allow_http: match env("TIDEWAL_S3_ALLOW_HTTP") {
                 Some(v) => parse_bool("TIDEWAL_S3_ALLOW_HTTP", &v)?,
                 None => s3.allow_http.unwrap_or(false),
@@ -291,6 +312,7 @@ impl Settings {
             daemon,
             verify,
             key_source,
+            s3_files,
         })
     }
 }
@@ -350,7 +372,8 @@ fn parse_file(text: &str, path: &Path) -> Result<FileConfig> {
 /// Every section and key of the file (the names a TOML error may be reported under).
 const KNOWN_KEYS: &str = "repository url compression key_file read_key_files retry_timeout \
     require_conditional_writes s3 endpoint region \
-    access_key_id secret_access_key allow_http postgres conninfo standby_conninfo restore prefetch retention window \
+    access_key_id secret_access_key access_key_id_file secret_access_key_file allow_http \
+    postgres conninfo standby_conninfo restore prefetch retention window \
     daemon pgdata archive archive_parallel listen backup_interval backup_at prune_interval shutdown_timeout \
     flush_interval stream slot socket spool restore_test_interval ignore_env verify sql database user pg_bin scratch_dir os_user timeout \
     heapallindexed settings";
@@ -476,13 +499,17 @@ impl Settings {
         repo.insert("retry_timeout".into(), Value::String(retry));
         let o = &self.store.s3;
         let mut s3 = Table::new();
-        for (k, v) in [
-            ("endpoint", &o.endpoint),
-            ("region", &o.region),
-            ("access_key_id", &o.access_key_id),
-            ("secret_access_key", &o.secret_access_key),
+        // A credential read from a file is named by its file again, never copied.
+        let files = &self.s3_files;
+        for (k, v, file) in [
+            ("endpoint", &o.endpoint, None),
+            ("region", &o.region, None),
+            ("access_key_id", &o.access_key_id, files.access_key_id.as_ref()),
+            ("secret_access_key", &o.secret_access_key, files.secret_access_key.as_ref()),
         ] {
-            if let Some(v) = v {
+            if let Some(f) = file {
+                s3.insert(format!("{k}_file"), abs(f)?);
+            } else if let Some(v) = v {
                 s3.insert(k.into(), Value::String(v.clone()));
             }
         }

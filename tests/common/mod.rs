@@ -12,6 +12,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 pub mod faults;
+pub mod k8s;
 mod moto;
 pub mod pgver;
 pub use moto::MotoServer;
