@@ -4,6 +4,7 @@ use std::time::{Duration, SystemTime};
 
 use crate::config::Settings;
 use crate::error::Result;
+use crate::ops::dump_prune::prune_dumps;
 use crate::ops::prune::prune;
 
 #[derive(Debug, clap::Args)]
@@ -47,8 +48,21 @@ pub async fn run(settings: &Settings, args: &Args) -> Result<()> {
     if !done.staging.is_empty() {
         println!("staging files of interrupted uploads: {verb} {}", done.staging.len());
     }
+    let now = done.now.unwrap_or_else(SystemTime::now);
+    let dumps = prune_dumps(&repo, now, settings.dump.retention, args.dry_run).await?;
+    if dumps.kept + dumps.expired.len() + dumps.interrupted.len() > 0 {
+        println!(
+            "dumps: keeping {}, {verb} {}{}",
+            dumps.kept,
+            dumps.expired.len(),
+            if dumps.expired.is_empty() { String::new() } else { format!(": {}", dumps.expired.join(", ")) }
+        );
+    }
+    if !dumps.interrupted.is_empty() {
+        println!("interrupted dumps: {verb} {}", dumps.interrupted.join(", "));
+    }
     if !args.dry_run {
-        println!("{} object(s) deleted", done.deleted_objects);
+        println!("{} object(s) deleted", done.deleted_objects + dumps.deleted_objects);
     }
     Ok(())
 }
