@@ -141,3 +141,38 @@ fn dump_restore_retention_and_interruption() {
     assert!(staging_debris(&repo.join("dumps")).is_empty());
     assert_eq!(listed_dumps(env), (vec![second], vec![]));
 }
+
+/// `[dump] interval`: the daemon takes a dump at once when there is none, never beside its
+/// base backup (both hold the backup lock).
+#[test]
+fn daemon_takes_scheduled_dumps() {
+    let a = Archiving::start("dumpd", RepoKind::File);
+    let config = std::fs::read_to_string(&a.env.config).unwrap();
+    a.env.write_config(&format!("{config}\n[dump]\ninterval = \"1h\"\n"));
+    let (port, log) = daemon_config(&a, "");
+    let d = Daemon::start(&a.env, port, &log);
+    wait_for("a scheduled dump", Duration::from_secs(120), || {
+        d.metric("tidewal_last_dump_timestamp_seconds").is_some_and(|v| v > 0.0)
+    });
+    wait_for("the first base backup", Duration::from_secs(120), || {
+        d.metric("tidewal_repo_backups").is_some_and(|v| v >= 1.0)
+    });
+    d.stop();
+    let out = a.env.tidewal(&["list", "--json"]);
+    expect_exit(&out, 0, &[]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let dumps = v["dumps"].as_array().unwrap();
+    assert_eq!(dumps.len(), 1, "{v}");
+    let names: Vec<&str> =
+        dumps[0]["databases"].as_array().unwrap().iter().map(|d| d["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["postgres"]);
+    // One after the other (a second of slack: a backup's start is recorded in whole seconds).
+    let t = |s: &serde_json::Value| humantime::parse_rfc3339(s.as_str().unwrap()).unwrap();
+    let backup = &v["backups"][0];
+    let (b_start, b_end) = (t(&backup["started_at"]), t(&backup["finished_at"]));
+    let (d_start, d_end) = (t(&dumps[0]["started_at"]), t(&dumps[0]["finished_at"]));
+    assert!(
+        d_start >= b_end || d_end <= b_start + Duration::from_secs(1),
+        "dump {d_start:?}..{d_end:?} beside backup {b_start:?}..{b_end:?}"
+    );
+}

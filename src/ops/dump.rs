@@ -152,7 +152,7 @@ async fn dump_leased(repo: &Repo, req: &DumpRequest) -> Result<DumpInfo> {
         server_version,
         pg_dump_version: pg_dump.version,
         jobs: req.jobs,
-        started_at: humantime::format_rfc3339_seconds(started_at).to_string(),
+        started_at: humantime::format_rfc3339_micros(started_at).to_string(),
         finished_at: humantime::format_rfc3339_micros(SystemTime::now()).to_string(),
         duration_seconds: began.elapsed().as_secs_f64(),
         globals,
