@@ -117,7 +117,12 @@ fn dump_restore_retention_and_interruption() {
         std::fs::write(&path, script).unwrap();
         std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     }
-    env.write_config(&format!("{base_config}\n[dump]\nkeep = 1\npg_bin = \"{}\"\n", slow.display()));
+    let scratch = env.pg_dir("scratch");
+    env.write_config(&format!(
+        "{base_config}\n[dump]\nkeep = 1\npg_bin = \"{}\"\nscratch_dir = \"{}\"\n",
+        slow.display(),
+        scratch.display()
+    ));
     let mut killed = Tracked::tidewal(env, "dump", "dump --db app", Some(&env.path().join("killed.log")));
     let mut third = String::new();
     wait_for("the killed dump's globals", Duration::from_secs(60), || {
@@ -131,6 +136,7 @@ fn dump_restore_retention_and_interruption() {
         !third.is_empty()
     });
     assert!(killed.kill9(), "the dump ended before it was killed");
+    assert_eq!(std::fs::read_dir(&scratch).unwrap().count(), 1, "the killed dump's staging directory");
     assert_eq!(listed_dumps(env), (vec![second.clone()], vec![third.clone()]));
     let out = env.tidewal(&["dump-restore", "--dump", &third, "--to-db", "x", "--create"]);
     expect_exit(&out, 1, &["no dump"]);
@@ -139,6 +145,8 @@ fn dump_restore_retention_and_interruption() {
     assert!(stdout(&out).contains(&format!("interrupted dumps: deleted {third}")), "{}", stdout(&out));
     assert!(dump_files(&repo, &third).is_empty(), "{:?}", dump_files(&repo, &third));
     assert!(staging_debris(&repo.join("dumps")).is_empty());
+    // Its staging directory on this host too (pg_dump died with it).
+    assert_eq!(std::fs::read_dir(&scratch).unwrap().count(), 0);
     assert_eq!(listed_dumps(env), (vec![second], vec![]));
 }
 

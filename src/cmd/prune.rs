@@ -49,7 +49,7 @@ pub async fn run(settings: &Settings, args: &Args) -> Result<()> {
         println!("staging files of interrupted uploads: {verb} {}", done.staging.len());
     }
     let now = done.now.unwrap_or_else(SystemTime::now);
-    let dumps = prune_dumps(&repo, now, settings.dump.retention, args.dry_run).await?;
+    let dumps = prune_dumps(&repo, now, settings.dump.retention, args.dry_run, &settings.dump_scratch()).await?;
     if dumps.kept + dumps.expired.len() + dumps.interrupted.len() > 0 {
         println!(
             "dumps: keeping {}, {verb} {}{}",

@@ -58,7 +58,8 @@ pub(super) fn dump_settings(d: DumpSection) -> Result<DumpSettings> {
 }
 
 impl Settings {
-    fn scratch(&self) -> PathBuf {
+    /// `dump.scratch_dir`, or the temporary directory.
+    pub fn dump_scratch(&self) -> PathBuf {
         self.dump.scratch_dir.clone().unwrap_or_else(std::env::temp_dir)
     }
 
@@ -70,7 +71,7 @@ impl Settings {
             format: format.unwrap_or(self.dump.format),
             jobs: jobs.unwrap_or(self.dump.jobs),
             pg_bin: self.dump.pg_bin.clone(),
-            scratch_parent: self.scratch(),
+            scratch_parent: self.dump_scratch(),
         }
     }
 
@@ -86,7 +87,7 @@ impl Settings {
             create: false,
             jobs: self.dump.jobs,
             pg_bin: self.dump.pg_bin.clone(),
-            scratch_parent: self.scratch(),
+            scratch_parent: self.dump_scratch(),
         }
     }
 }

@@ -251,10 +251,13 @@ async fn prune_loop(shared: Arc<Shared>, cancel: CancellationToken) -> Result<()
         let pruned = match crate::ops::prune::prune(&shared.repo, SystemTime::now(), window, false).await {
             Ok(mut done) => {
                 let policy = shared.settings.dump.retention;
-                crate::ops::dump_prune::prune_dumps(&shared.repo, SystemTime::now(), policy, false).await.map(|d| {
-                    done.deleted_objects += d.deleted_objects;
-                    done
-                })
+                let scratch = shared.settings.dump_scratch();
+                crate::ops::dump_prune::prune_dumps(&shared.repo, SystemTime::now(), policy, false, &scratch).await.map(
+                    |d| {
+                        done.deleted_objects += d.deleted_objects;
+                        done
+                    },
+                )
             }
             Err(e) => Err(e),
         };

@@ -4,6 +4,7 @@
 //! dump lease, prune knows no dump runs: every dump without `dump.json` goes at once;
 //! otherwise (or for a dry run) only those untouched for a day.
 
+use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use super::prune::remove_object;
@@ -22,7 +23,15 @@ pub struct DumpsPruned {
     pub deleted_objects: u64,
 }
 
-pub async fn prune_dumps(repo: &Repo, now: SystemTime, policy: DumpPolicy, dry_run: bool) -> Result<DumpsPruned> {
+/// `scratch`: this host's `dump.scratch_dir`, where an interrupted dump's staging directory
+/// (`tidewal-dump-<id>-*`) is removed with its objects.
+pub async fn prune_dumps(
+    repo: &Repo,
+    now: SystemTime,
+    policy: DumpPolicy,
+    dry_run: bool,
+    scratch: &Path,
+) -> Result<DumpsPruned> {
     let now = bounded_now(repo, now).await?;
     let quiet = if dry_run {
         None
@@ -37,7 +46,7 @@ pub async fn prune_dumps(repo: &Repo, now: SystemTime, policy: DumpPolicy, dry_r
         }
     };
     let after = if quiet.is_some() { Duration::ZERO } else { ABANDONED_AFTER };
-    let done = prune_with(repo, now, policy, dry_run, after).await;
+    let done = prune_with(repo, now, policy, dry_run, after, scratch).await;
     if let Some(held) = quiet {
         held.release().await;
     }
@@ -50,6 +59,7 @@ async fn prune_with(
     policy: DumpPolicy,
     dry_run: bool,
     after: Duration,
+    scratch: &Path,
 ) -> Result<DumpsPruned> {
     let mut listing = repo.store.list_meta("dumps").await?;
     let names: Vec<String> = listing.iter().map(|o| o.name.clone()).collect();
@@ -96,7 +106,21 @@ async fn prune_with(
             remove_object(repo, o).await?;
             done.deleted_objects += 1;
         }
+        remove_scratch(scratch, id);
         tracing::info!("removed interrupted dump {id}");
     }
     Ok(done)
+}
+
+/// An interrupted dump's staging directory on this host, if any (best effort).
+fn remove_scratch(parent: &Path, id: &str) {
+    let prefix = format!("tidewal-dump-{id}-");
+    for entry in std::fs::read_dir(parent).into_iter().flatten().flatten() {
+        if entry.file_name().to_string_lossy().starts_with(&prefix) {
+            match std::fs::remove_dir_all(entry.path()) {
+                Ok(()) => tracing::info!("removed {}, left by interrupted dump {id}", entry.path().display()),
+                Err(e) => tracing::warn!("cannot remove {}: {e}", entry.path().display()),
+            }
+        }
+    }
 }
