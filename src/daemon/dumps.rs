@@ -42,11 +42,13 @@ pub async fn run(shared: Arc<Shared>, cancel: CancellationToken) -> Result<()> {
                 Ok(info) => {
                     tracing::info!("dump {} complete in {:.1}s", info.id, info.duration_seconds);
                     metrics::gauge!("tidewal_last_dump_timestamp_seconds").set(unix(SystemTime::now()));
+                    super::lock(&shared.state).last_dump_error = None;
                     false
                 }
                 Err(e) => {
                     tracing::error!("dump failed: {e}");
                     metrics::counter!("tidewal_dump_failures_total").increment(1);
+                    super::lock(&shared.state).last_dump_error = Some(e.to_string());
                     true
                 }
             }
