@@ -213,13 +213,17 @@ async fn store_directory(repo: &Repo, dir: &Path, prefix: &str) -> Result<Vec<St
         files.push(name);
     }
     files.sort();
-    let mut objects = Vec::new();
-    for name in files {
-        let path = dir.join(&name);
-        let mut file = tokio::fs::File::open(&path).await.map_err(|e| local(&path, e))?;
-        let mut w = repo.create_stream(&format!("{prefix}/{name}"));
-        copy_into(&mut file, &mut w).await?;
-        objects.push(w.finish().await?);
-    }
-    Ok(objects)
+    // A few at once: one object per table means many small uploads.
+    let uploads: Vec<_> = files
+        .into_iter()
+        .map(|name| async move {
+            let path = dir.join(&name);
+            let mut file = tokio::fs::File::open(&path).await.map_err(|e| local(&path, e))?;
+            let mut w = repo.create_stream(&format!("{prefix}/{name}"));
+            copy_into(&mut file, &mut w).await?;
+            w.finish().await
+        })
+        .collect();
+    use futures::{StreamExt, TryStreamExt};
+    futures::stream::iter(uploads).buffered(4).try_collect().await
 }

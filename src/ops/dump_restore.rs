@@ -142,13 +142,17 @@ pub async fn dump_restore(repo: &Repo, req: &DumpRestoreRequest) -> Result<DumpR
         .map_err(|e| Fail::new(Code::Storage, format!("{}: {e}", req.scratch_parent.display())))?;
     let dir = scratch.path().join(&db.prefix);
     std::fs::create_dir(&dir).map_err(|e| Fail::new(Code::Storage, format!("{}: {e}", dir.display())))?;
-    let mut bytes = 0;
+    let mut fetches = Vec::new();
     for o in &db.objects {
         let file = db.file_name(&info.id, &o.name).ok_or_else(|| {
             Fail::new(Code::Integrity, format!("dump {}: dump.json lists {} out of place", info.id, o.name))
         })?;
-        bytes += repo.fetch_to_path(&o.name, &dir.join(file)).await?;
+        let dest = dir.join(file);
+        fetches.push(async move { repo.fetch_to_path(&o.name, &dest).await });
     }
+    use futures::{StreamExt, TryStreamExt};
+    let sizes: Vec<u64> = futures::stream::iter(fetches).buffer_unordered(4).try_collect().await?;
+    let bytes = sizes.iter().sum();
     let archive: PathBuf = match db.format {
         DumpFormat::Directory => dir.clone(),
         DumpFormat::Custom => dir.join(format!("{}.dump", db.prefix)),
@@ -173,7 +177,18 @@ pub async fn dump_restore(repo: &Repo, req: &DumpRestoreRequest) -> Result<DumpR
             return Err(restored.err().unwrap_or(e));
         }
     }
-    restored?;
+    if let Err(e) = restored {
+        return Err(match req.create {
+            true => Fail::new(
+                e.code,
+                format!(
+                    "{}; database {} was created and is left as it is: drop it before trying again",
+                    e.message, req.to_db
+                ),
+            ),
+            false => e,
+        });
+    }
     Ok(DumpRestored {
         dump: info.id.clone(),
         database: db.name.clone(),
