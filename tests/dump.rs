@@ -104,6 +104,15 @@ fn dump_restore_retention_and_interruption() {
     expect_exit(&out, 5, &[]);
     assert!(stdout(&out).contains(&format!("BAD  dumps/{second}/db1.dump")), "{}", stdout(&out));
 
+    // pg_dump older than the server: refused before anything is stored.
+    let old = env.pg_dir("oldbin");
+    std::fs::write(old.join("pg_dump"), "#!/bin/sh\necho 'pg_dump (PostgreSQL) 14.9'\n").unwrap();
+    std::fs::set_permissions(old.join("pg_dump"), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    env.write_config(&format!("{base_config}\n[dump]\npg_bin = \"{}\"\n", old.display()));
+    let out = env.tidewal(&["dump", "--db", "app"]);
+    expect_exit(&out, 2, &["dump.pg_bin", "14.9, older than PostgreSQL 15"]);
+    assert_eq!(std::fs::read_dir(repo.join("dumps")).unwrap().count(), 1);
+
     // A dump killed with -9 (pg_dump held back by a wrapper, once the globals are stored):
     // never listed as a dump, refused by dump-restore, and prune clears what it left.
     let slow = env.pg_dir("slowbin");
