@@ -12,9 +12,11 @@ use crate::redact;
 use crate::store::{S3Options, StoreOptions};
 
 mod credentials;
+mod dump;
 mod verify;
 
 pub use credentials::CredentialFiles;
+pub use dump::DumpSettings;
 pub use verify::VerifySettings;
 
 pub const DEFAULT_CONFIG: &str = "/etc/tidewal/tidewal.toml";
@@ -35,6 +37,8 @@ struct FileConfig {
     daemon: DaemonSection,
     #[serde(default)]
     verify: verify::VerifySection,
+    #[serde(default)]
+    dump: dump::DumpSection,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -173,6 +177,7 @@ pub struct Settings {
     pub retention_window: Duration,
     pub daemon: DaemonSettings,
     pub verify: VerifySettings,
+    pub dump: DumpSettings,
     /// Where the keys came from, for the file a restore writes for recovery.
     pub key_source: KeySource,
     /// The S3 credentials that were read from files (the same purpose).
@@ -296,6 +301,7 @@ impl Settings {
         }
         let daemon = daemon_settings(file.daemon, env)?;
         let verify = verify::verify_settings(file.verify)?;
+        let dump = dump::dump_settings(file.dump)?;
         if prefetch > 64 {
             return Err(usage(format!("restore.prefetch = {prefetch}: at most 64 segments")));
         }
@@ -311,6 +317,7 @@ impl Settings {
             retention_window,
             daemon,
             verify,
+            dump,
             key_source,
             s3_files,
         })
@@ -376,7 +383,7 @@ const KNOWN_KEYS: &str = "repository url compression key_file read_key_files ret
     postgres conninfo standby_conninfo restore prefetch retention window \
     daemon pgdata archive archive_parallel listen backup_interval backup_at prune_interval shutdown_timeout \
     flush_interval stream slot socket spool restore_test_interval ignore_env verify sql database user pg_bin scratch_dir os_user timeout \
-    heapallindexed settings";
+    heapallindexed settings dump jobs format keep interval";
 
 /// A TOML error by position and key, without the source line toml would quote (it may hold
 /// a password or an S3 secret); for a key that holds a credential, without the values the
@@ -691,7 +698,7 @@ mod tests {
     fn known_keys_cover_every_section() {
         // serde lists a section's fields when it meets an unknown one.
         let sections = ["", "[repository]", "[repository.s3]", "[postgres]", "[restore]", "[retention]", "[daemon]"];
-        for section in sections.into_iter().chain(["[verify]"]) {
+        for section in sections.into_iter().chain(["[verify]", "[dump]"]) {
             let e = load_with(Some(&format!("{section}\nzz = 1\n")), &[], Flags::default()).unwrap_err();
             let (_, expected) = e.message.split_once("expected").unwrap();
             for field in expected.split('`').skip(1).step_by(2) {

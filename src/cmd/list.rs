@@ -15,6 +15,7 @@ use crate::repo::catalog::{
     ABANDONED_AFTER,
 };
 use crate::store::ObjectInfo;
+use crate::repo::dumps::{check_dump, incomplete_dumps, read_dumps, DumpInfo};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -53,10 +54,22 @@ struct Listed<'a> {
     objects_problem: Option<String>,
 }
 
+/// A complete dump (`dump.json`), with whether its objects are there as recorded.
+#[derive(Serialize)]
+struct ListedDump {
+    #[serde(flatten)]
+    info: DumpInfo,
+    objects_ok: bool,
+    objects_problem: Option<String>,
+}
+
 #[derive(Serialize)]
 struct Listing<'a> {
     backups: Vec<Listed<'a>>,
     incomplete_backups: Vec<Incomplete>,
+    dumps: Vec<ListedDump>,
+    /// Dumps without `dump.json`: running, or interrupted (prune removes them).
+    incomplete_dumps: Vec<String>,
     wal: Vec<WalRun>,
     /// Oldest moment a restore can reach: the end of the oldest backup with complete WAL.
     restorable_from: Option<String>,
@@ -170,6 +183,18 @@ pub async fn run(settings: &Settings, args: &Args) -> Result<()> {
             }
         })
         .collect();
+    let dump_objects = repo.store.list_meta("dumps/").await?;
+    let names: Vec<String> = dump_objects.iter().map(|o| o.name.clone()).collect();
+    let mut dumps = Vec::new();
+    for info in read_dumps(&repo, &names).await? {
+        let problem = match check_dump(&repo, &info).await {
+            Ok(()) => None,
+            Err(f) if matches!(f.code, Code::Integrity | Code::NotFound) => Some(f.message),
+            Err(f) => return Err(f),
+        };
+        dumps.push(ListedDump { info, objects_ok: problem.is_none(), objects_problem: problem });
+    }
+    let incomplete_dumps: Vec<String> = incomplete_dumps(&dump_objects).into_iter().map(|(id, _, _)| id).collect();
     let survey = timelines::survey(&repo).await?;
     let listing = &survey.listing;
     let names: Vec<String> = listing.iter().map(|o| o.name.clone()).collect();
@@ -220,6 +245,8 @@ pub async fn run(settings: &Settings, args: &Args) -> Result<()> {
     let listing = Listing {
         backups: listed,
         incomplete_backups: incomplete,
+        dumps,
+        incomplete_dumps,
         wal,
         restorable_from: anchor.map(|b| b.finished_at.clone()),
         restorable_to_wal: followed.as_ref().map(|f| if f.streamed { f.missing } else { f.last }.file_name(seg)),
@@ -283,6 +310,36 @@ pub async fn run(settings: &Settings, args: &Args) -> Result<()> {
                 "running now, or interrupted less than a day ago"
             }
         );
+    }
+    if !listing.dumps.is_empty() || !listing.incomplete_dumps.is_empty() {
+        println!("\ndumps");
+    }
+    for d in &listing.dumps {
+        let i = &d.info;
+        let dbs: Vec<String> = i
+            .databases
+            .iter()
+            .map(|db| match &db.timescaledb_version {
+                Some(v) => format!("{} (TimescaleDB {v})", db.name),
+                None => db.name.clone(),
+            })
+            .collect();
+        println!(
+            "  {}  finished {}  {:>6.1}s  {} ({} stored)  PostgreSQL {}  {}",
+            i.id,
+            i.finished_at,
+            i.duration_seconds,
+            human_size(i.bytes()),
+            human_size(i.stored_bytes()),
+            i.server_version,
+            dbs.join(", ")
+        );
+        if let Some(p) = &d.objects_problem {
+            println!("    not restorable: {p}");
+        }
+    }
+    for id in &listing.incomplete_dumps {
+        println!("  {id}  incomplete: running now, or interrupted (prune removes it)");
     }
     println!("\nWAL");
     if listing.wal.is_empty() {

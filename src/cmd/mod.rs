@@ -4,6 +4,8 @@
 pub mod backup;
 pub mod check;
 pub mod daemon;
+pub mod dump;
+pub mod dump_restore;
 pub mod fork;
 pub mod init;
 pub mod keygen;
@@ -102,6 +104,11 @@ pub enum Command {
     /// Open every backup and WAL object in full and check it; exit 5 naming what is damaged.
     /// With --restore-test: restore a backup into a scratch copy, start it, amcheck it
     Verify(verify::Args),
+    /// Logical dumps (pg_dump, and the globals from pg_dumpall) into the repository
+    Dump(dump::Args),
+    /// Restore a database (or some tables) from a dump with pg_restore
+    #[command(name = "dump-restore")]
+    DumpRestore(dump_restore::Args),
     /// Run the agent: archive ahead of PostgreSQL, daily base backups, retention, metrics
     Daemon(daemon::Args),
     /// Ask the running daemon (daemon.socket) for its state: health, lag, last backup, verify
@@ -150,6 +157,8 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Fork(a) => fork::run(&settings, a).await,
         Command::Prune(a) => prune::run(&settings, a).await,
         Command::Verify(a) => verify::run(&settings, a).await,
+        Command::Dump(a) => dump::run(&settings, a).await,
+        Command::DumpRestore(a) => dump_restore::run(&settings, a).await,
         Command::Daemon(a) => daemon::run(&settings, a, || load_settings(&cli)).await,
         Command::Status(a) => status::run(&settings, a).await,
         Command::Keygen(_) | Command::Completions(_) | Command::Man(_) => unreachable!("handled above"),

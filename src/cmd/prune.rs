@@ -6,6 +6,7 @@ use serde::Serialize;
 
 use crate::config::Settings;
 use crate::error::{Code, Fail, Result};
+use crate::ops::dump_prune::prune_dumps;
 use crate::ops::prune::prune;
 
 #[derive(Debug, clap::Args)]
@@ -43,6 +44,10 @@ struct PruneJson<'a> {
     delete_wal: &'a [String],
     interrupted_backups: &'a [String],
     staging: &'a [String],
+    /// Logical dumps kept, and those retention (`[dump] keep`, `window`) removes.
+    keep_dumps: usize,
+    delete_dumps: &'a [String],
+    interrupted_dumps: &'a [String],
     /// Objects deleted (0 with --dry-run).
     deleted_objects: u64,
 }
@@ -52,6 +57,8 @@ pub async fn run(settings: &Settings, args: &Args) -> Result<()> {
     let window = args.window.unwrap_or(settings.retention_window);
     let done = prune(&repo, args.now.unwrap_or_else(SystemTime::now), window, args.dry_run).await?;
     let p = &done.plan;
+    let now = done.now.unwrap_or_else(SystemTime::now);
+    let dumps = prune_dumps(&repo, now, settings.dump.retention, args.dry_run, &settings.dump_scratch()).await?;
     if args.json {
         let json = PruneJson {
             dry_run: args.dry_run,
@@ -66,7 +73,10 @@ pub async fn run(settings: &Settings, args: &Args) -> Result<()> {
             delete_wal: &p.delete_wal,
             interrupted_backups: &done.abandoned,
             staging: &done.staging,
-            deleted_objects: done.deleted_objects,
+            keep_dumps: dumps.kept,
+            delete_dumps: &dumps.expired,
+            interrupted_dumps: &dumps.interrupted,
+            deleted_objects: done.deleted_objects + dumps.deleted_objects,
         };
         let text = serde_json::to_string_pretty(&json).map_err(|e| Fail::new(Code::Internal, e.to_string()))?;
         println!("{text}");
@@ -93,8 +103,19 @@ pub async fn run(settings: &Settings, args: &Args) -> Result<()> {
     if !done.staging.is_empty() {
         println!("staging files of interrupted uploads: {verb} {}", done.staging.len());
     }
+    if dumps.kept + dumps.expired.len() + dumps.interrupted.len() > 0 {
+        println!(
+            "dumps: keeping {}, {verb} {}{}",
+            dumps.kept,
+            dumps.expired.len(),
+            if dumps.expired.is_empty() { String::new() } else { format!(": {}", dumps.expired.join(", ")) }
+        );
+    }
+    if !dumps.interrupted.is_empty() {
+        println!("interrupted dumps: {verb} {}", dumps.interrupted.join(", "));
+    }
     if !args.dry_run {
-        println!("{} object(s) deleted", done.deleted_objects);
+        println!("{} object(s) deleted", done.deleted_objects + dumps.deleted_objects);
     }
     Ok(())
 }

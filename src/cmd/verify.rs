@@ -117,6 +117,9 @@ fn print_text(r: &VerifyReport) {
         r.sample.map_or(String::new(), |f| format!(", a sample of {f}")),
         r.duration_seconds
     );
+    if r.dumps > 0 {
+        println!("  with {} dumps ({} objects, {})", r.dumps, r.dump_objects, human_size(r.dump_bytes));
+    }
 }
 
 async fn run_restore_test(settings: &Settings, args: &Args) -> Result<()> {

@@ -33,6 +33,8 @@ pub struct State {
     pub tasks: Vec<String>,
     /// Restarts per task since the daemon started: how many, and the last one.
     pub restarts: std::collections::BTreeMap<String, (u32, SystemTime)>,
+    /// The daemon's last scheduled dump failed: why.
+    pub last_dump_error: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -87,6 +89,9 @@ pub fn evaluate(s: &State, now: SystemTime, flush_interval: Duration) -> Health 
     }
     if let Some(e) = &s.last_restore_test_error {
         degraded.push(format!("the last restore test failed: {e}"));
+    }
+    if let Some(e) = &s.last_dump_error {
+        degraded.push(format!("the last scheduled dump failed: {e}"));
     }
     if let Some(w) = &s.slot_warning {
         degraded.push(w.clone());
@@ -146,6 +151,12 @@ mod tests {
         let untested = State { last_restore_test_error: Some("amcheck postgres public.i: corrupt".into()), ..good };
         assert_eq!(evaluate(&untested, now, flush).status, Status::Degraded);
         assert!(evaluate(&untested, now, flush).reasons[0].contains("restore test failed: amcheck"));
+        let undumped = State { last_dump_error: Some("pg_dump failed".into()), ..State::default() };
+        let h = evaluate(&State { lag_seconds: Some(3.0), last_backup: Some(now), ..undumped }, now, flush);
+        assert_eq!(
+            (h.status, h.reasons[0].as_str()),
+            (Status::Degraded, "the last scheduled dump failed: pg_dump failed")
+        );
     }
 
     #[test]

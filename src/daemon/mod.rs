@@ -6,6 +6,7 @@
 //! sd-notify when run as a `Type=notify` service.
 
 pub mod archiver;
+pub mod dumps;
 pub mod exclusive;
 pub mod health;
 pub mod http;
@@ -246,6 +247,9 @@ async fn start(
     task!("pruner", prune_loop);
     task!("timelines", timelines::run);
     task!("restore-test", restore_tests::run);
+    if !shared.settings.dump.interval.is_zero() {
+        task!("dumps", dumps::run);
+    }
     let ph = prometheus.clone();
     task!("http", move |s, c| http::run(s, ph.clone(), c));
     Ok(Generation { shared, cancel, tasks })
@@ -261,7 +265,20 @@ async fn prune_loop(shared: Arc<Shared>, cancel: CancellationToken) -> Result<()
         // Never while a backup runs: its objects have no backup.json yet.
         let _quiet = shared.backup_lock.lock().await;
         let window = shared.settings.retention_window;
-        match crate::ops::prune::prune(&shared.repo, SystemTime::now(), window, false).await {
+        let pruned = match crate::ops::prune::prune(&shared.repo, SystemTime::now(), window, false).await {
+            Ok(mut done) => {
+                let policy = shared.settings.dump.retention;
+                let scratch = shared.settings.dump_scratch();
+                crate::ops::dump_prune::prune_dumps(&shared.repo, SystemTime::now(), policy, false, &scratch).await.map(
+                    |d| {
+                        done.deleted_objects += d.deleted_objects;
+                        done
+                    },
+                )
+            }
+            Err(e) => Err(e),
+        };
+        match pruned {
             Ok(done) => {
                 metrics::counter!("tidewal_pruned_objects_total").increment(done.deleted_objects);
                 lock(&shared.state).last_prune_error = None;
@@ -384,6 +401,8 @@ fn describe() {
     );
     describe_counter!("tidewal_upload_failures_total", "Failed WAL uploads");
     describe_counter!("tidewal_base_backup_failures_total", "Failed base backups");
+    describe_counter!("tidewal_dump_failures_total", "Failed scheduled logical dumps");
+    describe_gauge!("tidewal_last_dump_timestamp_seconds", "When the last scheduled logical dump finished");
     describe_counter!("tidewal_pruned_objects_total", "Objects deleted by retention");
     describe_counter!("tidewal_retention_failures_total", "Retention runs that stopped without deleting");
     describe_counter!("tidewal_task_restarts_total", "Supervised tasks restarted after failing");

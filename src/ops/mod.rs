@@ -3,8 +3,12 @@
 //! configuration, parses a command line or prints for a person.
 
 pub mod backup;
+pub mod dump;
+pub mod dump_prune;
+pub mod dump_restore;
 pub mod fetch;
 pub mod last_run;
+pub mod pg_client;
 pub mod prune;
 pub mod push;
 pub mod recovery_conf;

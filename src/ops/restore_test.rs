@@ -5,7 +5,7 @@
 //! The daemon runs the same function on a schedule and records its [`outcome`].
 
 mod checks;
-mod server;
+pub(crate) mod server;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime};

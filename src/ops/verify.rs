@@ -57,6 +57,10 @@ pub struct VerifyReport {
     pub wal_files: usize,
     pub wal_bytes: u64,
     pub history_files: usize,
+    /// Logical dumps (`dump.json`), checked with every backup.
+    pub dumps: usize,
+    pub dump_objects: usize,
+    pub dump_bytes: u64,
     pub sample: Option<f64>,
     pub problems: Vec<Problem>,
     pub duration_seconds: f64,
@@ -77,6 +81,9 @@ pub async fn verify(repo: &Repo, req: &VerifyRequest) -> Result<VerifyReport> {
         for b in &chosen {
             verify_backup(repo, b, req, &mut report).await?;
         }
+    }
+    if req.backups && matches!(req.backup.as_deref(), None | Some("all")) {
+        verify_dumps(repo, req, &mut report).await?;
     }
     if req.wal {
         verify_wal(repo, &all, req, &mut report).await?;
@@ -127,7 +134,7 @@ async fn verify_backup(repo: &Repo, b: &BackupInfo, req: &VerifyRequest, report:
             f => f.strip_suffix(".tar").map(|oid| format!("pg_tblspc/{oid}/")),
         };
         let tar = prefix.zip(checker.clone());
-        let recorded = Recorded { stored_bytes: o.stored_bytes, digest: o.digest.clone() };
+        let recorded = Recorded { stored_bytes: o.stored_bytes, digest: o.digest.clone(), record: "backup.json" };
         jobs.push(open_object(repo, o.name.clone(), Some(recorded), move |r, name| match tar {
             Some((prefix, checker)) => check_tar(r, name, &prefix, &checker),
             None => drain(r).map(|_| ()),
@@ -149,10 +156,35 @@ async fn verify_backup(repo: &Repo, b: &BackupInfo, req: &VerifyRequest, report:
     Ok(())
 }
 
-/// What a backup object must be, as `backup.json` recorded it.
+/// Every object of every dump opened in full and compared with `dump.json`.
+async fn verify_dumps(repo: &Repo, req: &VerifyRequest, report: &mut VerifyReport) -> Result<()> {
+    let names = repo.store.list("dumps").await?;
+    for d in crate::repo::dumps::read_dumps(repo, &names).await? {
+        report.dumps += 1;
+        let objects = d.objects();
+        let names: Vec<&str> = objects.iter().map(|o| o.name.as_str()).collect();
+        let mut jobs = Vec::new();
+        for (o, pick) in objects.iter().zip(sample(&names, req.sample, req.seed)) {
+            if pick {
+                report.dump_objects += 1;
+                report.dump_bytes += o.stored_bytes;
+                let recorded = Recorded { stored_bytes: o.stored_bytes, digest: o.digest.clone(), record: "dump.json" };
+                jobs.push(open_object(repo, o.name.clone(), Some(recorded), |r, _| drain(r).map(|_| ())));
+            }
+        }
+        let mut results = futures::stream::iter(jobs).buffer_unordered(PARALLEL);
+        while let Some(r) = results.next().await {
+            report.problems.extend(r?);
+        }
+    }
+    Ok(())
+}
+
+/// What an object must be, as its record (`backup.json`, `dump.json`) has it.
 struct Recorded {
     stored_bytes: u64,
     digest: String,
+    record: &'static str,
 }
 
 /// Open `obj` in full on a blocking thread, handing the plaintext to `check`. A failure to
@@ -179,9 +211,9 @@ where
     let Some(want) = recorded else { return Ok(Vec::new()) };
     let digest = crate::codec::digest_hex(&digest);
     Ok(if stored != want.stored_bytes {
-        vec![problem(&obj, format!("has {stored} bytes, backup.json recorded {}", want.stored_bytes))]
+        vec![problem(&obj, format!("has {stored} bytes, {} recorded {}", want.record, want.stored_bytes))]
     } else if digest != want.digest {
-        vec![problem(&obj, format!("holds BLAKE3 {digest}, backup.json recorded {}", want.digest))]
+        vec![problem(&obj, format!("holds BLAKE3 {digest}, {} recorded {}", want.record, want.digest))]
     } else {
         Vec::new()
     })

@@ -92,34 +92,42 @@ pub async fn check_objects(repo: &Repo, info: &BackupInfo) -> Result<()> {
             ),
         ));
     }
-    let checks = info.objects.iter().map(|o| async move {
-        let bad = |what: String| {
-            Fail::new(
-                Code::Integrity,
-                format!(
-                    "backup {} cannot be used: object {} {what}; choose another backup with --backup (see tidewal list)",
-                    info.id, o.name
-                ),
-            )
-        };
-        let size = match repo.store.size(&o.name).await {
-            Ok(s) => s,
-            Err(crate::store::StoreError::NotFound(_)) => return Err(bad("is missing".into())),
-            Err(e) => return Err(e.into()),
-        };
-        if size != o.stored_bytes {
-            return Err(bad(format!("has {size} bytes, backup.json recorded {}", o.stored_bytes)));
-        }
-        let digest = crate::codec::digest_hex(&repo.stored_digest(&o.name).await.map_err(|e| match e.code {
-            Code::Integrity => bad(format!("is damaged ({e})")),
-            _ => e,
-        })?);
-        if digest != o.digest {
-            return Err(bad(format!("holds BLAKE3 {digest}, backup.json recorded {}", o.digest)));
-        }
-        Ok(())
-    });
-    futures::future::try_join_all(checks).await.map(|_| ())
+    let who = format!("backup {}", info.id);
+    check_stored(repo, &who, "backup.json", "choose another backup with --backup (see tidewal list)", &info.objects)
+        .await
+}
+
+/// Every object of `objects` is there with its recorded stored size and plaintext digest
+/// (header or last frame, not downloaded), 16 at once (a dump may have thousands); the
+/// error names `who` and the first bad object found.
+pub async fn check_stored(repo: &Repo, who: &str, record: &str, hint: &str, objects: &[StoredObject]) -> Result<()> {
+    // Collected first: a stream over the closure itself would make callers' futures not Send.
+    let checks: Vec<_> = objects
+        .iter()
+        .map(|o| async move {
+            let bad = |what: String| {
+                Fail::new(Code::Integrity, format!("{who} cannot be used: object {} {what}; {hint}", o.name))
+            };
+            let size = match repo.store.size(&o.name).await {
+                Ok(s) => s,
+                Err(crate::store::StoreError::NotFound(_)) => return Err(bad("is missing".into())),
+                Err(e) => return Err(e.into()),
+            };
+            if size != o.stored_bytes {
+                return Err(bad(format!("has {size} bytes, {record} recorded {}", o.stored_bytes)));
+            }
+            let digest = crate::codec::digest_hex(&repo.stored_digest(&o.name).await.map_err(|e| match e.code {
+                Code::Integrity => bad(format!("is damaged ({e})")),
+                _ => e,
+            })?);
+            if digest != o.digest {
+                return Err(bad(format!("holds BLAKE3 {digest}, {record} recorded {}", o.digest)));
+            }
+            Ok(())
+        })
+        .collect();
+    use futures::{StreamExt, TryStreamExt};
+    futures::stream::iter(checks).buffer_unordered(16).try_collect::<Vec<()>>().await.map(|_| ())
 }
 
 /// Contiguous runs of archived segments, per timeline: `(first segno, last segno)`.

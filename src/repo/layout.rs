@@ -8,6 +8,7 @@
 //! wal/<TLI>/<segment>.<off>.backup   backup history labels
 //! wal/<TLI>.history                  timeline history files
 //! backups/<id>/...                   base backups (`backup.json` last)
+//! dumps/<id>/...                     logical dumps (`dump.json` last; see `repo::dumps`)
 //! tmp/                               probes (conditional writes, the store's clock)
 //! ```
 

@@ -3,6 +3,8 @@
 
 pub mod catalog;
 pub mod clock;
+pub mod dump_retention;
+pub mod dumps;
 pub mod layout;
 pub mod lease;
 pub mod manifest;

@@ -85,6 +85,56 @@ pub fn find_bin(major: u32, configured: Option<&Path>) -> Result<PgBin> {
     ))
 }
 
+/// A client program (`pg_dump`, `pg_restore`) and its major version.
+#[derive(Clone, Debug)]
+pub struct Client {
+    pub path: PathBuf,
+    pub major: u32,
+    pub version: String,
+}
+
+/// The newest PostgreSQL major searched for client programs.
+const NEWEST_MAJOR: u32 = 18;
+
+/// `tool` of major `min_major` or newer (a dump or restore needs a client at least as new as
+/// the server or the archive): in `configured` when given, else in the usual places of
+/// `min_major`, then of each newer major.
+pub fn find_client(tool: &str, min_major: u32, configured: Option<&Path>, key: &str) -> Result<Client> {
+    let found = |dir: &Path| {
+        let path = dir.join(tool);
+        let version = version_of(&path)?;
+        let major = parse_major(&version)?;
+        Some(Client { path, major, version })
+    };
+    if let Some(dir) = configured {
+        return match found(dir) {
+            Some(c) if c.major >= min_major => Ok(c),
+            Some(c) => Err(Fail::new(
+                Code::Usage,
+                format!("{key} = {}: it holds {}, older than PostgreSQL {min_major}", dir.display(), c.version),
+            )),
+            None => Err(Fail::new(Code::Usage, format!("{key} = {}: no runnable {tool} there", dir.display()))),
+        };
+    }
+    let mut tried = Vec::new();
+    for major in min_major..=NEWEST_MAJOR.max(min_major) {
+        for dir in candidates(major, pg_config_bindir(major)) {
+            if let Some(c) = found(&dir).filter(|c| c.major >= min_major) {
+                return Ok(c);
+            }
+            tried.push(dir.display().to_string());
+        }
+    }
+    Err(Fail::new(
+        Code::Usage,
+        format!(
+            "no {tool} of PostgreSQL {min_major} or newer found (looked in {} ... and pg_config on PATH): install \
+             the client programs of PostgreSQL {min_major} or set {key} to the directory that holds {tool}",
+            tried.iter().take(2).cloned().collect::<Vec<_>>().join(", ")
+        ),
+    ))
+}
+
 /// The OS user the server runs as: the given user when this process runs as root.
 #[derive(Clone, Debug)]
 pub struct Owner {
