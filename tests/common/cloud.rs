@@ -162,15 +162,20 @@ pub struct FakeGcs {
 
 impl FakeGcs {
     pub fn start(env: &TestEnv) -> FakeGcs {
+        Self::start_for(env, None)
+    }
+
+    /// With `public_port`, path-style requests are those to 127.0.0.1 on that port (a proxy's).
+    pub fn start_for(env: &TestEnv, public_port: Option<u16>) -> FakeGcs {
         let bin = emulator("TIDEWAL_FAKE_GCS", "/opt/tidewal-fake-gcs/bin/fake-gcs-server", "fake-gcs-server");
         let (port, dir, log) = (free_port(), env.path().join("fake-gcs"), env.path().join("fake-gcs.log"));
-        let url = format!("http://127.0.0.1:{port}");
+        let url = format!("http://127.0.0.1:{}", public_port.unwrap_or(port));
         let mut cmd = Command::new(bin);
         cmd.args(["-scheme", "http", "-backend", "filesystem", "-filesystem-root"])
             .arg(&dir)
             .args(["-host", "127.0.0.1", "-port", &port.to_string(), "-log-level", "warn"])
             // Path-style requests to 127.0.0.1:<port>/<bucket>/<object> are its "public host".
-            .args(["-public-host", &format!("127.0.0.1:{port}"), "-external-url", &url])
+            .args(["-public-host", url.trim_start_matches("http://"), "-external-url", &url])
             .stdin(Stdio::null());
         let mut child = spawn(cmd, &log);
         wait_listening(&mut child, port, "fake-gcs-server", &log);
@@ -192,12 +197,16 @@ impl FakeGcs {
 
     /// The `[repository]` settings for this emulator, under `prefix` (unsigned requests).
     pub fn repo_config(&self, prefix: &str) -> String {
-        format!(
-            "url = \"gs://{CONTAINER}/{prefix}\"\nretry_timeout = \"3s\"\n[repository.gcs]\nendpoint = \"http://127.0.0.1:{}\"\n\
-             allow_http = true\nanonymous = true\n",
-            self.port
-        )
+        gcs_repo_config(self.port, prefix)
     }
+}
+
+/// The `[repository]` settings for a GCS endpoint on 127.0.0.1 (unsigned requests).
+pub fn gcs_repo_config(port: u16, prefix: &str) -> String {
+    format!(
+        "url = \"gs://{CONTAINER}/{prefix}\"\nretry_timeout = \"3s\"\n[repository.gcs]\nendpoint = \"http://127.0.0.1:{port}\"\n\
+         allow_http = true\nanonymous = true\n"
+    )
 }
 
 impl Drop for FakeGcs {

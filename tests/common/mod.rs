@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 pub mod cloud;
 pub mod faults;
+pub mod gcs_xml;
 mod moto;
 pub mod pgver;
 pub use moto::MotoServer;
