@@ -56,8 +56,8 @@ pub(super) fn gcs_options(g: GcsSection) -> Result<GcsOptions> {
     })
 }
 
-/// The `azure` and `gcs` tables of the file a restore writes for recovery (file paths made
-/// absolute, as recovery runs in the data directory).
+/// The `azure` and `gcs` tables of the file a restore writes for recovery, where anything is
+/// set (file paths made absolute, as recovery runs in the data directory).
 pub(super) fn fetch_tables(o: &StoreOptions, repo: &mut Table) -> Result<()> {
     let abs = |p: &PathBuf| -> Result<Value> {
         let p = std::path::absolute(p).map_err(|e| usage(format!("{}: {e}", p.display())))?;
@@ -75,8 +75,12 @@ pub(super) fn fetch_tables(o: &StoreOptions, repo: &mut Table) -> Result<()> {
             az.insert(k.into(), abs(v)?);
         }
     }
-    az.insert("allow_http".into(), Value::Boolean(a.allow_http));
-    repo.insert("azure".into(), Value::Table(az));
+    if a.allow_http {
+        az.insert("allow_http".into(), Value::Boolean(true));
+    }
+    if !az.is_empty() {
+        repo.insert("azure".into(), Value::Table(az));
+    }
     let g = &o.gcs;
     let mut gs = Table::new();
     if let Some(p) = &g.service_account_file {
@@ -85,9 +89,14 @@ pub(super) fn fetch_tables(o: &StoreOptions, repo: &mut Table) -> Result<()> {
     if let Some(e) = &g.endpoint {
         gs.insert("endpoint".into(), Value::String(e.clone()));
     }
-    gs.insert("allow_http".into(), Value::Boolean(g.allow_http));
-    gs.insert("anonymous".into(), Value::Boolean(g.anonymous));
-    repo.insert("gcs".into(), Value::Table(gs));
+    for (k, v) in [("allow_http", g.allow_http), ("anonymous", g.anonymous)] {
+        if v {
+            gs.insert(k.into(), Value::Boolean(true));
+        }
+    }
+    if !gs.is_empty() {
+        repo.insert("gcs".into(), Value::Table(gs));
+    }
     Ok(())
 }
 
@@ -126,6 +135,9 @@ mod tests {
         assert_eq!(r.store.azure.endpoint, a.endpoint);
         assert!(r.store.azure.allow_http && r.store.gcs.anonymous);
         assert_eq!(r.store.gcs.endpoint, s.store.gcs.endpoint);
+        // Nothing set, nothing written.
+        let plain = load(dir.path(), "[repository]\nurl = \"s3://b/p\"\n").unwrap().fetch_config().unwrap();
+        assert!(!plain.contains("azure") && !plain.contains("gcs"), "{plain}");
     }
 
     #[test]

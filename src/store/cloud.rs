@@ -172,8 +172,8 @@ pub(super) fn gcs(url: &str, opts: &StoreOptions) -> Result<Built, String> {
         b = b.with_base_url(e.trim_end_matches('/'));
     }
     if gs.anonymous {
-        // Unsigned requests need no credentials; a placeholder keeps the builder from
-        // asking the instance metadata service for a token it would never use.
+        // Unsigned requests need no credentials: a placeholder keeps the builder from
+        // reading gcloud's default credentials file.
         b = b.with_skip_signature(true).with_bearer_token("");
     }
     let store = b
