@@ -11,6 +11,7 @@ use crate::error::{Code, Fail, Result};
 use crate::redact;
 use crate::store::{S3Options, StoreOptions};
 
+mod cloud;
 mod credentials;
 mod dump;
 mod verify;
@@ -120,6 +121,10 @@ struct RepoSection {
     require_conditional_writes: Option<bool>,
     #[serde(default)]
     s3: S3Section,
+    #[serde(default)]
+    azure: cloud::AzureSection,
+    #[serde(default)]
+    gcs: cloud::GcsSection,
     /// Set in the file a restore writes for recovery: `TIDEWAL_*` variables are ignored.
     ignore_env: Option<bool>,
 }
@@ -267,7 +272,8 @@ impl Settings {
                 None => s3.allow_http.unwrap_or(false),
             },
         };
-        let mut store = StoreOptions { s3, ..StoreOptions::default() };
+        let (azure, gcs) = (cloud::azure_options(repo.azure)?, cloud::gcs_options(repo.gcs)?);
+        let mut store = StoreOptions { s3, azure, gcs, ..StoreOptions::default() };
         store.require_conditional_writes = match env("TIDEWAL_REQUIRE_CONDITIONAL_WRITES") {
             Some(v) => parse_bool("TIDEWAL_REQUIRE_CONDITIONAL_WRITES", &v)?,
             None => repo.require_conditional_writes.unwrap_or(true),
@@ -380,6 +386,7 @@ fn parse_file(text: &str, path: &Path) -> Result<FileConfig> {
 const KNOWN_KEYS: &str = "repository url compression key_file read_key_files retry_timeout \
     require_conditional_writes s3 endpoint region \
     access_key_id secret_access_key access_key_id_file secret_access_key_file allow_http \
+    azure account access_key_file sas_token_file gcs service_account_file anonymous \
     postgres conninfo standby_conninfo restore prefetch retention window \
     daemon pgdata archive archive_parallel listen backup_interval backup_at prune_interval shutdown_timeout \
     flush_interval stream slot socket spool restore_test_interval ignore_env verify sql database user pg_bin scratch_dir os_user timeout \
@@ -522,6 +529,7 @@ impl Settings {
         }
         s3.insert("allow_http".into(), Value::Boolean(o.allow_http));
         repo.insert("s3".into(), Value::Table(s3));
+        cloud::fetch_tables(&self.store, &mut repo)?;
         let mut restore = Table::new();
         restore.insert("prefetch".into(), Value::Integer(self.prefetch as i64));
         let mut top = Table::new();
@@ -698,7 +706,7 @@ mod tests {
     fn known_keys_cover_every_section() {
         // serde lists a section's fields when it meets an unknown one.
         let sections = ["", "[repository]", "[repository.s3]", "[postgres]", "[restore]", "[retention]", "[daemon]"];
-        for section in sections.into_iter().chain(["[verify]", "[dump]"]) {
+        for section in sections.into_iter().chain(["[verify]", "[dump]", "[repository.azure]", "[repository.gcs]"]) {
             let e = load_with(Some(&format!("{section}\nzz = 1\n")), &[], Flags::default()).unwrap_err();
             let (_, expected) = e.message.split_once("expected").unwrap();
             for field in expected.split('`').skip(1).step_by(2) {

@@ -1,8 +1,10 @@
 //! Object storage: build a store from a URL, and the few operations the repository needs,
 //! with the error cases (missing, exists, unreachable) made explicit. Knows nothing of WAL.
 
+mod cloud;
 mod s3_uploads;
 
+pub use cloud::{AzureOptions, GcsOptions, S3Options};
 pub use s3_uploads::{parse_upload_name, upload_name};
 
 use std::sync::Arc;
@@ -10,13 +12,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::StreamExt;
-use object_store::aws::AmazonS3Builder;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path as ObjPath;
-use object_store::{
-    BackoffConfig, ClientOptions, GetResult, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, RetryConfig,
-    WriteMultipart,
-};
+use object_store::{GetResult, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, WriteMultipart};
 use tokio::sync::mpsc;
 
 /// Multipart part size (S3 needs at least 5 MiB per part but the last).
@@ -94,19 +92,11 @@ pub enum StoreError {
     },
 }
 
-/// S3 settings; unset values fall back to the standard AWS_* environment.
-#[derive(Clone, Debug, Default)]
-pub struct S3Options {
-    pub endpoint: Option<String>,
-    pub region: Option<String>,
-    pub access_key_id: Option<String>,
-    pub secret_access_key: Option<String>,
-    pub allow_http: bool,
-}
-
 #[derive(Clone, Debug)]
 pub struct StoreOptions {
     pub s3: S3Options,
+    pub azure: AzureOptions,
+    pub gcs: GcsOptions,
     /// How long one operation may keep retrying transient failures.
     pub retry_timeout: Duration,
     pub max_retries: usize,
@@ -119,6 +109,8 @@ impl Default for StoreOptions {
     fn default() -> Self {
         StoreOptions {
             s3: S3Options::default(),
+            azure: AzureOptions::default(),
+            gcs: GcsOptions::default(),
             retry_timeout: Duration::from_secs(60),
             max_retries: 10,
             require_conditional_writes: true,
@@ -154,7 +146,8 @@ pub struct Store {
 }
 
 impl Store {
-    /// `file:///path`, a bare absolute path, or `s3://bucket[/prefix]`.
+    /// `file:///path`, a bare absolute path, `s3://bucket[/prefix]`, `az://container[/prefix]`
+    /// or `gs://bucket[/prefix]`.
     pub fn open(url: &str, opts: &StoreOptions) -> Result<Store, StoreError> {
         let cfg = |m: String| StoreError::Config(m);
         let mut local_root = None;
@@ -177,58 +170,20 @@ impl Store {
                 .with_automatic_cleanup(true);
             local_root = Some(path);
             Arc::new(fs)
-        } else if let Some(rest) = url.strip_prefix("s3://") {
-            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
-            if bucket.is_empty() {
-                return Err(cfg(format!("repository url {url:?}: expected s3://bucket[/prefix]")));
-            }
-            let mut b = AmazonS3Builder::from_env().with_bucket_name(bucket);
-            let s3 = &opts.s3;
-            if let Some(e) = &s3.endpoint {
-                b = b.with_endpoint(e).with_virtual_hosted_style_request(false);
-            }
-            if let Some(r) = &s3.region {
-                b = b.with_region(r);
-            }
-            if let Some(k) = &s3.access_key_id {
-                b = b.with_access_key_id(k);
-            }
-            if let Some(k) = &s3.secret_access_key {
-                b = b.with_secret_access_key(k);
-            }
-            let retry = RetryConfig {
-                backoff: BackoffConfig {
-                    init_backoff: Duration::from_millis(100),
-                    max_backoff: Duration::from_secs(10),
-                    base: 2.0,
-                },
-                max_retries: opts.max_retries,
-                retry_timeout: opts.retry_timeout,
-            };
-            let client = ClientOptions::new()
-                .with_allow_http(s3.allow_http)
-                .with_connect_timeout(Duration::from_secs(10).min(opts.retry_timeout.max(Duration::from_secs(1))));
-            let store = b
-                .with_retry(retry)
-                .with_client_options(client.clone())
-                .build()
-                .map_err(|e| cfg(format!("repository url {url:?}: {e}")))?;
-            uploads = Some(
-                s3_uploads::S3Uploads::new(store.clone(), prefix, &client)
-                    .map_err(|e| cfg(format!("repository url {url:?}: {e}")))?,
-            );
-            if prefix.trim_matches('/').is_empty() {
-                Arc::new(store)
-            } else {
-                Arc::new(object_store::prefix::PrefixStore::new(store, prefix.trim_matches('/')))
-            }
+        } else if let Some(build) = cloud::builder(url) {
+            let built = build(url, opts).map_err(|e| cfg(format!("repository url {url:?}: {e}")))?;
+            uploads = built.uploads;
+            built.inner
         } else if url.contains("://") {
             let scheme = url.split("://").next().unwrap_or_default();
             return Err(cfg(format!(
-                "repository url {url:?}: the {scheme}:// scheme is not supported yet; use file:///path or s3://bucket/prefix"
+                "repository url {url:?}: the {scheme}:// scheme is not supported; use file:///path, s3://bucket/prefix, \
+                 az://container/prefix or gs://bucket/prefix"
             )));
         } else {
-            return Err(cfg(format!("repository url {url:?}: expected file:///absolute/path or s3://bucket/prefix")));
+            return Err(cfg(format!(
+                "repository url {url:?}: expected file:///absolute/path or a store URL such as s3://bucket/prefix"
+            )));
         };
         let require_conditional_writes = opts.require_conditional_writes;
         Ok(Store { inner, url: url.to_string(), local_root, uploads, require_conditional_writes })
@@ -363,7 +318,10 @@ impl Store {
     /// S3: incomplete uploads under the repository prefix (`<name>?uploadId=<id>`, size 0,
     /// the newest part's time or the start); an empty list, with a warning, when the server
     /// does not offer the listing or the credentials may not use it (the bucket's lifecycle
-    /// rule then does the clean-up).
+    /// rule then does the clean-up). Azure and GCS: an empty list. Azure keeps an unfinished
+    /// upload's blocks uncommitted, invisible and discarded by the service after 7 days;
+    /// GCS keeps an unfinished XML multipart upload until it is aborted, which the bucket's
+    /// lifecycle rule (AbortIncompleteMultipartUpload) does.
     pub async fn staging_leftovers(&self) -> Result<Vec<ObjectInfo>, StoreError> {
         if let Some(up) = &self.uploads {
             return match up.list().await {

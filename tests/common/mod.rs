@@ -11,8 +11,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod cloud;
 pub mod faults;
 pub mod k8s;
+pub mod gcs_xml;
 mod moto;
 pub mod pgver;
 pub use moto::MotoServer;
