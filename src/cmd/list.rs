@@ -14,8 +14,8 @@ use crate::repo::catalog::{
     backup_wal_complete, check_objects, follow, incomplete_backups, newest, read_backups, wal_coverage, BackupInfo,
     ABANDONED_AFTER,
 };
-use crate::store::ObjectInfo;
 use crate::repo::dumps::{check_dump, incomplete_dumps, read_dumps, DumpInfo};
+use crate::store::ObjectInfo;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {

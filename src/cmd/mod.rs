@@ -3,6 +3,7 @@
 
 pub mod backup;
 pub mod check;
+pub mod copy;
 pub mod daemon;
 pub mod dump;
 pub mod dump_restore;
@@ -104,6 +105,8 @@ pub enum Command {
     /// Open every backup and WAL object in full and check it; exit 5 naming what is damaged.
     /// With --restore-test: restore a backup into a scratch copy, start it, amcheck it
     Verify(verify::Args),
+    /// Copy the repository once to a second store (another region), as stored, create-only
+    Copy(copy::Args),
     /// Logical dumps (pg_dump, and the globals from pg_dumpall) into the repository
     Dump(dump::Args),
     /// Restore a database (or some tables) from a dump with pg_restore
@@ -157,6 +160,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Fork(a) => fork::run(&settings, a).await,
         Command::Prune(a) => prune::run(&settings, a).await,
         Command::Verify(a) => verify::run(&settings, a).await,
+        Command::Copy(a) => copy::run(&settings, a).await,
         Command::Dump(a) => dump::run(&settings, a).await,
         Command::DumpRestore(a) => dump_restore::run(&settings, a).await,
         Command::Daemon(a) => daemon::run(&settings, a, || load_settings(&cli)).await,

@@ -3,6 +3,7 @@
 //! configuration, parses a command line or prints for a person.
 
 pub mod backup;
+pub mod copy;
 pub mod dump;
 pub mod dump_prune;
 pub mod dump_restore;

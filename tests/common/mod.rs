@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 
 pub mod cloud;
 pub mod faults;
-pub mod k8s;
 pub mod gcs_xml;
+pub mod k8s;
 mod moto;
 pub mod pgver;
 pub use moto::MotoServer;
