@@ -73,7 +73,9 @@ fn copy_between_s3_prefixes() {
     let last = c.switch_wal();
     c.wait_archived(&last);
     let url = format!("s3://{S3_BUCKET}/second");
-    let out = a.env.tidewal(&["copy", "--to", &url]);
+    let endpoint = format!("http://127.0.0.1:{}", a.s3.as_ref().unwrap().port);
+    expect_exit(&a.env.tidewal(&["copy", "--to", "file:///nonexistent/x", "--to-region", "r"]), 2, &["s3://"]);
+    let out = a.env.tidewal(&["copy", "--to", &url, "--to-region", "us-east-1", "--to-endpoint", &endpoint]);
     expect_exit(&out, 0, &[]);
     assert!(stdout(&out).contains("1 backups"), "{}", stdout(&out));
     expect_exit(&a.env.tidewal(&["--repo", &url, "verify"]), 0, &[]);

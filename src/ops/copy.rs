@@ -276,4 +276,28 @@ mod tests {
             ]
         );
     }
+
+    /// A large object goes through the multipart path and arrives whole; a second copy is
+    /// skipped; a same-size object with other content is refused by name.
+    #[tokio::test]
+    async fn large_objects_stream_and_differing_ones_are_refused() {
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let opts = crate::store::StoreOptions::default();
+        let src = Store::open(a.path().to_str().unwrap(), &opts).unwrap();
+        let dest = Store::open(b.path().to_str().unwrap(), &opts).unwrap();
+        let big: Vec<u8> = (0..(2 * PART_SIZE + 12345)).map(|i| (i * 7 % 251) as u8).collect();
+        src.put("wal/big", Bytes::from(big.clone())).await.unwrap();
+        let info = src.list_meta("wal").await.unwrap().remove(0);
+        assert!(
+            matches!(copy_one(&src, &dest, true, &info).await.unwrap(), Outcome::Copied(n) if n == big.len() as u64)
+        );
+        assert_eq!(dest.get_bytes("wal/big").await.unwrap(), Bytes::from(big.clone()));
+        assert!(matches!(copy_one(&src, &dest, true, &info).await.unwrap(), Outcome::Skipped));
+        let mut other = big;
+        *other.last_mut().unwrap() ^= 1;
+        dest.put("wal/big", Bytes::from(other)).await.unwrap();
+        let e = copy_one(&src, &dest, true, &info).await.err().unwrap();
+        assert_eq!(e.code, Code::Conflict);
+        assert!(e.to_string().contains("wal/big"), "{e}");
+    }
 }
