@@ -39,10 +39,11 @@ pub async fn run(settings: &Settings, args: &Args) -> Result<()> {
     println!("copying {} to {}", src.store.url(), dest.url());
     let report = crate::ops::copy::copy(&src, dest, &|rec| println!("  {rec}")).await?;
     println!(
-        "copy complete: {} objects copied ({}), {} already there; {} backups and {} dumps checked in {}",
+        "copy complete: {} objects copied ({}), {} already there, {} deleted by retention meanwhile; {} backups and {} dumps checked in {}",
         report.copied,
         human_size(report.bytes),
         report.skipped,
+        report.vanished,
         report.backups,
         report.dumps,
         args.to

@@ -23,6 +23,8 @@ const TAIL: u64 = 64;
 pub struct CopyReport {
     pub copied: u64,
     pub skipped: u64,
+    /// Listed, then deleted from the source by retention before they were copied.
+    pub vanished: u64,
     /// Bytes written to the destination.
     pub bytes: u64,
     /// Complete backups and dumps now in the destination, each checked against its record.
@@ -89,6 +91,9 @@ async fn same_object(src: &Store, dest: &Store, name: &str, size: u64, dest_size
 enum Outcome {
     Copied(u64),
     Skipped,
+    /// Deleted from the source meanwhile (retention): prune removes a record before its
+    /// objects, so a record whose objects vanished has vanished too and is not copied.
+    Vanished,
 }
 
 async fn copy_one(src: &Store, dest: &Store, conditional: bool, o: &ObjectInfo) -> Result<Outcome> {
@@ -107,7 +112,10 @@ async fn copy_one(src: &Store, dest: &Store, conditional: bool, o: &ObjectInfo) 
         Err(e) => return Err(e.into()),
     }
     if o.size < PART_SIZE as u64 {
-        let data = src.get_bytes(&o.name).await?;
+        let data = match src.get_bytes(&o.name).await {
+            Err(StoreError::NotFound(_)) => return Ok(Outcome::Vanished),
+            r => r?,
+        };
         let len = data.len() as u64;
         if dest.create(&o.name, data, conditional).await? == crate::store::Created::AlreadyExists {
             // Written meanwhile by someone else: fine only if it is the same object.
@@ -120,10 +128,13 @@ async fn copy_one(src: &Store, dest: &Store, conditional: bool, o: &ObjectInfo) 
         return Ok(Outcome::Copied(len));
     }
     // Large: stream through a multipart upload (not create-only: checked above, size after).
+    let mut stream = match src.get(&o.name).await {
+        Err(StoreError::NotFound(_)) => return Ok(Outcome::Vanished),
+        r => r?.into_stream(),
+    };
     let (tx, rx) = mpsc::channel::<Piece>(2);
     let upload = dest.put_stream(&o.name, rx);
     let feed = async {
-        let mut stream = src.get(&o.name).await?.into_stream();
         let mut n = 0u64;
         while let Some(chunk) = stream.next().await {
             let chunk: Bytes = chunk.map_err(|e| Fail::new(Code::Storage, format!("cannot read {}: {e}", o.name)))?;
@@ -197,6 +208,7 @@ pub async fn copy(src: &Repo, dest: Store, progress: &(dyn Fn(&str) + Sync)) -> 
             r.bytes += n;
         }
         Outcome::Skipped => r.skipped += 1,
+        Outcome::Vanished => r.vanished += 1,
     };
     count(&mut report, copy_identity(src, &dest, conditional).await?);
     let listing = src.store.list_meta("").await?;
@@ -299,5 +311,10 @@ mod tests {
         let e = copy_one(&src, &dest, true, &info).await.err().unwrap();
         assert_eq!(e.code, Code::Conflict);
         assert!(e.to_string().contains("wal/big"), "{e}");
+        // Deleted from the source meanwhile (retention): not copied, not an error.
+        src.delete("wal/big").await.unwrap();
+        dest.delete("wal/big").await.unwrap();
+        assert!(matches!(copy_one(&src, &dest, true, &info).await.unwrap(), Outcome::Vanished));
+        assert!(!dest.exists("wal/big").await.unwrap());
     }
 }
