@@ -167,21 +167,28 @@ fn kill_nine_at_random_moments_under_load() {
     let dir = a.env.pg_dir("restored");
     let data = dir.join("pgdata");
     let restore = format!("restore --to {} --force --backup {oldest} --target-action promote", data.display());
+    // One whole run first: how long a restore takes here bounds the kill moments, so they
+    // land while it writes however fast the machine is.
+    let args: Vec<&str> = restore.split(' ').collect();
+    let whole = std::time::Instant::now();
+    expect_exit(&a.env.tidewal(&args), 0, &[]);
+    let whole_ms = (whole.elapsed().as_millis() as u64).max(60);
+    let runs_log = a.env.path().join("restore-runs.log");
     let mut landed = 0;
     for _ in 0..RESTORE_KILLS * 4 {
-        let mut r = Tracked::tidewal(&a.env, "restore", &restore, None);
-        let ms = rng.random_range(20..1500);
+        let mut r = Tracked::tidewal(&a.env, "restore", &restore, Some(&runs_log));
+        let ms = rng.random_range(10..whole_ms * 9 / 10);
         sleep_ms(ms);
         if r.kill9() {
             landed += 1;
-            println!("restore kill {landed}: after {ms} ms");
+            println!("restore kill {landed}: after {ms} ms of a {whole_ms} ms restore");
         }
         if landed == RESTORE_KILLS {
             break;
         }
     }
-    assert_eq!(landed, RESTORE_KILLS, "too few restore kills landed");
-    let args: Vec<&str> = restore.split(' ').collect();
+    let runs = std::fs::read_to_string(&runs_log).unwrap_or_default();
+    assert_eq!(landed, RESTORE_KILLS, "too few restore kills landed; the runs said:\n{runs}");
     expect_exit(&a.env.tidewal(&args), 0, &[]);
     println!("the next restore completed ({} s in)", began.elapsed().as_secs());
 
