@@ -7,13 +7,13 @@
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
-use super::prune::remove_object;
+use super::prune::{quiet_lease, remove_object};
 use crate::error::{Code, Result};
 use crate::repo::catalog::ABANDONED_AFTER;
 use crate::repo::clock::bounded_now;
 use crate::repo::dump_retention::{plan_dumps, DumpPolicy};
 use crate::repo::dumps::{check_dump, dump_object, incomplete_dumps, read_dumps, DUMP_LEASE, RECORD};
-use crate::repo::{lease, Repo};
+use crate::repo::Repo;
 
 #[derive(Debug, Default)]
 pub struct DumpsPruned {
@@ -33,18 +33,7 @@ pub async fn prune_dumps(
     scratch: &Path,
 ) -> Result<DumpsPruned> {
     let now = bounded_now(repo, now).await?;
-    let quiet = if dry_run {
-        None
-    } else {
-        match lease::acquire(repo, DUMP_LEASE, "prune", lease::configured_timeout()).await {
-            Ok(held) => Some(held),
-            Err(f) if f.code == Code::Conflict => {
-                tracing::info!("a dump is running ({}): interrupted dumps must be a day old to go", f.message);
-                None
-            }
-            Err(f) => return Err(f),
-        }
-    };
+    let quiet = quiet_lease(repo, DUMP_LEASE, "a dump", dry_run).await?;
     let after = if quiet.is_some() { Duration::ZERO } else { ABANDONED_AFTER };
     let done = prune_with(repo, now, policy, dry_run, after, scratch).await;
     if let Some(held) = quiet {

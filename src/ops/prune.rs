@@ -100,6 +100,23 @@ pub async fn find_leftovers(
     Ok(leftovers(listing, &staging, wal, now, backups_after))
 }
 
+/// The lease `name` for prune, so that what lacks its record is known to be interrupted
+/// (not still being written); `None` for a dry run, or when `what` holds it (then only
+/// what is a day old goes).
+pub async fn quiet_lease(repo: &Repo, name: &str, what: &str, dry_run: bool) -> Result<Option<lease::Held>> {
+    if dry_run {
+        return Ok(None);
+    }
+    match lease::acquire(repo, name, "prune", lease::configured_timeout()).await {
+        Ok(held) => Ok(Some(held)),
+        Err(f) if f.code == Code::Conflict => {
+            tracing::info!("{what} is running ({}): what it leaves must be a day old to go", f.message);
+            Ok(None)
+        }
+        Err(f) => Err(f),
+    }
+}
+
 /// Remove an object or a staging leftover (an S3 upload is aborted).
 pub async fn remove_object(repo: &Repo, name: &str) -> Result<()> {
     if is_staging_name(name) {
@@ -118,18 +135,7 @@ pub async fn prune(repo: &Repo, now: SystemTime, window: Duration, dry_run: bool
     // Holding the backup lease, prune knows no backup runs anywhere: every backup without
     // backup.json (and its staging files) was interrupted, however recent. A dry run takes
     // no lease and applies the one-day rule.
-    let quiet = if dry_run {
-        None
-    } else {
-        match lease::acquire(repo, lease::BACKUP, "prune", lease::configured_timeout()).await {
-            Ok(held) => Some(held),
-            Err(f) if f.code == Code::Conflict => {
-                tracing::info!("a base backup is running ({}): interrupted backups must be a day old to go", f.message);
-                None
-            }
-            Err(f) => return Err(f),
-        }
-    };
+    let quiet = quiet_lease(repo, lease::BACKUP, "a base backup", dry_run).await?;
     let backups_after = if quiet.is_some() { Duration::ZERO } else { ABANDONED_AFTER };
     let done = prune_with(repo, now, window, dry_run, backups_after).await;
     if let Some(held) = quiet {
