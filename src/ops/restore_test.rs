@@ -74,7 +74,7 @@ pub struct Failure {
     pub problem: String,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Default, Serialize)]
 pub struct RestoreTestReport {
     pub started_at: String,
     pub success: bool,
@@ -151,21 +151,9 @@ pub async fn restore_test(repo: &Repo, req: &RestoreTestRequest) -> Result<Resto
         success: false,
         // The one asked for; "latest" is resolved by the restore.
         backup: Some(req.restore.backup.clone()).filter(|b| b != "latest"),
-        pg_version: None,
         target: describe_target(&req.restore),
         scratch_dir: scratch.dir.display().to_string(),
-        server_bin: None,
-        restore_seconds: 0.0,
-        replay_seconds: 0.0,
-        check_seconds: 0.0,
-        duration_seconds: 0.0,
-        recovered: None,
-        databases: Vec::new(),
-        indexes_checked: 0,
-        relations_checked: 0,
-        heap_checked: false,
-        sql_checks: Vec::new(),
-        failures: Vec::new(),
+        ..RestoreTestReport::default()
     };
     let ran = run(repo, req, &mut scratch, bin, &mut report).await;
     // Always: stop the server and remove the directory (off the reactor: it waits).
@@ -308,26 +296,11 @@ mod tests {
 
     fn report(failures: usize) -> RestoreTestReport {
         RestoreTestReport {
-            started_at: String::new(),
             success: failures == 0,
-            backup: None,
-            pg_version: None,
-            target: String::new(),
-            scratch_dir: String::new(),
-            server_bin: None,
-            restore_seconds: 0.0,
-            replay_seconds: 0.0,
-            check_seconds: 0.0,
-            duration_seconds: 0.0,
-            recovered: None,
-            databases: Vec::new(),
-            indexes_checked: 0,
-            relations_checked: 0,
-            heap_checked: false,
-            sql_checks: Vec::new(),
             failures: (0..failures)
                 .map(|_| Failure { stage: "sql".into(), what: "x".into(), problem: "returned false".into() })
                 .collect(),
+            ..RestoreTestReport::default()
         }
     }
 
