@@ -12,10 +12,12 @@ use crate::redact;
 use crate::store::{S3Options, StoreOptions};
 
 mod cloud;
+mod copies;
 mod credentials;
 mod dump;
 mod verify;
 
+pub use copies::CopySettings;
 pub use credentials::CredentialFiles;
 pub use dump::DumpSettings;
 pub use verify::VerifySettings;
@@ -127,6 +129,9 @@ struct RepoSection {
     gcs: cloud::GcsSection,
     /// Set in the file a restore writes for recovery: `TIDEWAL_*` variables are ignored.
     ignore_env: Option<bool>,
+    /// Further repositories the daemon keeps a copy in (`[[repository.copy]]`).
+    #[serde(default)]
+    copy: Vec<copies::CopySection>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -187,6 +192,8 @@ pub struct Settings {
     pub key_source: KeySource,
     /// The S3 credentials that were read from files (the same purpose).
     pub s3_files: CredentialFiles,
+    /// `[[repository.copy]]`: repositories 2 and up, kept up to date by the daemon.
+    pub copies: Vec<CopySettings>,
 }
 
 /// Where the repository keys were read from (never the keys themselves).
@@ -284,6 +291,7 @@ impl Settings {
             store.retry_timeout = parse_duration("repository.retry_timeout", &v)?;
         }
 
+        let copies = copies::copy_settings(repo.copy, &repo_url, &store, &s3_files)?;
         let conninfo = env("TIDEWAL_PG_CONNINFO").or(file.postgres.conninfo);
         let standby_conninfo = env("TIDEWAL_PG_STANDBY_CONNINFO").or(file.postgres.standby_conninfo);
         let prefetch = match env("TIDEWAL_PREFETCH") {
@@ -326,6 +334,7 @@ impl Settings {
             dump,
             key_source,
             s3_files,
+            copies,
         })
     }
 }
@@ -390,7 +399,7 @@ const KNOWN_KEYS: &str = "repository url compression key_file read_key_files ret
     postgres conninfo standby_conninfo restore prefetch retention window \
     daemon pgdata archive archive_parallel listen backup_interval backup_at prune_interval shutdown_timeout \
     flush_interval stream slot socket spool restore_test_interval ignore_env verify sql database user pg_bin scratch_dir os_user timeout \
-    heapallindexed settings dump jobs format keep interval";
+    heapallindexed settings dump jobs format keep interval copy max_lag";
 
 /// A TOML error by position and key, without the source line toml would quote (it may hold
 /// a password or an S3 secret); for a key that holds a credential, without the values the

@@ -2,6 +2,8 @@
 
 mod common;
 
+use std::time::Duration;
+
 use common::*;
 
 /// Copy, copy again (nothing new), refuse a differing object and another repository, then
@@ -84,4 +86,92 @@ fn copy_between_s3_prefixes() {
     let again = a.env.tidewal(&["copy", "--to", &url]);
     expect_exit(&again, 0, &[]);
     assert!(stdout(&again).contains(": 0 objects copied"), "{}", stdout(&again));
+}
+
+/// `[[repository.copy]]`: the daemon keeps a second repository up to date (lag metric,
+/// status, health), applies retention to it after each run on the repository, and the copy
+/// alone restores with `--from-repo 2`. A third copy that cannot be reached degrades health
+/// by name and stops nothing else.
+#[test]
+fn the_daemon_keeps_a_copy_that_restores_alone() {
+    let a = Archiving::start("copy-daemon", RepoKind::File);
+    let c = &a.cluster;
+    c.psql("CREATE TABLE marks (batch text, n int)");
+    c.psql("INSERT INTO marks SELECT 'before', g FROM generate_series(1, 300) g");
+    let second = a.env.pg_dir("second");
+    // Retention on the copy: what an interrupted backup left there goes once the repository's
+    // own retention ran (the repository never had it).
+    let leftover = second.join("backups/20200101T000000.000000Z-abcdef");
+    std::fs::create_dir_all(&leftover).unwrap();
+    std::fs::write(leftover.join("base.tar"), b"half a backup").unwrap();
+    for p in [second.join("backups"), leftover.clone(), leftover.join("base.tar")] {
+        chown_pg(&p);
+    }
+    let config = std::fs::read_to_string(&a.env.config).unwrap();
+    a.env.write_config(&format!(
+        "{config}\n[[repository.copy]]\nurl = \"file://{}\"\ninterval = \"1s\"\n\n\
+         [[repository.copy]]\nurl = \"s3://nowhere/copy\"\nmax_lag = \"3s\"\n\
+         [repository.copy.s3]\nendpoint = \"http://127.0.0.1:{}\"\nregion = \"r\"\nallow_http = true\n\
+         access_key_id = \"k\"\nsecret_access_key = \"s\"\n",
+        second.display(),
+        free_port()
+    ));
+    let sock = a.env.path().join("tidewal.sock");
+    let (port, log) = daemon_config(
+        &a,
+        &format!("pgdata = \"{}\"\nprune_interval = \"2s\"\nsocket = \"{}\"", c.data.display(), sock.display()),
+    );
+    let d = Daemon::start(&a.env, port, &log);
+    wait_for("the first base backup", Duration::from_secs(120), || d.metric("tidewal_repo_backups") == Some(1.0));
+    c.psql("INSERT INTO marks SELECT 'after', g FROM generate_series(1, 200) g");
+    let last = c.switch_wal();
+    c.wait_archived(&last);
+    let copied = second.join("wal/00000001").join(&last);
+    wait_for("the newest segment in the copy", Duration::from_secs(60), || copied.exists());
+    wait_for("the copy's retention", Duration::from_secs(60), || !leftover.exists());
+    let daemon_log = || std::fs::read_to_string(&log).unwrap_or_default();
+    let backups = |args: &[&str]| -> serde_json::Value {
+        let out = a.env.tidewal(args);
+        expect_exit(&out, 0, &[]);
+        serde_json::from_str::<serde_json::Value>(&stdout(&out)).unwrap()["backups"].clone()
+    };
+    wait_for("the backup in the copy", Duration::from_secs(60), || {
+        backups(&["list", "--from-repo", "2", "--json"]).as_array().is_some_and(|b| b.len() == 1)
+    });
+    assert_eq!(backups(&["list", "--from-repo", "2", "--json"]), backups(&["list", "--json"]));
+
+    let lag = d.metric("tidewal_copy_lag_seconds{repo=\"2\"}").expect("no lag metric for the copy");
+    assert!(lag < 30.0, "copy 2 is {lag}s behind:\n{}", daemon_log());
+    assert!(d.metric("tidewal_copied_objects_total{repo=\"2\"}").unwrap_or(0.0) >= 3.0);
+    // The unreachable copy: behind, named in health (degraded, not failing) and in status.
+    wait_for("copy 3 to count as behind", Duration::from_secs(30), || {
+        d.get("/healthz").is_some_and(|(_, body)| body.contains("copy 3 (s3://nowhere/copy) is"))
+    });
+    let (head, body) = d.get("/healthz").unwrap();
+    assert!(head.contains("200") && body.contains("\"degraded\""), "{head} {body}");
+    assert!(!body.contains("copy 2"), "{body}");
+    let out = a.env.tidewal(&["status", "--json"]);
+    expect_exit(&out, 0, &[]);
+    let status: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(status["copies"][0]["repo"], 2);
+    assert!(status["copies"][0]["caught_up_to"].is_string(), "{status}");
+    assert_eq!(status["copies"][1]["url"], "s3://nowhere/copy");
+    // The repository itself was never touched by the copy's retention.
+    assert_eq!(backups(&["list", "--json"]).as_array().unwrap().len(), 1);
+
+    // Writers are not aimed at a copy; a copy that does not exist is named.
+    expect_exit(&a.env.tidewal(&["--from-repo", "2", "backup"]), 2, &["--from-repo does not apply to backup"]);
+    expect_exit(&a.env.tidewal(&["list", "--from-repo", "4"]), 2, &["repositories 1 to 3"]);
+
+    // The copy alone restores: the daemon and the primary stop, the repository is gone.
+    assert!(d.stop().success(), "{}", daemon_log());
+    let mut primary = a.cluster;
+    primary.stop_immediate();
+    let a = Archiving { cluster: primary, ..a };
+    let repo = a.repo_dir.clone().unwrap();
+    std::fs::rename(&repo, repo.with_file_name("repo-gone")).unwrap();
+    let r = restore_and_start(&a, "restored", &["--from-repo", "2"]);
+    wait_promoted(&r);
+    assert_eq!(r.psql("SELECT count(*) FROM marks WHERE batch = 'before'"), "300");
+    assert_eq!(r.psql("SELECT count(*) FROM marks WHERE batch = 'after'"), "200");
 }

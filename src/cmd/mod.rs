@@ -60,6 +60,10 @@ pub struct Cli {
     /// File holding the repository key (mode 0600) [env: TIDEWAL_KEY_FILE]
     #[arg(long, global = true, value_name = "FILE")]
     pub key_file: Option<PathBuf>,
+    /// Read from repository N: 1 is the repository, 2 and up the [[repository.copy]] entries in
+    /// order (list, restore, fork, verify, check, prune, copy, wal-fetch, dump-restore)
+    #[arg(long, global = true, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    pub from_repo: Option<u16>,
     /// Log format on stderr
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Human)]
     pub log_format: LogFormat,
@@ -149,6 +153,18 @@ pub async fn run(cli: Cli) -> Result<()> {
         _ => {}
     }
     let settings = load_settings(&cli)?;
+    let settings = match cli.from_repo {
+        None => settings,
+        Some(n) => {
+            if let Some(verb) = writes_its_repository(&cli.command) {
+                return Err(crate::error::Fail::new(
+                    crate::error::Code::Usage,
+                    format!("--from-repo does not apply to {verb}: it writes to the repository, and copies are the daemon's to write"),
+                ));
+            }
+            settings.for_repo(n.into())?
+        }
+    };
     match &cli.command {
         Command::Init(a) => init::run(&settings, a).await,
         Command::WalPush(a) => wal_push::run(&settings, a).await,
@@ -166,6 +182,19 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Daemon(a) => daemon::run(&settings, a, || load_settings(&cli)).await,
         Command::Status(a) => status::run(&settings, a).await,
         Command::Keygen(_) | Command::Completions(_) | Command::Man(_) => unreachable!("handled above"),
+    }
+}
+
+/// The verbs that write backups or WAL (or serve the daemon): never aimed at a copy.
+fn writes_its_repository(c: &Command) -> Option<&'static str> {
+    match c {
+        Command::Init(_) => Some("init"),
+        Command::WalPush(_) => Some("wal-push"),
+        Command::Backup(_) => Some("backup"),
+        Command::Dump(_) => Some("dump"),
+        Command::Daemon(_) => Some("daemon"),
+        Command::Status(_) => Some("status"),
+        _ => None,
     }
 }
 

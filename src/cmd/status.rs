@@ -100,6 +100,13 @@ pub fn human(s: &DaemonStatus) -> String {
     }
     out.push_str(&format!("last verify: {}\n", run_line(s.last_verify.as_ref())));
     out.push_str(&format!("last restore test: {}\n", run_line(s.last_restore_test.as_ref())));
+    for c in &s.copies {
+        let to = c.caught_up_to.as_deref().map(|t| format!(", holds everything before {t}")).unwrap_or_default();
+        out.push_str(&format!("copy {} ({}): {:.0}s behind{to}\n", c.repo, c.url, c.lag_seconds));
+        if let Some(e) = &c.last_error {
+            out.push_str(&format!("  the last round failed: {e}\n"));
+        }
+    }
     let tasks: Vec<String> = s
         .tasks
         .iter()
@@ -148,6 +155,13 @@ mod tests {
                 last_success: None,
                 summary: "amcheck postgres public.i: corrupt".into(),
             }),
+            copies: vec![crate::daemon::status::CopyStatus {
+                repo: 2,
+                url: "s3://eu/db".into(),
+                lag_seconds: 12.2,
+                caught_up_to: Some("2026-11-26T10:59:48Z".into()),
+                last_error: Some("timed out".into()),
+            }],
         };
         let text = human(&s);
         for needle in [
@@ -157,6 +171,7 @@ mod tests {
             "last verify: never",
             "last restore test: 2026-11-26T10:45:00Z FAILED (1 problems) in 12.0s: amcheck postgres public.i: corrupt; last passed never",
             "tasks: archiver, monitor (restarted 2x, last 2026-11-26T10:30:00Z)",
+            "copy 2 (s3://eu/db): 12s behind, holds everything before 2026-11-26T10:59:48Z\n  the last round failed: timed out\n",
         ] {
             assert!(text.contains(needle), "{needle:?} not in:\n{text}");
         }

@@ -35,6 +35,34 @@ pub struct State {
     pub restarts: std::collections::BTreeMap<String, (u32, SystemTime)>,
     /// The daemon's last scheduled dump failed: why.
     pub last_dump_error: Option<String>,
+    /// `[[repository.copy]]`, by repository number (2 and up).
+    pub copies: std::collections::BTreeMap<usize, CopyState>,
+}
+
+/// How far a copy of the repository is behind, as the copier last found it.
+#[derive(Clone, Debug)]
+pub struct CopyState {
+    pub url: String,
+    /// Health is degraded beyond this lag.
+    pub max_lag: Duration,
+    /// Everything stored in the repository before this moment is in the copy.
+    pub caught_up: Option<SystemTime>,
+    /// When the daemon began keeping this copy (the lag counts from here until a round has
+    /// said more).
+    pub since: SystemTime,
+    pub last_error: Option<String>,
+    pub retention_error: Option<String>,
+}
+
+impl CopyState {
+    pub fn new(url: String, max_lag: Duration, since: SystemTime) -> CopyState {
+        CopyState { url, max_lag, caught_up: None, since, last_error: None, retention_error: None }
+    }
+
+    /// Seconds since the moment before which everything is known to be in the copy.
+    pub fn lag(&self, now: SystemTime) -> f64 {
+        now.duration_since(self.caught_up.unwrap_or(self.since)).unwrap_or_default().as_secs_f64()
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -92,6 +120,16 @@ pub fn evaluate(s: &State, now: SystemTime, flush_interval: Duration) -> Health 
     }
     if let Some(e) = &s.last_dump_error {
         degraded.push(format!("the last scheduled dump failed: {e}"));
+    }
+    for (n, c) in &s.copies {
+        let (lag, limit) = (c.lag(now), c.max_lag.as_secs_f64());
+        if lag > limit {
+            let why = c.last_error.as_deref().map(|e| format!(": {e}")).unwrap_or_default();
+            degraded.push(format!("copy {n} ({}) is {lag:.0}s behind (over {limit:.0}s){why}", c.url));
+        }
+        if let Some(e) = &c.retention_error {
+            degraded.push(format!("retention on copy {n} ({}) failed: {e}", c.url));
+        }
     }
     if let Some(w) = &s.slot_warning {
         degraded.push(w.clone());
@@ -157,6 +195,33 @@ mod tests {
             (h.status, h.reasons[0].as_str()),
             (Status::Degraded, "the last scheduled dump failed: pg_dump failed")
         );
+    }
+
+    #[test]
+    fn a_copy_behind_or_failing_retention_degrades() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let flush = Duration::from_secs(60);
+        let mut s = State { lag_seconds: Some(1.0), last_backup: Some(now), ..State::default() };
+        let start = now - Duration::from_secs(3600);
+        let mut c = CopyState::new("s3://eu/db".into(), Duration::from_secs(300), start);
+        c.caught_up = Some(now - Duration::from_secs(100));
+        s.copies.insert(2, c.clone());
+        assert_eq!(evaluate(&s, now, flush).status, Status::Ok);
+        // Behind by more than max_lag: the last error is named.
+        c.caught_up = Some(now - Duration::from_secs(400));
+        c.last_error = Some("s3://eu/db is unreachable".into());
+        s.copies.insert(2, c.clone());
+        let h = evaluate(&s, now, flush);
+        assert_eq!(h.status, Status::Degraded);
+        assert_eq!(h.reasons, vec!["copy 2 (s3://eu/db) is 400s behind (over 300s): s3://eu/db is unreachable"]);
+        // Never caught up: the lag counts from when the daemon began keeping it.
+        c.caught_up = None;
+        assert_eq!(c.lag(now), 3600.0);
+        c.caught_up = Some(now);
+        c.retention_error = Some("the copy's catalog is inconsistent".into());
+        s.copies.insert(2, c);
+        let h = evaluate(&s, now, flush);
+        assert_eq!(h.reasons, vec!["retention on copy 2 (s3://eu/db) failed: the copy's catalog is inconsistent"]);
     }
 
     #[test]

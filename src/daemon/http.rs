@@ -49,6 +49,7 @@ fn respond(
     let (status, kind, body) = match req.uri().path() {
         "/metrics" => {
             super::outcomes::export(shared);
+            super::copier::export(shared);
             (StatusCode::OK, "text/plain; version=0.0.4", prometheus.render())
         }
         "/healthz" => {

@@ -6,6 +6,7 @@
 //! sd-notify when run as a `Type=notify` service.
 
 pub mod archiver;
+pub mod copier;
 pub mod dumps;
 pub mod exclusive;
 pub mod health;
@@ -14,6 +15,7 @@ pub mod monitor;
 pub mod outcomes;
 pub mod receiver;
 pub mod restore_tests;
+pub mod retention;
 pub mod scheduler;
 pub mod socket;
 pub mod status;
@@ -52,6 +54,8 @@ pub struct Shared {
     pub local_pg_wal: Option<PathBuf>,
     /// When this daemon process started (for `tidewal status`).
     pub started: SystemTime,
+    /// Successful retention runs on the repository: the copier follows each on its copies.
+    pub pruned: std::sync::atomic::AtomicU64,
 }
 
 /// Run until SIGTERM/SIGINT. `reload` reads the configuration again (SIGHUP).
@@ -71,6 +75,7 @@ pub async fn run(settings: Settings, reload: impl Fn() -> Result<Settings>) -> R
         .map_err(|e| Fail::new(Code::Internal, format!("metrics: {e}")))?;
     describe();
     outcomes::describe();
+    copier::describe();
     // Before the lock and lease: a stop asked for meanwhile is seen once they are held.
     let mut signals = Signals {
         term: signal(SignalKind::terminate()).map_err(internal)?,
@@ -212,6 +217,7 @@ async fn start(
         accept_gap: std::sync::atomic::AtomicBool::new(false),
         local_pg_wal,
         started,
+        pruned: std::sync::atomic::AtomicU64::new(0),
     });
     let cancel = CancellationToken::new();
     let mut tasks = tokio::task::JoinSet::new();
@@ -244,7 +250,10 @@ async fn start(
     }
     task!("scheduler", scheduler::run);
     task!("monitor", monitor::run);
-    task!("pruner", prune_loop);
+    task!("pruner", retention::run);
+    if !shared.settings.copies.is_empty() {
+        task!("copier", copier::run);
+    }
     task!("timelines", timelines::run);
     task!("restore-test", restore_tests::run);
     if !shared.settings.dump.interval.is_zero() {
@@ -253,46 +262,6 @@ async fn start(
     let ph = prometheus.clone();
     task!("http", move |s, c| http::run(s, ph.clone(), c));
     Ok(Generation { shared, cancel, tasks })
-}
-
-/// Retention on a timer. A failed plan deletes nothing; it is reported and tried again.
-async fn prune_loop(shared: Arc<Shared>, cancel: CancellationToken) -> Result<()> {
-    loop {
-        tokio::select! {
-            _ = cancel.cancelled() => return Ok(()),
-            _ = tokio::time::sleep(shared.settings.daemon.prune_interval) => {}
-        }
-        // Never while a backup runs: its objects have no backup.json yet.
-        let _quiet = shared.backup_lock.lock().await;
-        let window = shared.settings.retention_window;
-        let pruned = match crate::ops::prune::prune(&shared.repo, SystemTime::now(), window, false).await {
-            Ok(mut done) => {
-                let policy = shared.settings.dump.retention;
-                let scratch = shared.settings.dump_scratch();
-                crate::ops::dump_prune::prune_dumps(&shared.repo, SystemTime::now(), policy, false, &scratch).await.map(
-                    |d| {
-                        done.deleted_objects += d.deleted_objects;
-                        done
-                    },
-                )
-            }
-            Err(e) => Err(e),
-        };
-        match pruned {
-            Ok(done) => {
-                metrics::counter!("tidewal_pruned_objects_total").increment(done.deleted_objects);
-                lock(&shared.state).last_prune_error = None;
-                if done.deleted_objects > 0 {
-                    tracing::info!("retention removed {} object(s)", done.deleted_objects);
-                }
-            }
-            Err(e) => {
-                metrics::counter!("tidewal_retention_failures_total").increment(1);
-                tracing::error!("retention failed, nothing more was deleted: {e}");
-                lock(&shared.state).last_prune_error = Some(e.to_string());
-            }
-        }
-    }
 }
 
 /// The cluster's data directory: `daemon.pgdata`, or asked from the server.

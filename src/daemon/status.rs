@@ -36,6 +36,21 @@ pub struct DaemonStatus {
     pub last_backup_error: Option<String>,
     pub last_verify: Option<RunStatus>,
     pub last_restore_test: Option<RunStatus>,
+    /// `[[repository.copy]]`: how far each copy is behind.
+    #[serde(default)]
+    pub copies: Vec<CopyStatus>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CopyStatus {
+    /// Its number for `--from-repo` (2 and up).
+    pub repo: usize,
+    pub url: String,
+    /// Seconds since the moment before which everything in the repository is in the copy.
+    pub lag_seconds: f64,
+    /// That moment; absent until a round of copying finished.
+    pub caught_up_to: Option<String>,
+    pub last_error: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -123,6 +138,17 @@ pub fn build(
         last_backup_error: state.last_backup_error.as_deref().map(crate::redact::text),
         last_verify: verify.map(run_status),
         last_restore_test: restore_test.map(run_status),
+        copies: state
+            .copies
+            .iter()
+            .map(|(n, c)| CopyStatus {
+                repo: *n,
+                url: c.url.clone(),
+                lag_seconds: c.lag(now),
+                caught_up_to: c.caught_up.map(rfc3339),
+                last_error: c.last_error.as_deref().map(crate::redact::text),
+            })
+            .collect(),
     }
 }
 
@@ -215,6 +241,7 @@ mod tests {
             "last_backup_error",
             "last_verify",
             "last_restore_test",
+            "copies",
         ] {
             assert!(keys.contains(&k), "{k} missing from {keys:?}");
         }

@@ -162,9 +162,38 @@ async fn copy_one(src: &Store, dest: &Store, conditional: bool, o: &ObjectInfo) 
     Ok(Outcome::Copied(n))
 }
 
+/// A destination whose handling of create-only writes is known (probed once).
+pub struct Dest {
+    pub store: Store,
+    pub conditional: bool,
+}
+
+/// Probe `dest` for create-only writes; refuse a lax one unless configured for it.
+pub async fn open_dest(dest: Store) -> Result<Dest> {
+    let conditional = dest.probe_conditional_writes(&layout::probe_name()).await?;
+    if !conditional && dest.requires_conditional_writes() {
+        return Err(lax_store(dest.url()));
+    }
+    Ok(Dest { store: dest, conditional })
+}
+
+impl CopyReport {
+    fn count(&mut self, o: Outcome) {
+        match o {
+            Outcome::Copied(n) => {
+                self.copied += 1;
+                self.bytes += n;
+            }
+            Outcome::Skipped => self.skipped += 1,
+            Outcome::Vanished => self.vanished += 1,
+        }
+    }
+}
+
 /// The destination's identity: absent (written now), the same (kept), or another
 /// repository's (refused).
-async fn copy_identity(src: &Repo, dest: &Store, conditional: bool) -> Result<Outcome> {
+pub async fn copy_identity(src: &Repo, dest: &Dest, report: &mut CopyReport) -> Result<()> {
+    let (conditional, dest) = (dest.conditional, &dest.store);
     let mine = src.store.get_bytes(layout::IDENTITY).await?;
     let theirs = match dest.get_bytes(layout::IDENTITY).await {
         Ok(b) => Some(b),
@@ -181,53 +210,58 @@ async fn copy_identity(src: &Repo, dest: &Store, conditional: bool) -> Result<Ou
             ),
         )
     };
-    match theirs {
-        Some(t) if t == mine => Ok(Outcome::Skipped),
-        Some(_) => Err(refuse()),
+    let outcome = match theirs {
+        Some(t) if t == mine => Outcome::Skipped,
+        Some(_) => return Err(refuse()),
         None => {
             let len = mine.len() as u64;
             match dest.create(layout::IDENTITY, mine, conditional).await? {
-                crate::store::Created::Written => Ok(Outcome::Copied(len)),
-                crate::store::Created::AlreadyExists => Err(refuse()),
+                crate::store::Created::Written => Outcome::Copied(len),
+                crate::store::Created::AlreadyExists => return Err(refuse()),
             }
         }
+    };
+    report.count(outcome);
+    Ok(())
+}
+
+fn is_record(name: &str) -> bool {
+    name.ends_with("/backup.json") || name.ends_with(&format!("/{}", dumps::RECORD))
+}
+
+/// Copy `groups` (from [`plan`]) one after another, the objects of each in parallel.
+pub async fn copy_groups(
+    src: &Store,
+    dest: &Dest,
+    groups: &[Vec<ObjectInfo>],
+    report: &mut CopyReport,
+    progress: &(dyn Fn(&str) + Sync),
+) -> Result<()> {
+    for group in groups {
+        if let [one] = group.as_slice() {
+            if is_record(&one.name) {
+                progress(&one.name);
+            }
+        }
+        // Collected first: a lazy map's closure makes the future not Send (the daemon spawns it).
+        let copies: Vec<_> = group.iter().map(|o| copy_one(src, &dest.store, dest.conditional, o)).collect();
+        let outcomes: Vec<Outcome> = futures::stream::iter(copies).buffer_unordered(IN_FLIGHT).try_collect().await?;
+        for o in outcomes {
+            report.count(o);
+        }
     }
+    Ok(())
 }
 
 /// Copy `src` into `dest` (see the module comment), then open the destination with the
 /// source's key and check every backup and dump there against its record.
 pub async fn copy(src: &Repo, dest: Store, progress: &(dyn Fn(&str) + Sync)) -> Result<CopyReport> {
-    let conditional = dest.probe_conditional_writes(&layout::probe_name()).await?;
-    if !conditional && dest.requires_conditional_writes() {
-        return Err(lax_store(dest.url()));
-    }
+    let dest = open_dest(dest).await?;
     let mut report = CopyReport::default();
-    let count = |r: &mut CopyReport, o: Outcome| match o {
-        Outcome::Copied(n) => {
-            r.copied += 1;
-            r.bytes += n;
-        }
-        Outcome::Skipped => r.skipped += 1,
-        Outcome::Vanished => r.vanished += 1,
-    };
-    count(&mut report, copy_identity(src, &dest, conditional).await?);
+    copy_identity(src, &dest, &mut report).await?;
     let listing = src.store.list_meta("").await?;
-    for group in plan(&listing) {
-        if let [one] = group.as_slice() {
-            if one.name.ends_with("/backup.json") || one.name.ends_with(&format!("/{}", dumps::RECORD)) {
-                progress(&one.name);
-            }
-        }
-        let (dest, src) = (&dest, &src.store);
-        let outcomes: Vec<Outcome> = futures::stream::iter(group.iter().map(|o| copy_one(src, dest, conditional, o)))
-            .buffer_unordered(IN_FLIGHT)
-            .try_collect()
-            .await?;
-        for o in outcomes {
-            count(&mut report, o);
-        }
-    }
-    let copy = Repo::open(dest, src.keys.clone(), src.lz4).await?;
+    copy_groups(&src.store, &dest, &plan(&listing), &mut report, progress).await?;
+    let copy = Repo::open(dest.store, src.keys.clone(), src.lz4).await?;
     let backups = catalog::list_backups(&copy).await?;
     for b in &backups {
         catalog::check_objects(&copy, b).await?;

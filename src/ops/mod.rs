@@ -4,6 +4,7 @@
 
 pub mod backup;
 pub mod copy;
+pub mod copy_sync;
 pub mod dump;
 pub mod dump_prune;
 pub mod dump_restore;
