@@ -5,6 +5,7 @@
 #   archive         the defaults: the archiver uploads .ready files ahead of PostgreSQL
 #   stream          daemon.stream = true, daemon.archive = false
 #   archive-stream  daemon.stream = true with the archiver on as well
+#   archive-copy    the defaults plus one [[repository.copy]] on the local disk (a round a minute)
 # Each daemon first takes its base backup at start; measuring begins once that is done.
 # PHASE (default 60) seconds per measurement; TIDEWAL_BIN=path measures that binary instead
 # of building this tree. Needs: PostgreSQL 15 (pgbench), python3.
@@ -73,6 +74,10 @@ measure archive ""
 measure stream "archive = false
 stream = true"
 measure archive-stream "stream = true"
+mkdir -p "$WORK/copy" && give_pg "$WORK/copy"
+measure archive-copy "
+[[repository.copy]]
+url = \"file://$WORK/copy\""
 
 echo
 echo "tidewal daemon, CPU seconds per minute ($PHASE s each), $(nproc) cores"

@@ -107,7 +107,10 @@ fn the_daemon_keeps_a_copy_that_restores_alone() {
     for p in [second.join("backups"), leftover.clone(), leftover.join("base.tar")] {
         chown_pg(&p);
     }
-    let config = std::fs::read_to_string(&a.env.config).unwrap();
+    // Short retries, so that the unreachable copy is reported soon.
+    let config = std::fs::read_to_string(&a.env.config)
+        .unwrap()
+        .replace("[repository]\n", "[repository]\nretry_timeout = \"3s\"\n");
     a.env.write_config(&format!(
         "{config}\n[[repository.copy]]\nurl = \"file://{}\"\ninterval = \"1s\"\n\n\
          [[repository.copy]]\nurl = \"s3://nowhere/copy\"\nmax_lag = \"3s\"\n\
@@ -116,6 +119,13 @@ fn the_daemon_keeps_a_copy_that_restores_alone() {
         second.display(),
         free_port()
     ));
+    // check looks at every copy: the empty one is fine, the unreachable one is named.
+    let second_url = format!("file://{}", second.display());
+    let out = a.env.tidewal(&["check"]);
+    expect_exit(&out, 8, &[]);
+    let text = stdout(&out);
+    assert!(text.contains(&format!("copy 2 ({second_url}): reachable and empty")), "{text}");
+    assert!(text.contains("FAIL") && text.contains("copy 3 (s3://nowhere/copy): "), "{text}");
     let sock = a.env.path().join("tidewal.sock");
     let (port, log) = daemon_config(
         &a,
@@ -159,6 +169,8 @@ fn the_daemon_keeps_a_copy_that_restores_alone() {
     // The repository itself was never touched by the copy's retention.
     assert_eq!(backups(&["list", "--json"]).as_array().unwrap().len(), 1);
 
+    let text = stdout(&a.env.tidewal(&["check"]));
+    assert!(text.contains(&format!("copy 2 ({second_url}): reachable, holds this repository")), "{text}");
     // Writers are not aimed at a copy; a copy that does not exist is named.
     expect_exit(&a.env.tidewal(&["--from-repo", "2", "backup"]), 2, &["--from-repo does not apply to backup"]);
     expect_exit(&a.env.tidewal(&["list", "--from-repo", "4"]), 2, &["repositories 1 to 3"]);

@@ -3,6 +3,7 @@
 
 use crate::config::Settings;
 use crate::error::{Code, Fail, Result};
+use crate::ops::copy::DestState;
 use crate::ops::timelines;
 use crate::pg::lsn::format_size;
 use crate::pg::replication::ReplConn;
@@ -101,6 +102,7 @@ pub async fn run(settings: &Settings, args: &Args) -> Result<()> {
     let repo = check_repository(settings, &mut r).await;
     if let Some(repo) = &repo {
         check_timelines(repo, &mut r).await;
+        check_copies(settings, repo, &mut r).await;
     }
 
     match sql::connect(settings.conninfo.as_deref()).await {
@@ -150,6 +152,31 @@ pub async fn run(settings: &Settings, args: &Args) -> Result<()> {
     match r.worst() {
         Level::Fail => Err(Fail::new(Code::CheckFailed, "check found problems; fix the FAIL lines above")),
         _ => Ok(()),
+    }
+}
+
+/// Each `[[repository.copy]]`: reachable, create-only writes, and empty or this repository.
+async fn check_copies(settings: &Settings, repo: &Repo, r: &mut Report) {
+    for c in &settings.copies {
+        let name = format!("copy {} ({})", c.number, c.url);
+        let state = match Store::open(&c.url, &c.store) {
+            Ok(store) => crate::ops::copy::check_dest(repo, store).await,
+            Err(e) => Err(e.into()),
+        };
+        match state {
+            Ok(DestState::Empty) => {
+                r.add(Level::Ok, format!("{name}: reachable and empty; the daemon fills it at its first round"))
+            }
+            Ok(DestState::Same { conditional }) => r.add(
+                Level::Ok,
+                format!(
+                    "{name}: reachable, holds this repository{}; read it with --from-repo {}",
+                    if conditional { "" } else { " (conditional writes ignored, accepted by configuration)" },
+                    c.number
+                ),
+            ),
+            Err(e) => r.add(Level::Fail, format!("{name}: {}", e.message)),
+        }
     }
 }
 

@@ -144,6 +144,8 @@ impl Settings {
         s.repo_url = c.url.clone();
         s.store = c.store.clone();
         s.s3_files = c.s3_files.clone();
+        // The copy has no copies of its own (check and the like look at it alone).
+        s.copies.clear();
         Ok(s)
     }
 }
@@ -209,6 +211,7 @@ interval = "10m"
         let two = s.for_repo(2).unwrap();
         assert_eq!(two.repo_url, "s3://eu/db");
         assert_eq!(two.store.s3.region.as_deref(), Some("eu-central-1"));
+        assert!(two.copies.is_empty());
         let conf = two.fetch_config().unwrap();
         assert!(conf.contains("url = \"s3://eu/db\""), "{conf}");
         assert!(conf.contains(&format!("secret_access_key_file = \"{}\"", secret.display())), "{conf}");

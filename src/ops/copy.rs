@@ -253,6 +253,29 @@ pub async fn copy_groups(
     Ok(())
 }
 
+/// What `check` finds at a copy's place: usable and empty (filled at the daemon's first
+/// round) or holding this repository; another repository or a lax store is an error.
+#[derive(Debug, PartialEq, Eq)]
+pub enum DestState {
+    Empty,
+    Same { conditional: bool },
+}
+
+/// Probe `dest` and compare its identity with `src`'s, writing nothing but the probe.
+pub async fn check_dest(src: &Repo, dest: Store) -> Result<DestState> {
+    let dest = open_dest(dest).await?;
+    let mine = src.store.get_bytes(layout::IDENTITY).await?;
+    match dest.store.get_bytes(layout::IDENTITY).await {
+        Err(StoreError::NotFound(_)) => Ok(DestState::Empty),
+        Err(e) => Err(e.into()),
+        Ok(theirs) if theirs == mine => Ok(DestState::Same { conditional: dest.conditional }),
+        Ok(_) => Err(Fail::new(
+            Code::Conflict,
+            format!("{} holds another repository (its {} differs from this one's)", dest.store.url(), layout::IDENTITY),
+        )),
+    }
+}
+
 /// Copy `src` into `dest` (see the module comment), then open the destination with the
 /// source's key and check every backup and dump there against its record.
 pub async fn copy(src: &Repo, dest: Store, progress: &(dyn Fn(&str) + Sync)) -> Result<CopyReport> {
