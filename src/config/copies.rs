@@ -153,7 +153,7 @@ impl Settings {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Flags;
+    use super::super::Flags;
 
     fn load(dir: &std::path::Path, text: &str) -> Result<Settings> {
         let path = dir.join("tidewal.toml");
