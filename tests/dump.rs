@@ -171,6 +171,7 @@ fn daemon_takes_scheduled_dumps() {
     wait_for("a scheduled dump", Duration::from_secs(120), || {
         d.metric("tidewal_last_dump_timestamp_seconds").is_some_and(|v| v > 0.0)
     });
+    assert_eq!(d.metric("tidewal_last_dump_success"), Some(1.0));
     wait_for("the first base backup", Duration::from_secs(120), || {
         d.metric("tidewal_repo_backups").is_some_and(|v| v >= 1.0)
     });

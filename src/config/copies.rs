@@ -152,8 +152,8 @@ impl Settings {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
     use super::super::Flags;
+    use super::*;
 
     fn load(dir: &std::path::Path, text: &str) -> Result<Settings> {
         let path = dir.join("tidewal.toml");

@@ -42,12 +42,14 @@ pub async fn run(shared: Arc<Shared>, cancel: CancellationToken) -> Result<()> {
                 Ok(info) => {
                     tracing::info!("dump {} complete in {:.1}s", info.id, info.duration_seconds);
                     metrics::gauge!("tidewal_last_dump_timestamp_seconds").set(unix(SystemTime::now()));
+                    metrics::gauge!("tidewal_last_dump_success").set(1.0);
                     super::lock(&shared.state).last_dump_error = None;
                     false
                 }
                 Err(e) => {
                     tracing::error!("dump failed: {e}");
                     metrics::counter!("tidewal_dump_failures_total").increment(1);
+                    metrics::gauge!("tidewal_last_dump_success").set(0.0);
                     super::lock(&shared.state).last_dump_error = Some(e.to_string());
                     true
                 }

@@ -372,6 +372,7 @@ fn describe() {
     describe_counter!("tidewal_base_backup_failures_total", "Failed base backups");
     describe_counter!("tidewal_dump_failures_total", "Failed scheduled logical dumps");
     describe_gauge!("tidewal_last_dump_timestamp_seconds", "When the last scheduled logical dump finished");
+    describe_gauge!("tidewal_last_dump_success", "1 when the daemon's last scheduled dump succeeded, 0 when it failed");
     describe_counter!("tidewal_pruned_objects_total", "Objects deleted by retention");
     describe_counter!("tidewal_retention_failures_total", "Retention runs that stopped without deleting");
     describe_counter!("tidewal_task_restarts_total", "Supervised tasks restarted after failing");
