@@ -1,6 +1,7 @@
 //! Fault suite, kill -9: the daemon, `wal-push`, `tidewal backup`, `tidewal restore` and
 //! `wal-fetch` during recovery, each killed at random moments (34 kills that land) under a
-//! steady insert load on a file:// repository. After each kind: the next run recovers by
+//! steady insert load on a file:// repository; the daemon keeps a `[[repository.copy]]`,
+//! which must come through its kills as whole as the repository. After each kind: the next run recovers by
 //! itself, every visible object opens whole, the next prune leaves no staging debris and
 //! no interrupted backup, and `tidewal verify` passes; at the end a restore through killed
 //! `wal-fetch` calls shows exactly the rows that were committed. The moments come from a
@@ -90,8 +91,17 @@ fn kill_nine_at_random_moments_under_load() {
         ),
     );
 
-    // 1. The daemon, while it archives and (asked with SIGUSR1, or at its first start) takes
-    // a base backup.
+    // The daemon also keeps a copy, with a round every second: its kills land in copying too.
+    let copy = a.env.pg_dir("copy");
+    let config = std::fs::read_to_string(&a.env.config).unwrap();
+    a.env.write_config(&format!(
+        "{config}\n[[repository.copy]]\nurl = \"file://{}\"\ninterval = \"1s\"\n",
+        copy.display()
+    ));
+    let mut whole_copy = WholeObjects::new(&copy, &a.env.path().join("repo.key"));
+
+    // 1. The daemon, while it archives, copies and (asked with SIGUSR1, or at its first
+    // start) takes a base backup.
     for i in 0..DAEMON_KILLS {
         let mut d = Tracked::tidewal(&a.env, "daemon", "daemon", Some(&log));
         wait_for("the daemon's HTTP endpoint", Duration::from_secs(60), || http_get(port, "/healthz").is_some());
@@ -102,6 +112,7 @@ fn kill_nine_at_random_moments_under_load() {
         sleep_ms(ms);
         assert!(d.kill9(), "the daemon ended by itself");
         whole.check_new();
+        whole_copy.check_new();
         println!("daemon kill {}: after {ms} ms", i + 1);
     }
     // The next run recovers by itself: it archives what is ready and has a backup.
@@ -111,7 +122,25 @@ fn kill_nine_at_random_moments_under_load() {
     });
     let last = c.switch_wal();
     c.wait_archived(&last);
+    // The copy catches up by itself, whole: what the kills left there opens whole or is
+    // staging debris that the copy's prune removes, and the copy verifies.
+    let in_copy = copy.join("wal/00000001").join(&last);
+    wait_for("the copy to catch up", Duration::from_secs(120), || {
+        in_copy.exists()
+            && serde_json::from_str::<serde_json::Value>(&stdout(&a.env.tidewal(&[
+                "list",
+                "--from-repo",
+                "2",
+                "--json",
+            ])))
+            .is_ok_and(|v| v["backups"].as_array().is_some_and(|b| !b.is_empty()))
+    });
     assert!(d.stop().success());
+    whole_copy.check_new();
+    expect_exit(&a.env.tidewal(&["prune", "--from-repo", "2"]), 0, &[]);
+    assert_eq!(staging_debris(&copy), Vec::<std::path::PathBuf>::new(), "staging debris in the copy after a prune");
+    expect_exit(&a.env.tidewal(&["verify", "--from-repo", "2"]), 0, &[]);
+    println!("the copy: {} objects opened whole, no debris after prune, verify passes", whole_copy.opened());
     assert_clean_after_prune(&a, &mut whole, "the daemon's kills", began);
 
     // 2. `tidewal backup`, while it streams its archives.
