@@ -102,14 +102,7 @@ pub(super) fn fetch_tables(o: &StoreOptions, repo: &mut Table) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{Flags, Settings};
-    use std::path::Path;
-
-    fn load(dir: &Path, text: &str) -> crate::error::Result<Settings> {
-        let p = dir.join("tidewal.toml");
-        std::fs::write(&p, text).unwrap();
-        Settings::load(&Flags { config: Some(p), ..Default::default() }, &|_| None)
-    }
+    use super::super::tests::load_file as load;
 
     #[test]
     fn azure_and_gcs_sections_reach_the_store_and_the_recovery_file() {

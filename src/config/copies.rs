@@ -152,14 +152,8 @@ impl Settings {
 
 #[cfg(test)]
 mod tests {
-    use super::super::Flags;
+    use super::super::tests::load_file as load;
     use super::*;
-
-    fn load(dir: &std::path::Path, text: &str) -> Result<Settings> {
-        let path = dir.join("tidewal.toml");
-        std::fs::write(&path, text).unwrap();
-        Settings::load(&Flags { config: Some(path), ..Flags::default() }, &|_| None)
-    }
 
     #[test]
     fn copies_inherit_and_override_the_store_settings() {

@@ -1,6 +1,14 @@
 use super::*;
 use std::collections::HashMap;
 
+/// Settings from `text` written as the config file in `dir`, without the environment (the
+/// sections' own tests use it too).
+pub(super) fn load_file(dir: &std::path::Path, text: &str) -> Result<Settings> {
+    let path = dir.join("tidewal.toml");
+    std::fs::write(&path, text).unwrap();
+    Settings::load(&Flags { config: Some(path), ..Flags::default() }, &|_| None)
+}
+
 fn load_with(toml: Option<&str>, env: &[(&str, &str)], flags: Flags) -> Result<Settings> {
     let dir = tempfile::tempdir().unwrap();
     let mut flags = flags;
