@@ -5,7 +5,8 @@
 #
 #   docker build -t REGISTRY/tidewal:0.1.0 .
 #
-# PG_MAJOR must be the major of the clusters it backs up (restore tests start that server).
+# PG_MAJOR must be the major of the clusters it backs up (restore tests start that server):
+#   docker build --build-arg PG_MAJOR=17 -t REGISTRY/tidewal:0.1.0-pg17 .
 
 ARG RUST_VERSION=1.95
 FROM rust:${RUST_VERSION}-bookworm AS build
@@ -29,10 +30,14 @@ RUN groupadd --system --gid 999 postgres \
     && mkdir -p /etc/postgresql-common /var/lib/postgresql \
     && echo 'create_main_cluster = false' > /etc/postgresql-common/createcluster.conf \
     && chown postgres:postgres /var/lib/postgresql
-# Debian's security updates move the exact versions: the major is what is pinned.
+# Debian's security updates move the exact versions: the major is what is pinned. Bookworm
+# ships only PostgreSQL 15; another major comes from the PostgreSQL project's apt repository
+# (apt.postgresql.org), added by postgresql-common's own script with the key it ships.
 # hadolint ignore=DL3008
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends ca-certificates "postgresql-${PG_MAJOR}" "postgresql-client-${PG_MAJOR}" \
+    && apt-get install -y --no-install-recommends ca-certificates postgresql-common \
+    && if [ "${PG_MAJOR}" != 15 ]; then /usr/share/postgresql-common/pgdg/apt.postgresql.org.sh -y; fi \
+    && apt-get install -y --no-install-recommends "postgresql-${PG_MAJOR}" "postgresql-client-${PG_MAJOR}" \
     && rm -rf /var/lib/apt/lists/*
 COPY --from=build /out/bin/tidewal /usr/local/bin/tidewal
 COPY --from=build /out/man1/ /usr/local/share/man/man1/

@@ -71,7 +71,7 @@ http_get() {
     exec 3<&-
 }
 
-if [ -n "${TIDEWAL_BIN:-}" ]; then echo "== tidewal: $TIDEWAL_BIN"; else echo "== building tidewal (release)"; fi
+if [ -n "${TIDEWAL_BIN:-}" ]; then echo "== tidewal: $TIDEWAL_BIN"; else echo "== building tidewal (release; the first build takes several minutes and prints nothing)"; fi
 build_tidewal
 as_pg "$TIDEWAL" keygen --output "$WORK/repo.key"
 mkdir -p "$WORK/repo" && give_pg "$WORK/repo"
@@ -114,7 +114,7 @@ pgbench_c -c 4 -j 2 -T "$SECONDS_OF_LOAD" -n >/dev/null 2>&1 &
 load=$!
 while kill -0 "$load" 2>/dev/null; do
     sleep 3
-    lag=$(http_get /metrics 2>/dev/null | awk '$1 == "tidewal_wal_archive_lag_seconds" {print $2}')
+    lag=$(http_get /metrics 2>/dev/null | awk '$1 == "tidewal_wal_archive_lag_seconds" {printf "%.1f", $2}')
     psql_c "SELECT format('  archived: %s files, last %s, failures %s; backup lag ${lag:-?}s', archived_count, last_archived_wal, failed_count) FROM pg_stat_archiver"
 done
 last=$(psql_c "SELECT pg_walfile_name(pg_switch_wal())")

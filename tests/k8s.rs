@@ -283,6 +283,14 @@ fn rendered_objects_keep_the_promises() {
             Some(mount(named(arr(rt, "/containers"), "tidewal"), "scratch")),
             "{name}"
         );
+        // A directory-format dump is staged in dump.scratch_dir (else /tmp, a small emptyDir).
+        let dj = &find(docs, "CronJob", "tidewal-dump")["spec"]["jobTemplate"]["spec"]["template"]["spec"];
+        assert!(named(arr(dj, "/volumes"), "scratch").pointer("/emptyDir/sizeLimit").is_some(), "{name}");
+        assert_eq!(
+            t(&conf, "dump.scratch_dir").as_str(),
+            Some(mount(named(arr(dj, "/containers"), "tidewal"), "scratch")),
+            "{name}: the dump job stages in /tmp, not its scratch volume"
+        );
 
         // The metrics Service reaches the sidecar's port.
         let svc = find(docs, "Service", "tidewal");
