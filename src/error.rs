@@ -133,6 +133,7 @@ impl From<StoreError> for Fail {
         let code = match &e {
             StoreError::Config(_) => Code::Usage,
             StoreError::NotFound(_) => Code::NotFound,
+            StoreError::NoDirectory(_) => Code::Conflict,
             StoreError::Unavailable { .. } | StoreError::Incomplete(_) => Code::Storage,
         };
         let mut msg = e.to_string();

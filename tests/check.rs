@@ -34,6 +34,17 @@ fn check_names_what_to_fix_and_passes_once_fixed() {
         assert!(text.contains(needle), "check output lacks {needle:?}:\n{text}");
     }
 
+    // Reading verbs never make a repository directory (as root it would be one the daemon's
+    // user cannot write); they say there is none. init makes it.
+    let absent = env.path().join("absent/repo");
+    let absent_url = format!("file://{}", absent.display());
+    for verb in [&["list"][..], &["verify"], &["restore", "--to", "/nonexistent/x"]] {
+        let mut args = vec!["--repo", absent_url.as_str()];
+        args.extend_from_slice(verb);
+        expect_exit(&env.tidewal(&args), 4, &["there is no repository at", "tidewal init"]);
+        assert!(!absent.exists(), "{verb:?} made {}", absent.display());
+    }
+
     expect_exit(&env.tidewal(&["init"]), 0, &[]);
     let again = env.tidewal(&["init"]);
     expect_exit(&again, 0, &[]);

@@ -142,6 +142,9 @@ fn daemon_archives_ahead_backs_up_and_reports() {
     expect_exit(&out, 0, &[]);
     assert!(stdout(&out).contains("taken by the daemon"), "{}", stdout(&out));
     assert_eq!(d.metric("tidewal_repo_backups"), Some(2.0));
+    // One taken beside the daemon counts at once too (it tells the daemon on its socket).
+    expect_exit(&a.env.tidewal(&["backup"]), 0, &[]);
+    assert_eq!(d.metric("tidewal_repo_backups"), Some(3.0));
 
     // kill -9 in the middle of a burst, then a restart: no gap, nothing half-written.
     let load = std::thread::scope(|s| {

@@ -343,7 +343,7 @@ fn rendered_objects_keep_the_promises() {
 
 /// The configuration of every rendering, loaded by tidewal itself (unknown keys and bad
 /// values are refused with exit 2): with its paths moved into a scratch directory, `list`
-/// gets as far as the (empty) repository.
+/// gets as far as the repository (absent: `list` makes no directory).
 #[test]
 fn rendered_configuration_loads_in_tidewal() {
     let tmp = tempfile::tempdir().unwrap();
@@ -375,7 +375,7 @@ fn rendered_configuration_loads_in_tidewal() {
             .replace("/etc/tidewal-secrets/", &format!("{}/", secrets.display()));
         let out = list(&local, n);
         assert!(
-            out.status.code() == Some(4) && text(&out).contains("not initialised"),
+            out.status.code() == Some(4) && text(&out).contains("there is no repository at"),
             "{}: tidewal did not accept the configuration: {}",
             r.name,
             text(&out)

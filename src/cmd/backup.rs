@@ -63,5 +63,9 @@ pub async fn run(settings: &Settings, args: &Args) -> Result<()> {
         "backup {} complete: {total} bytes ({stored} stored) in {:.1}s, WAL {} to {} ({} to {})",
         info.id, info.duration_seconds, info.start_lsn, info.end_lsn, info.start_wal, info.end_wal
     );
+    // A daemon beside us would otherwise count it only at its next look (minutes).
+    if let Some(socket) = &settings.daemon.socket {
+        crate::daemon::socket::ask_refresh(socket).await;
+    }
     Ok(())
 }

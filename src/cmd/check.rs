@@ -161,6 +161,13 @@ async fn check_copies(settings: &Settings, repo: &Repo, r: &mut Report) {
         let name = format!("copy {} ({})", c.number, c.url);
         let state = match Store::open(&c.url, &c.store) {
             Ok(store) => crate::ops::copy::check_dest(repo, store).await,
+            Err(crate::store::StoreError::NoDirectory(_)) => {
+                r.add(
+                    Level::Warn,
+                    format!("{name}: the directory does not exist yet; the daemon makes it at its first round (its parent must be writable by the daemon's user)"),
+                );
+                continue;
+            }
             Err(e) => Err(e.into()),
         };
         match state {

@@ -32,7 +32,7 @@ pub async fn run(settings: &Settings, args: &Args) -> Result<()> {
         opts.s3.region = args.to_region.clone().or(opts.s3.region);
         opts.s3.endpoint = args.to_endpoint.clone().or(opts.s3.endpoint);
     }
-    let dest = Store::open(&args.to, &opts)?;
+    let dest = Store::open_or_make(&args.to, &opts)?;
     if dest.url().trim_end_matches('/') == src.store.url().trim_end_matches('/') {
         return Err(Fail::new(Code::Usage, format!("--to {} is the repository itself", args.to)));
     }

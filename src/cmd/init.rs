@@ -32,7 +32,7 @@ pub async fn run(settings: &Settings, args: &Args) -> Result<()> {
             format!("PostgreSQL {} is not supported (13 to 18 are; 15 to 18 are tested)", info.version),
         ));
     }
-    let store = Store::open(&settings.repo_url, &settings.store)?;
+    let store = Store::open_or_make(&settings.repo_url, &settings.store)?;
     let conditional = store.probe_conditional_writes(&probe_name()).await?;
     let identity = Identity {
         format: FORMAT,

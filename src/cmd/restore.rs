@@ -110,6 +110,14 @@ pub fn print_restored(r: &Restored, as_primary: bool) {
         r.files_checked,
         r.to.display()
     );
+    if !r.has_config {
+        println!(
+            "the backup holds no postgresql.conf (a Debian cluster keeps it in /etc/postgresql/<major>/<cluster>): \
+             before starting, write {}/postgresql.conf with an include of the original's, data_directory and \
+             external_pid_file = '' (see the restore runbook in the README)",
+            r.to.display()
+        );
+    }
     if as_primary {
         println!(
             "restored as the primary (--as-primary): archiving stays as in the backup, so once promoted \

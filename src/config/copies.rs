@@ -84,8 +84,13 @@ pub(super) fn copy_settings(
         if let Some(g) = c.gcs {
             store.gcs = cloud::gcs_options(g)?;
         }
-        // Validate the URL now, not at the first round an hour into the daemon's life.
-        crate::store::Store::open(&c.url, &store).map_err(|e| usage(format!("{}: {e}", key("url"))))?;
+        // Validate the URL now, not at the first round an hour into the daemon's life; a
+        // file:// directory is only made by the daemon (as its user), never here.
+        let checked = match crate::store::Store::local_path(&c.url) {
+            Some(path) => path.map(|_| ()),
+            None => crate::store::Store::open(&c.url, &store).map(|_| ()),
+        };
+        checked.map_err(|e| usage(format!("{}: {e}", key("url"))))?;
         out.push(CopySettings { number, url: c.url, store, s3_files, interval, max_lag });
     }
     Ok(out)

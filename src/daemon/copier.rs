@@ -41,7 +41,7 @@ async fn keep(shared: Arc<Shared>, c: CopySettings, cancel: CancellationToken) {
         let mut pending = None;
         let round = async {
             if syncer.is_none() {
-                let store = Store::open(&c.url, &c.store)?;
+                let store = Store::open_or_make(&c.url, &c.store)?;
                 syncer = Some(Syncer::open(&shared.repo, store).await?);
             }
             match syncer.as_mut() {

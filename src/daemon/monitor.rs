@@ -63,6 +63,8 @@ pub async fn run(shared: Arc<Shared>, cancel: CancellationToken) -> Result<()> {
     let seg = shared.repo.identity.wal_segment_size;
     let mut tracker = LagTracker::default();
     let mut trimmed = std::time::Instant::now();
+    // The archiver's last durable position, kept for when its last file names no segment.
+    let mut archiver_saw = (0u32, Lsn(0));
     loop {
         let row = client
             .query_one(
@@ -84,11 +86,14 @@ pub async fn run(shared: Arc<Shared>, cancel: CancellationToken) -> Result<()> {
         // Durable: the end of the server's last archived segment on this timeline, carried on
         // through the segments the daemon stored ahead of the archiver.
         let mut durable = Lsn(0);
-        if let Ok(s) = SegmentId::parse(&archived, seg) {
-            if s.tli == tli {
-                durable = Lsn((s.segno + 1) * seg);
-            }
+        match archived_segment(&archived, seg) {
+            Some(s) if s.tli == tli => durable = Lsn((s.segno + 1) * seg),
+            Some(_) => {}
+            // A history file: what was archived before it still is.
+            None if archiver_saw.0 == tli => durable = archiver_saw.1,
+            None => {}
         }
+        archiver_saw = (tli, durable);
         {
             let ahead = super::lock(&shared.pushed_ahead);
             while ahead.contains(&SegmentId { tli, segno: durable.0 / seg }) && durable.0 > 0 {
@@ -121,6 +126,18 @@ pub async fn run(shared: Arc<Shared>, cancel: CancellationToken) -> Result<()> {
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
         }
     }
+}
+
+/// The segment `pg_stat_archiver.last_archived_wal` vouches for (pure): a segment is archived
+/// whole; a backup history file (`<segment>.<offset>.backup`) sorts right after its start
+/// segment, and PostgreSQL archives in name order, so that segment and all before it are.
+/// A timeline history file says nothing about segments.
+pub fn archived_segment(name: &str, seg: u64) -> Option<SegmentId> {
+    let segment = match name.strip_suffix(".backup") {
+        Some(backup) => backup.split('.').next()?,
+        None => name,
+    };
+    SegmentId::parse(segment, seg).ok()
 }
 
 /// Hand freed memory back to the system: after a backup or a burst of uploads, glibc keeps
@@ -219,6 +236,18 @@ mod tests {
         assert!(slot_warning("s", 5.0 * gib, -1.0, Some(10.0 * gib)).is_none());
         assert!(slot_warning("s", 5.0 * gib, -1.0, Some(4.0 * gib)).unwrap().contains("still free"));
         assert!(free_bytes(std::path::Path::new("/")).is_some_and(|f| f > 0.0));
+    }
+
+    #[test]
+    fn the_archived_segment_of_each_kind_of_file() {
+        let seg = 16 << 20;
+        let s = |n: &str| archived_segment(n, seg).map(|s| (s.tli, s.segno));
+        assert_eq!(s("000000010000000000000003"), Some((1, 3)));
+        // Right after a base backup the last archived file is its backup history file.
+        assert_eq!(s("000000010000000000000005.00000028.backup"), Some((1, 5)));
+        assert_eq!(s("00000002.history"), None);
+        assert_eq!(s(""), None);
+        assert_eq!(s("000000010000000000000005.partial"), None);
     }
 
     #[test]

@@ -36,6 +36,10 @@ pub async fn run(shared: Arc<Shared>, cancel: CancellationToken) -> Result<()> {
                 metrics::counter!("tidewal_pruned_objects_total").increment(deleted);
                 lock(&shared.state).last_prune_error = None;
                 shared.pruned.fetch_add(1, Ordering::Relaxed);
+                // The oldest recoverable moment moved.
+                if let Err(e) = super::monitor::refresh_repo_stats(&shared).await {
+                    tracing::warn!("cannot read the backups after retention: {e}");
+                }
                 if deleted > 0 {
                     tracing::info!("retention removed {deleted} object(s)");
                 }

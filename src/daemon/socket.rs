@@ -160,13 +160,17 @@ async fn serve(shared: &Shared, stream: UnixStream) -> std::io::Result<()> {
             Ok(json) => format!("ok {json}\n"),
             Err(e) => failed(Fail::new(Code::Internal, e.to_string())),
         },
+        _ if request == "refresh" => match super::monitor::refresh_repo_stats(shared).await {
+            Ok(_) => "ok refreshed\n".to_string(),
+            Err(f) => failed(f),
+        },
         _ if request == "backup" => match super::scheduler::backup_once(shared, &CancellationToken::new()).await {
             Some(Ok(id)) => format!("ok {id}\n"),
             Some(Err(f)) => failed(f),
             None => failed(Fail::new(Code::Internal, "the daemon stopped during the backup")),
         },
         _ => format!(
-            "error {} expected: push-to <repository> <key id> <absolute path>, push <absolute path>, backup, or status\n",
+            "error {} expected: push-to <repository> <key id> <absolute path>, push <absolute path>, backup, refresh, or status\n",
             Code::Usage as u8
         ),
     };
@@ -208,6 +212,12 @@ pub async fn ask(socket: &Path, repo: &RepoIdentity, file: &Path, timeout: Durat
 /// `tidewal backup --via-daemon`: the daemon takes the backup (never two at once); the id.
 pub async fn ask_backup(socket: &Path) -> Option<Result<String>> {
     request(socket, "backup", Duration::from_secs(7 * 24 * 3600)).await
+}
+
+/// After a backup taken beside the daemon: read the backups again (metrics, status). Best
+/// effort: no daemon, or one that does not know the request, changes nothing.
+pub async fn ask_refresh(socket: &Path) {
+    let _ = request(socket, "refresh", Duration::from_secs(10)).await;
 }
 
 /// `tidewal status`: the daemon's state; `None` when nobody answered in `timeout`. A daemon

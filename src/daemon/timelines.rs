@@ -1,5 +1,7 @@
 //! Watch the repository's lines of history: a second cluster archiving into it (a split)
 //! breaks the window for both, so it fails `/healthz` and sets `tidewal_timeline_splits`.
+//! The same pass reads the backups again, so that those taken beside the daemon show in its
+//! metrics and status within minutes.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,6 +27,8 @@ pub async fn run(shared: Arc<Shared>, cancel: CancellationToken) -> Result<()> {
 }
 
 async fn check(shared: &Shared) -> Result<()> {
+    // Backups taken beside the daemon (`tidewal backup` by hand, another host) count too.
+    super::monitor::refresh_repo_stats(shared).await?;
     let seg = shared.repo.identity.wal_segment_size;
     let s = survey(&shared.repo).await?;
     let splits = s.splits();

@@ -74,6 +74,8 @@ pub struct Restored {
     pub files_checked: usize,
     /// Settings that came with the backup and were commented out ("name (file)")
     pub removed_settings: Vec<String>,
+    /// The backup brought a `postgresql.conf` (a Debian-layout cluster keeps it in /etc).
+    pub has_config: bool,
 }
 
 /// The file in the data directory that recovery's restore_command reads.
@@ -213,7 +215,8 @@ pub async fn restore(repo: &Repo, args: &RestoreRequest) -> Result<Restored> {
         sync_filesystem(dir)?;
     }
     let removed_settings = write_recovery_config(args, target_time)?;
-    Ok(Restored { backup: info.clone(), to: args.to.clone(), files_checked: checked, removed_settings })
+    let has_config = args.to.join("postgresql.conf").exists();
+    Ok(Restored { backup: info.clone(), to: args.to.clone(), files_checked: checked, removed_settings, has_config })
 }
 
 /// Where each of the backup's tablespaces goes: its original location unless mapped.
@@ -330,6 +333,14 @@ async fn check_reachable(
                 "target time {} cannot be reached: {window}; omit the target to restore everything archived",
                 humantime::format_rfc3339_seconds(t)
             )));
+        }
+        if t > f.last_written {
+            // Within the clocks' grace: reachable only if a commit after it is archived.
+            tracing::warn!(
+                "target time {} is after the newest archived WAL (stored {}): unless WAL with a commit after the target is archived before recovery gets there, PostgreSQL stops with \"recovery ended before configured recovery target was reached\"; then start it again once more WAL is archived (tidewal list shows how far the archive reaches)",
+                humantime::format_rfc3339_seconds(t),
+                humantime::format_rfc3339_seconds(f.last_written)
+            );
         }
     }
     Ok(())

@@ -237,6 +237,7 @@ async fn wait_promoted(
     report: &mut RestoreTestReport,
 ) -> Result<Option<tokio_postgres::Client>> {
     let began = Instant::now();
+    let mut query_errors = 0;
     let mut fail = |problem: String| {
         report.failures.push(Failure { stage: "recovery".into(), what: "server".into(), problem });
         Ok(None)
@@ -252,13 +253,18 @@ async fn wait_promoted(
             return fail(format!("recovery did not finish within {limit} (verify.timeout); the log ends:\n{log}"));
         }
         match sql::connect(Some(&scratch.conninfo(&req.user, &req.database))).await {
-            Ok(c) => {
-                if let Ok(row) = c.query_one("SELECT pg_is_in_recovery()", &[]).await {
-                    if !row.get::<_, bool>(0) {
-                        return Ok(Some(c));
+            Ok(c) => match c.query_one("SELECT pg_is_in_recovery()", &[]).await {
+                Ok(row) if !row.get::<_, bool>(0) => return Ok(Some(c)),
+                Ok(_) => query_errors = 0,
+                // The server accepts connections but cannot answer: waiting will not help.
+                Err(e) => {
+                    query_errors += 1;
+                    if query_errors >= 20 {
+                        let e = sql::error_chain(&e);
+                        return fail(format!("the copy accepts connections but fails a plain query: {e}"));
                     }
                 }
-            }
+            },
             // The configuration names a role or database the copy lacks: waiting cannot help.
             Err(e) if e.contains("does not exist") => {
                 return Err(Fail::new(

@@ -80,6 +80,9 @@ pub enum StoreError {
     Config(String),
     #[error("object {0} does not exist")]
     NotFound(String),
+    /// A file:// repository whose directory does not exist (only `init` and copying make it).
+    #[error("there is no repository at {0}: the directory does not exist (run `tidewal init` as the daemon's user, or check repository.url)")]
+    NoDirectory(String),
     #[error("the upload of {0} was abandoned because its data source failed; nothing was stored")]
     Incomplete(String),
     #[error("cannot reach the repository {url} for {op} {path}: {source}")]
@@ -146,23 +149,43 @@ pub struct Store {
 }
 
 impl Store {
+    /// The directory a `file://` URL or a bare absolute path names; None for other schemes.
+    pub fn local_path(url: &str) -> Option<Result<std::path::PathBuf, StoreError>> {
+        if url.starts_with('/') {
+            return Some(Ok(std::path::PathBuf::from(url)));
+        }
+        url.starts_with("file://").then(|| {
+            url::Url::parse(url)
+                .ok()
+                .and_then(|u| u.to_file_path().ok())
+                .ok_or_else(|| StoreError::Config(format!("repository url {url:?}: expected file:///absolute/path")))
+        })
+    }
+
     /// `file:///path`, a bare absolute path, `s3://bucket[/prefix]`, `az://container[/prefix]`
-    /// or `gs://bucket[/prefix]`.
+    /// or `gs://bucket[/prefix]`. A `file://` directory must exist: reading verbs never make
+    /// one (as root, that would leave a directory the daemon's user cannot write).
     pub fn open(url: &str, opts: &StoreOptions) -> Result<Store, StoreError> {
+        Self::open_at(url, opts, false)
+    }
+
+    /// The same, making a `file://` directory that does not exist yet (`init`, copying).
+    pub fn open_or_make(url: &str, opts: &StoreOptions) -> Result<Store, StoreError> {
+        Self::open_at(url, opts, true)
+    }
+
+    fn open_at(url: &str, opts: &StoreOptions, create: bool) -> Result<Store, StoreError> {
         let cfg = |m: String| StoreError::Config(m);
         let mut local_root = None;
         let mut uploads = None;
-        let inner: Arc<dyn ObjectStore> = if url.starts_with('/') || url.starts_with("file://") {
-            let path = if url.starts_with('/') {
-                std::path::PathBuf::from(url)
-            } else {
-                url::Url::parse(url)
-                    .ok()
-                    .and_then(|u| u.to_file_path().ok())
-                    .ok_or_else(|| cfg(format!("repository url {url:?}: expected file:///absolute/path")))?
-            };
-            std::fs::create_dir_all(&path)
-                .map_err(|e| cfg(format!("cannot create repository directory {}: {e}", path.display())))?;
+        let inner: Arc<dyn ObjectStore> = if let Some(path) = Self::local_path(url) {
+            let path = path?;
+            if create {
+                std::fs::create_dir_all(&path)
+                    .map_err(|e| cfg(format!("cannot create repository directory {}: {e}", path.display())))?;
+            } else if !path.is_dir() {
+                return Err(StoreError::NoDirectory(path.display().to_string()));
+            }
             // file:// URLs ignore options, so build the store by hand to get fsync on every write.
             let fs = LocalFileSystem::new_with_prefix(&path)
                 .map_err(|e| cfg(format!("cannot open repository directory {}: {e}", path.display())))?

@@ -207,6 +207,9 @@ pub fn server_args(port: u16, scratch: &Path, extra: &[(String, String)]) -> Vec
         out.push("-c".to_string());
         out.push(format!("{k}={v}"));
     };
+    // JIT buys a check nothing and fails where W^X memory is enforced (systemd's
+    // MemoryDenyWriteExecute); the configuration may turn it back on.
+    set("jit", "off");
     for (k, v) in extra {
         set(k, v);
     }
@@ -437,11 +440,11 @@ mod tests {
     fn our_settings_come_last_and_cover_the_forced_list() {
         let extra = [("shared_buffers".to_string(), "64MB".to_string())];
         let args = server_args(5999, Path::new("/s"), &extra);
-        assert_eq!(&args[..2], ["-c", "shared_buffers=64MB"]);
+        assert_eq!(&args[..4], ["-c", "jit=off", "-c", "shared_buffers=64MB"]);
         assert!(args.contains(&"listen_addresses=".to_string()));
         assert!(args.contains(&"unix_socket_directories=/s/sock".to_string()));
         assert!(args.contains(&"archive_mode=off".to_string()));
-        let set: Vec<&str> = args.iter().skip(3).step_by(2).map(|a| a.split('=').next().unwrap()).collect();
+        let set: Vec<&str> = args.iter().skip(5).step_by(2).map(|a| a.split('=').next().unwrap()).collect();
         for name in &set {
             assert!(FORCED_SETTINGS.contains(name), "{name} is forced but not refused in the configuration");
         }
