@@ -380,6 +380,28 @@ fn rendered_configuration_loads_in_tidewal() {
             r.name,
             text(&out)
         );
+        // The commented example of a second repository loads once uncommented.
+        if local.contains("\n# [[repository.copy]]") {
+            let mut on = false;
+            let uncommented: Vec<&str> = local
+                .lines()
+                .map(|l| {
+                    on = l.starts_with("# [[repository.copy]]") || (on && l.starts_with("# "));
+                    if on {
+                        &l[2..]
+                    } else {
+                        l
+                    }
+                })
+                .collect();
+            let out = list(&uncommented.join("\n"), 200 + n);
+            assert!(
+                out.status.code() == Some(4) && text(&out).contains("there is no repository at"),
+                "{}: the [[repository.copy]] example does not load: {}",
+                r.name,
+                text(&out)
+            );
+        }
         let bad = list(&format!("{local}\n[nonsense]\nkey = 1\n"), 100 + n);
         assert_eq!(bad.status.code(), Some(2), "{}: an unknown section passed: {}", r.name, text(&bad));
         // The overlays differ from the base in [repository] alone.
