@@ -120,10 +120,47 @@ fn watch(status: &Path) -> Result<(notify::RecommendedWatcher, tokio::sync::mpsc
     Ok((watcher, wake))
 }
 
+/// What tells a file's content without reading it: PostgreSQL never rewrites a segment it
+/// has marked `.ready` (a recycled one gets another name), so a file with the same device,
+/// inode, size and change times as when the archiver stored it holds the bytes it stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Stamp {
+    dev: u64,
+    ino: u64,
+    len: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+pub fn stamp(path: &Path) -> Option<Stamp> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::symlink_metadata(path).ok()?;
+    m.is_file().then(|| Stamp {
+        dev: m.dev(),
+        ino: m.ino(),
+        len: m.size(),
+        mtime: (m.mtime(), m.mtime_nsec()),
+        ctime: (m.ctime(), m.ctime_nsec()),
+    })
+}
+
+/// Files the archiver stored, by path, kept for `wal-push`'s question (answered from here
+/// without reading 16 MiB again); bounded, a miss only means the full check.
+const STORED_FILES_KEPT: usize = 4096;
+
 async fn push(shared: &Shared, path: &Path) -> Result<()> {
     let began = Instant::now();
+    let before = stamp(path);
     match crate::ops::push::push_file(&shared.repo, path).await {
         Ok(r) => {
+            // Unchanged while it was read: what is stored is that file.
+            if let Some(s) = before.filter(|s| Some(*s) == stamp(path)) {
+                let mut stored = super::lock(&shared.stored_files);
+                if stored.len() >= STORED_FILES_KEPT {
+                    stored.clear();
+                }
+                stored.insert(path.to_path_buf(), s);
+            }
             metrics::histogram!("tidewal_wal_upload_seconds").record(began.elapsed().as_secs_f64());
             if r.outcome == crate::repo::Pushed::Stored {
                 metrics::counter!("tidewal_wal_segments_archived_total").increment(1);
@@ -160,6 +197,28 @@ async fn push(shared: &Shared, path: &Path) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_stamp_changes_with_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("000000010000000000000001");
+        std::fs::write(&p, b"one").unwrap();
+        let first = stamp(&p).unwrap();
+        assert_eq!(stamp(&p), Some(first));
+        // Rewritten in place (same size): the change times move.
+        std::thread::sleep(Duration::from_millis(20));
+        std::fs::write(&p, b"two").unwrap();
+        assert_ne!(stamp(&p), Some(first));
+        // Replaced by another file under the name: another inode.
+        let second = stamp(&p).unwrap();
+        let other = dir.path().join("x");
+        std::fs::write(&other, b"two").unwrap();
+        std::fs::rename(&other, &p).unwrap();
+        assert_ne!(stamp(&p), Some(second));
+        std::fs::remove_file(&p).unwrap();
+        assert_eq!(stamp(&p), None);
+        assert_eq!(stamp(dir.path()), None, "a directory has no stamp");
+    }
     use notify::event::{AccessKind, AccessMode, CreateKind, DataChange, Flag};
 
     fn event(kind: EventKind, paths: &[&str]) -> notify::Result<notify::Event> {

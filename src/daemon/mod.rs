@@ -56,6 +56,8 @@ pub struct Shared {
     pub started: SystemTime,
     /// Successful retention runs on the repository: the copier follows each on its copies.
     pub pruned: std::sync::atomic::AtomicU64,
+    /// Files the archiver stored and how they looked then (`archiver::Stamp`), by path.
+    pub stored_files: Mutex<std::collections::HashMap<PathBuf, archiver::Stamp>>,
 }
 
 /// Run until SIGTERM/SIGINT. `reload` reads the configuration again (SIGHUP).
@@ -218,6 +220,7 @@ async fn start(
         local_pg_wal,
         started,
         pruned: std::sync::atomic::AtomicU64::new(0),
+        stored_files: Mutex::new(Default::default()),
     });
     let cancel = CancellationToken::new();
     let mut tasks = tokio::task::JoinSet::new();
