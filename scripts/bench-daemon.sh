@@ -4,7 +4,8 @@
 # daemon's resident memory while it works and once it is idle:
 #   tidewal wal-push alone            archive_command, one file at a time
 #   tidewal wal-push + tidewal daemon the daemon stores .ready files ahead, 4 at once, and
-#                                     wal-push asks it over its Unix socket
+#                                     wal-push asks it over its Unix socket (the daemon is
+#                                     started with the timer: no head start on the backlog)
 #   pgbackrest archive-push           sync, lz4, aes-256-cbc
 #   pgbackrest archive-push async     archive-async=y, process-max = the cores (PROCESS_MAX), lz4, aes-256-cbc
 # SEGMENTS (default 40) per round. Needs: PostgreSQL 15, pgbackrest, python3.
@@ -57,12 +58,14 @@ backlog() {
 }
 
 results="$WORK/results.txt"
-# drain LABEL COMMAND: time until PostgreSQL has archived the whole backlog with COMMAND.
+# drain LABEL COMMAND [START]: time until PostgreSQL has archived the whole backlog with
+# COMMAND; START (a shell function) runs first inside the timed span (starting the daemon).
 drain() {
-    local label=$1 command=$2 before t0 t1
+    local label=$1 command=$2 start=${3:-} before t0 t1
     before=$(archived)
     sync
     t0=$(date +%s%N)
+    [ -n "$start" ] && "$start"
     set_archive_command "$command"
     until [ "$(archived)" -ge $((before + SEGMENTS)) ]; do sleep 0.05; done
     t1=$(date +%s%N)
@@ -76,16 +79,19 @@ backlog
 drain "tidewal-wal-push" "$TIDEWAL --config $WORK/tidewal.toml -q wal-push %p"
 
 echo "round 2: tidewal wal-push with the daemon" >&2
-backlog
 daemon_pattern="^$TIDEWAL --config $WORK/tidewal.toml daemon"
-as_pg "$TIDEWAL" --config "$WORK/tidewal.toml" daemon >"$WORK/daemon.log" 2>&1 &
-for _ in $(seq 1 300); do grep -q "tidewal daemon running" "$WORK/daemon.log" && break; sleep 0.2; done
-# The daemon takes its first base backup at start; let it finish before timing.
+start_daemon() { as_pg "$TIDEWAL" --config "$WORK/tidewal.toml" daemon >>"$WORK/daemon.log" 2>&1 & }
+# A first start takes the daemon's first base backup; it stops again before the backlog is
+# made, so that it starts on the backlog with the timer, like the others (no head start).
+start_daemon
 for _ in $(seq 1 600); do grep -q "base backup .* complete" "$WORK/daemon.log" && break; sleep 0.2; done
+pkill -TERM -f "$daemon_pattern" || true
+while pgrep -f "$daemon_pattern" >/dev/null; do sleep 0.1; done
+backlog
 peak=0
 ( while sleep 0.2; do r=$(rss_kb 2>/dev/null || echo 0); echo "$r"; done ) >"$WORK/rss.txt" &
 sampler=$!
-drain "tidewal-with-daemon" "$TIDEWAL --config $WORK/tidewal.toml -q wal-push %p"
+drain "tidewal-with-daemon" "$TIDEWAL --config $WORK/tidewal.toml -q wal-push %p" start_daemon
 kill "$sampler"
 peak=$(sort -n "$WORK/rss.txt" | tail -n1)
 sleep 12
