@@ -143,16 +143,20 @@ fn kill_nine_at_random_moments_under_load() {
     println!("the copy: {} objects opened whole, no debris after prune, verify passes", whole_copy.opened());
     assert_clean_after_prune(&a, &mut whole, "the daemon's kills", began);
 
-    // 2. `tidewal backup`, while it streams its archives.
+    // 2. `tidewal backup`, while it streams its archives. One whole run first: how long a
+    // backup takes here bounds the kill moments, so they land however fast the machine is.
+    let timed = Instant::now();
+    backup_id(&a.env.tidewal(&["backup"]));
+    let backup_ms = (timed.elapsed().as_millis() as u64).max(100);
     let mut landed = 0;
     for _ in 0..BACKUP_KILLS * 3 {
         let mut b = Tracked::tidewal(&a.env, "backup", "backup", None);
-        let ms = rng.random_range(50..2500);
+        let ms = rng.random_range(20..backup_ms * 9 / 10);
         sleep_ms(ms);
         if b.kill9() {
             whole.check_new();
             landed += 1;
-            println!("backup kill {landed}: after {ms} ms");
+            println!("backup kill {landed}: after {ms} ms of a {backup_ms} ms backup");
         }
         if landed == BACKUP_KILLS {
             break;
