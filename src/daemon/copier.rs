@@ -40,14 +40,11 @@ async fn keep(shared: Arc<Shared>, c: CopySettings, cancel: CancellationToken) {
         let listed_at = SystemTime::now();
         let mut pending = None;
         let round = async {
-            if syncer.is_none() {
-                let store = Store::open_or_make(&c.url, &c.store)?;
-                syncer = Some(Syncer::open(&shared.repo, store).await?);
-            }
-            match syncer.as_mut() {
-                Some(s) => s.round(&shared.repo, &mut pending).await,
-                None => unreachable!("opened above"),
-            }
+            let s = match syncer.as_mut() {
+                Some(s) => s,
+                None => syncer.insert(Syncer::open(&shared.repo, Store::open_or_make(&c.url, &c.store)?).await?),
+            };
+            s.round(&shared.repo, &mut pending).await
         };
         let outcome = tokio::select! {
             _ = cancel.cancelled() => return,
