@@ -23,7 +23,7 @@ pub async fn run(settings: &Settings, args: &Args) -> Result<()> {
         match ask(socket, &repo, &args.path, Duration::from_secs(600)).await {
             Answer::Done(outcome) => {
                 let name = args.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-                report(&name, outcome, " via the daemon", started);
+                report(&name, outcome, " via the daemon", "", started);
                 return Ok(());
             }
             Answer::Failed(f) => return Err(f),

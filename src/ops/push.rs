@@ -75,7 +75,7 @@ pub async fn push_file(repo: &Repo, path: &Path) -> Result<PushReport> {
         .map_err(|e| Fail::new(Code::Internal, e.to_string()))?;
     let plain_bytes = data.len() as u64;
     if let Some(outcome) = repo.already_stored(&obj, &digest).await? {
-        report(&name, outcome, "", started);
+        report(&name, outcome, "", "", started);
         return Ok(PushReport { outcome, plain_bytes, stored_bytes: 0 });
     }
     let key = repo.keys.write_key().cloned();
@@ -91,7 +91,7 @@ pub async fn push_file(repo: &Repo, path: &Path) -> Result<PushReport> {
     let stored_bytes = sealed.len() as u64;
     tracing::debug!("{name} sealed after {} ms", started.elapsed().as_millis());
     let outcome = repo.push_sealed(&obj, sealed, digest).await?;
-    report(&name, outcome, &format!(" ({plain_bytes} bytes, {stored_bytes} stored)"), started);
+    report(&name, outcome, "", &format!(" ({plain_bytes} bytes, {stored_bytes} stored)"), started);
     Ok(PushReport { outcome, plain_bytes, stored_bytes })
 }
 
@@ -123,16 +123,17 @@ async fn push_large(
     check_segment(name, seg, &first_page, len, want).map_err(|m| Fail::new(Code::BadInput, m))?;
     let file = std::fs::File::open(path).map_err(read_err)?;
     let outcome = repo.push_stream(obj, std::io::BufReader::with_capacity(1 << 20, file), digest).await?;
-    report(name, outcome, &format!(" ({len} bytes, streamed)"), started);
+    report(name, outcome, "", &format!(" ({len} bytes, streamed)"), started);
     Ok(PushReport { outcome, plain_bytes: len, stored_bytes: 0 })
 }
 
-pub fn report(name: &str, outcome: Pushed, sizes: &str, started: Instant) {
+/// One log line per push; `via` (" via the daemon") is said on both outcomes, `sizes` only
+/// when something was stored.
+pub fn report(name: &str, outcome: Pushed, via: &str, sizes: &str, started: Instant) {
+    let ms = started.elapsed().as_millis();
     match outcome {
-        Pushed::Stored => tracing::info!("archived {name}{sizes} in {} ms", started.elapsed().as_millis()),
-        Pushed::AlreadyPresent => {
-            tracing::info!("{name} was already archived with identical content ({} ms)", started.elapsed().as_millis())
-        }
+        Pushed::Stored => tracing::info!("archived {name}{via}{sizes} in {ms} ms"),
+        Pushed::AlreadyPresent => tracing::info!("{name} was already archived with identical content{via} ({ms} ms)"),
     }
 }
 
