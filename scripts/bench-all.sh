@@ -7,6 +7,8 @@
 #                     and async
 #   bench-stream.sh   streaming catch-up: the daemon against pg_receivewal --synchronous
 #   bench-idle.sh     the daemon's CPU seconds per minute, idle and under a light load
+#   bench-remote.sh   wal-push, backup, restore and the daemon's drain against S3 behind
+#                     0, 20 and 50 ms of added delay each way
 # Each part starts its own cluster from the same pgbench scale, so they do not disturb one
 # another. pgBackRest runs with process-max = the cores (PROCESS_MAX). Sizes: SCALE (100,
 # about 1.5 GB), REPS (3), SEGMENTS, ROUNDS, PHASE as the parts document; QUICK=1 shrinks
@@ -33,7 +35,7 @@ export TIDEWAL_BIN
 log=$(mktemp -d /tmp/tidewal-bench-all.XXXXXX)
 trap 'rm -rf "$log"' EXIT
 started=$(date -u +%Y-%m-%dT%H:%MZ)
-for part in backup archive daemon stream idle; do
+for part in backup archive daemon stream idle remote; do
     echo "== bench-$part.sh" >&2
     t0=$(date +%s)
     ./bench-"$part".sh 2>"$log/$part.err" | grep -v '^initialised ' | tee "$log/$part.out"
@@ -70,7 +72,7 @@ rota=$(lsblk -ndo ROTA "$disk_dev" 2>/dev/null | xargs || echo "?")
     echo "- PostgreSQL $("$PGBIN/postgres" --version | awk '{print $3}')"
     echo "- $(pgbackrest version)"
     echo "- lz4 $(lz4 -V 2>&1 | grep -o 'v[0-9.]*' | head -n1)"
-    for part in backup archive daemon stream idle; do
+    for part in backup archive daemon stream idle remote; do
         echo
         echo "## bench-$part.sh ($(cat "$log/$part.secs") s)"
         echo

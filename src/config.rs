@@ -194,6 +194,8 @@ pub struct Settings {
     pub s3_files: CredentialFiles,
     /// `[[repository.copy]]`: repositories 2 and up, kept up to date by the daemon.
     pub copies: Vec<CopySettings>,
+    /// Where `wal-push` and `wal-fetch` keep a remote repository's identity between calls.
+    pub identity_cache: Option<crate::repo::identity_cache::IdentityCache>,
 }
 
 /// Where the repository keys were read from (never the keys themselves).
@@ -292,6 +294,8 @@ impl Settings {
         }
 
         let copies = copies::copy_settings(repo.copy, &repo_url, &store, &s3_files)?;
+        let identity_cache =
+            cache_dir(env).map(|dir| crate::repo::identity_cache::IdentityCache { dir, max_age: IDENTITY_CACHE_AGE });
         let conninfo = env("TIDEWAL_PG_CONNINFO").or(file.postgres.conninfo);
         let standby_conninfo = env("TIDEWAL_PG_STANDBY_CONNINFO").or(file.postgres.standby_conninfo);
         let prefetch = match env("TIDEWAL_PREFETCH") {
@@ -313,7 +317,8 @@ impl Settings {
                 humantime::format_duration(retention_window)
             )));
         }
-        let daemon = daemon_settings(file.daemon, env)?;
+        let remote = crate::store::Store::local_path(&repo_url).is_none();
+        let daemon = daemon_settings(file.daemon, env, remote)?;
         let verify = verify::verify_settings(file.verify)?;
         let dump = dump::dump_settings(file.dump)?;
         if prefetch > 64 {
@@ -335,11 +340,32 @@ impl Settings {
             key_source,
             s3_files,
             copies,
+            identity_cache,
         })
     }
 }
 
-fn daemon_settings(d: DaemonSection, env: &dyn Fn(&str) -> Option<String>) -> Result<DaemonSettings> {
+/// How long a cached repository identity is trusted (see repo/identity_cache.rs).
+const IDENTITY_CACHE_AGE: Duration = Duration::from_secs(60);
+
+/// `TIDEWAL_CACHE_DIR`, else the XDG cache directory (`$XDG_CACHE_HOME/tidewal`, else
+/// `$HOME/.cache/tidewal`); none without a home ("" turns the cache off).
+fn cache_dir(env: &dyn Fn(&str) -> Option<String>) -> Option<PathBuf> {
+    let nonempty = |k: &str| env(k).filter(|v| !v.is_empty());
+    if let Some(v) = env("TIDEWAL_CACHE_DIR") {
+        return (!v.is_empty()).then(|| PathBuf::from(v));
+    }
+    nonempty("XDG_CACHE_HOME")
+        .map(|x| PathBuf::from(x).join("tidewal"))
+        .or_else(|| nonempty("HOME").map(|h| PathBuf::from(h).join(".cache/tidewal")))
+}
+
+/// Uploads the daemon runs at once by default: a remote store spends most of an upload
+/// waiting for its answer, a local disk does not.
+const ARCHIVE_PARALLEL_LOCAL: usize = 4;
+const ARCHIVE_PARALLEL_REMOTE: usize = 8;
+
+fn daemon_settings(d: DaemonSection, env: &dyn Fn(&str) -> Option<String>, remote: bool) -> Result<DaemonSettings> {
     let dur = |key: &str, v: Option<String>, default: &str| {
         parse_duration(&format!("daemon.{key}"), v.as_deref().unwrap_or(default))
     };
@@ -357,7 +383,8 @@ fn daemon_settings(d: DaemonSection, env: &dyn Fn(&str) -> Option<String>) -> Re
             }
         }
     };
-    let archive_parallel = d.archive_parallel.unwrap_or(4);
+    let archive_parallel =
+        d.archive_parallel.unwrap_or(if remote { ARCHIVE_PARALLEL_REMOTE } else { ARCHIVE_PARALLEL_LOCAL });
     if !(1..=32).contains(&archive_parallel) {
         return Err(usage(format!("daemon.archive_parallel = {archive_parallel}: 1 to 32")));
     }
@@ -555,6 +582,17 @@ impl Settings {
     pub async fn open_repo(&self) -> Result<crate::repo::Repo> {
         let store = crate::store::Store::open(&self.repo_url, &self.store)?;
         crate::repo::Repo::open(store, self.keys.clone(), self.lz4).await
+    }
+
+    /// The same, for `wal-push` and `wal-fetch` (one process per file): a remote
+    /// repository's identity comes from the local cache while it is fresh.
+    pub async fn open_repo_cached(&self) -> Result<crate::repo::Repo> {
+        let store = crate::store::Store::open(&self.repo_url, &self.store)?;
+        let o = &self.store;
+        let server = [&o.s3.endpoint, &o.s3.region, &o.azure.account, &o.azure.endpoint, &o.gcs.endpoint]
+            .map(|v| v.as_deref().unwrap_or_default())
+            .join(" ");
+        crate::repo::Repo::open_cached(store, self.keys.clone(), self.lz4, self.identity_cache.as_ref(), &server).await
     }
 }
 

@@ -119,3 +119,48 @@ fn archive_and_restore_file_repository() {
 fn archive_and_restore_s3_repository() {
     archive_and_restore("s3", RepoKind::S3);
 }
+
+/// `wal-push` and `wal-fetch` (one process per file) keep a remote repository's identity
+/// for a minute instead of reading it from the store on every call: with `tidewal.json`
+/// gone from the store, a push still succeeds on the fresh cached copy; with the cache
+/// turned off, or the copy older than a minute, the store is read and the push fails.
+#[test]
+fn wal_push_keeps_a_remote_repository_identity_for_a_minute() {
+    let a = Archiving::start("identity-cache", RepoKind::S3);
+    let seg = a.cluster.switch_wal();
+    a.cluster.wait_archived(&seg);
+    let file = a.cluster.data.join("pg_wal").join(&seg);
+    let cache = a.env.pg_dir("cache");
+    let push = |cache_dir: &std::path::Path| {
+        let out = as_pg(&a.env.bin)
+            .env("TIDEWAL_CACHE_DIR", cache_dir)
+            .arg("--config")
+            .arg(&a.env.config)
+            .args(["wal-push", file.to_str().unwrap()])
+            .output()
+            .unwrap();
+        (code(&out), stderr(&out))
+    };
+    let (rc, err) = push(&cache);
+    assert_eq!(rc, 0, "{err}");
+    let copies: Vec<_> = std::fs::read_dir(&cache).unwrap().map(|e| e.unwrap().path()).collect();
+    assert_eq!(copies.len(), 1, "{copies:?}");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&copies[0]).unwrap().permissions().mode() & 0o777, 0o600);
+
+    let s3 = a.s3.as_ref().unwrap();
+    std::fs::remove_file(s3.root.join(S3_BUCKET).join("cluster1/tidewal.json")).unwrap();
+    let (rc, err) = push(&cache);
+    assert_eq!(rc, 0, "the cached identity was not used:\n{err}");
+    assert!(err.contains("already archived with identical content"), "{err}");
+
+    let (rc, err) = push(std::path::Path::new(""));
+    assert_eq!(rc, 4, "{err}");
+    assert!(err.contains("is not initialised"), "{err}");
+    // A copy older than a minute is not trusted.
+    let old = std::time::SystemTime::now() - Duration::from_secs(120);
+    std::fs::File::options().write(true).open(&copies[0]).unwrap().set_modified(old).unwrap();
+    let (rc, err) = push(&cache);
+    assert_eq!(rc, 4, "{err}");
+    assert!(err.contains("is not initialised"), "{err}");
+}

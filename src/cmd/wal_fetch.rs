@@ -18,7 +18,7 @@ pub struct Args {
 }
 
 pub async fn run(settings: &Settings, args: &Args) -> Result<()> {
-    let repo = super::open_repo(settings).await?;
+    let repo = settings.open_repo_cached().await?;
     let req = FetchRequest {
         name: &args.name,
         path: &args.path,

@@ -39,7 +39,7 @@ pub async fn run(settings: &Settings, args: &Args) -> Result<()> {
             }
         }
     }
-    let repo = super::open_repo(settings).await?;
+    let repo = settings.open_repo_cached().await?;
     tracing::debug!("repository opened after {} ms", started.elapsed().as_millis());
     push_file(&repo, &args.path).await.map(|_| ())
 }

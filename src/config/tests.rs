@@ -165,3 +165,24 @@ fn known_keys_cover_every_section() {
         }
     }
 }
+
+#[test]
+fn identity_cache_follows_xdg_and_can_be_turned_off() {
+    let dir = |env: &[(&str, &str)]| load_with(None, env, Flags::default()).unwrap().identity_cache.map(|c| c.dir);
+    assert_eq!(dir(&[]), None);
+    assert_eq!(dir(&[("HOME", "/home/pg")]), Some(PathBuf::from("/home/pg/.cache/tidewal")));
+    assert_eq!(dir(&[("HOME", "/home/pg"), ("XDG_CACHE_HOME", "/xdg")]), Some(PathBuf::from("/xdg/tidewal")));
+    assert_eq!(dir(&[("HOME", "/home/pg"), ("TIDEWAL_CACHE_DIR", "/c")]), Some(PathBuf::from("/c")));
+    assert_eq!(dir(&[("HOME", "/home/pg"), ("TIDEWAL_CACHE_DIR", "")]), None);
+}
+
+#[test]
+fn remote_repositories_upload_more_at_once() {
+    let parallel =
+        |url: &str| load_with(None, &[("TIDEWAL_REPO", url)], Flags::default()).unwrap().daemon.archive_parallel;
+    assert_eq!(parallel("file:///srv/backups"), 4);
+    assert_eq!(parallel("/srv/backups"), 4);
+    assert_eq!(parallel("s3://bucket/cluster"), 8);
+    let t = "[repository]\nurl = \"s3://bucket/c\"\n[daemon]\narchive_parallel = 2\n";
+    assert_eq!(load_with(Some(t), &[], Flags::default()).unwrap().daemon.archive_parallel, 2);
+}

@@ -7,7 +7,7 @@
 //! Nothing is acknowledged here: PostgreSQL marks a file done only when its
 //! `archive_command` exits 0.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 use super::Shared;
 use crate::error::{Code, Fail, Result};
 use crate::pg::walfile::WalFile;
+use crate::repo::Pushed;
 
 /// The `.ready` files to upload, in the order PostgreSQL archives them: history files first,
 /// then by name (pure).
@@ -75,7 +76,7 @@ pub async fn run(shared: Arc<Shared>, pg_wal: PathBuf, cancel: CancellationToken
             let shared = shared.clone();
             let path = pg_wal.join(&name);
             async move {
-                let r = push(&shared, &path).await;
+                let r = push_once(&shared, &path).await.map(|_| ());
                 (name, r)
             }
         }))
@@ -148,21 +149,69 @@ pub fn stamp(path: &Path) -> Option<Stamp> {
 /// without reading 16 MiB again); bounded, a miss only means the full check.
 const STORED_FILES_KEPT: usize = 4096;
 
-async fn push(shared: &Shared, path: &Path) -> Result<()> {
-    let began = Instant::now();
-    let before = stamp(path);
-    match crate::ops::push::push_file(&shared.repo, path).await {
-        Ok(r) => {
-            // Unchanged while it was read: what is stored is that file.
-            if let Some(s) = before.filter(|s| Some(*s) == stamp(path)) {
-                let mut stored = super::lock(&shared.stored_files);
-                if stored.len() >= STORED_FILES_KEPT {
-                    stored.clear();
-                }
-                stored.insert(path.to_path_buf(), s);
+/// What the daemon stored, and what it is storing now.
+#[derive(Default)]
+pub struct StoredFiles {
+    done: HashMap<PathBuf, Stamp>,
+    /// Uploads under way; the sender is dropped when one ends (either way).
+    in_flight: HashMap<PathBuf, tokio::sync::watch::Receiver<()>>,
+}
+
+/// Store `path` once, for the archiver and for `wal-push` alike: a file stored already and
+/// unchanged since is not read again, and an upload of it under way is waited for, not
+/// repeated. PostgreSQL asks for the oldest segment, which is usually the one the archiver
+/// is uploading; a second upload beside it would cost a whole upload plus the look that
+/// finds the first one's copy.
+pub async fn push_once(shared: &Shared, path: &Path) -> Result<Pushed> {
+    loop {
+        let now = stamp(path);
+        let claim = {
+            let mut s = super::lock(&shared.stored_files);
+            if now.is_some() && s.done.get(path) == now.as_ref() {
+                return Ok(Pushed::AlreadyPresent);
             }
+            match s.in_flight.get(path) {
+                Some(under_way) => Err(under_way.clone()),
+                None => {
+                    let (ended, watch) = tokio::sync::watch::channel(());
+                    s.in_flight.insert(path.to_path_buf(), watch);
+                    Ok(ended)
+                }
+            }
+        };
+        match claim {
+            Ok(ended) => return upload(shared, path, now, ended).await,
+            // It ended: stored (seen above next time round), or failed, and then we try.
+            Err(mut under_way) => {
+                let _ = under_way.changed().await;
+            }
+        }
+    }
+}
+
+async fn upload(
+    shared: &Shared,
+    path: &Path,
+    before: Option<Stamp>,
+    ended: tokio::sync::watch::Sender<()>,
+) -> Result<Pushed> {
+    let began = Instant::now();
+    let pushed = crate::ops::push::push_file(&shared.repo, path).await;
+    let mut stored = super::lock(&shared.stored_files);
+    stored.in_flight.remove(path);
+    // Unchanged while it was read: what is stored is that file.
+    if let (Ok(_), Some(s)) = (&pushed, before.filter(|s| Some(*s) == stamp(path))) {
+        if stored.done.len() >= STORED_FILES_KEPT {
+            stored.done.clear();
+        }
+        stored.done.insert(path.to_path_buf(), s);
+    }
+    drop(stored);
+    drop(ended);
+    match pushed {
+        Ok(r) => {
             metrics::histogram!("tidewal_wal_upload_seconds").record(began.elapsed().as_secs_f64());
-            if r.outcome == crate::repo::Pushed::Stored {
+            if r.outcome == Pushed::Stored {
                 metrics::counter!("tidewal_wal_segments_archived_total").increment(1);
                 metrics::counter!("tidewal_uploaded_bytes_total").increment(r.stored_bytes);
             }
@@ -180,7 +229,7 @@ async fn push(shared: &Shared, path: &Path) -> Result<()> {
             let mut st = super::lock(&shared.state);
             st.upload_failures_in_a_row = 0;
             st.last_upload_error = None;
-            Ok(())
+            Ok(r.outcome)
         }
         Err(e) => {
             if e.code != Code::BadInput || path.exists() {

@@ -57,7 +57,7 @@ pub struct Shared {
     /// Successful retention runs on the repository: the copier follows each on its copies.
     pub pruned: std::sync::atomic::AtomicU64,
     /// Files the archiver stored and how they looked then (`archiver::Stamp`), by path.
-    pub stored_files: Mutex<std::collections::HashMap<PathBuf, archiver::Stamp>>,
+    pub stored_files: Mutex<archiver::StoredFiles>,
 }
 
 /// Run until SIGTERM/SIGINT. `reload` reads the configuration again (SIGHUP).

@@ -127,13 +127,8 @@ async fn serve(shared: &Shared, stream: UnixStream) -> std::io::Result<()> {
     let push = |p: &str| {
         let p = p.to_string();
         async move {
-            // Stored by the archiver and unchanged since: durable, nothing to read.
-            let known = super::lock(&shared.stored_files).remove(Path::new(&p));
-            if known.is_some() && known == super::archiver::stamp(Path::new(&p)) {
-                return "ok present\n".to_string();
-            }
-            match crate::ops::push::push_file(&shared.repo, Path::new(&p)).await {
-                Ok(r) if r.outcome == Pushed::Stored => "ok stored\n".to_string(),
+            match super::archiver::push_once(shared, Path::new(&p)).await {
+                Ok(Pushed::Stored) => "ok stored\n".to_string(),
                 Ok(_) => "ok present\n".to_string(),
                 Err(f) => failed(f),
             }

@@ -94,12 +94,13 @@ pub async fn restore(repo: &Repo, args: &RestoreRequest) -> Result<Restored> {
     let target_time = args.target_time;
     // Which line of history: on a split, the server's (or refuse to guess); recovery is told
     // the same timeline, so it cannot wander onto the other line.
-    let survey = timelines::survey(repo).await?;
+    // Each costs round trips on a remote store: together, not one after the other.
+    let (survey, backups) = tokio::join!(timelines::survey(repo), list_backups(repo));
+    let (survey, mut backups) = (survey?, backups?);
     let mut args = args.clone();
     args.target_timeline =
         timelines::resolve(repo, &survey, args.target_timeline.as_deref(), args.conninfo.as_deref()).await?;
     let args = &args;
-    let mut backups = list_backups(repo).await?;
     if let Some(tli) = args.target_timeline.as_deref().and_then(|t| t.parse::<u32>().ok()) {
         backups.retain(|b| timelines::on_line(b, tli, &survey, repo.identity.wal_segment_size));
     }
@@ -128,12 +129,16 @@ pub async fn restore(repo: &Repo, args: &RestoreRequest) -> Result<Restored> {
     for (oid, dir) in &spaces {
         check_target_dir(dir, args.force, &format!("tablespace {oid}: "))?;
     }
-    check_reachable(repo, info, args, target_time, &survey.listing).await?;
-    crate::repo::catalog::check_objects(repo, info).await?;
     if args.check_space {
         check_space(info, &args.to)?;
     }
-    check_backup_wal(repo, info).await?;
+    // At once, but the first check's complaint wins, as when they ran in turn.
+    let (reachable, objects, wal) = tokio::join!(
+        check_reachable(repo, info, args, target_time, &survey.listing),
+        crate::repo::catalog::check_objects(repo, info),
+        check_backup_wal(repo, info),
+    );
+    reachable.and(objects).and(wal)?;
     if args.force {
         refuse_other_cluster(&args.to, repo.identity.system_id())?;
         // A tablespace directory is only emptied when it was mapped on purpose or belonged

@@ -1,5 +1,6 @@
 //! The backup catalog: reading `backup.json` records and choosing a backup for a target.
 
+use futures::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 
 use super::{Repo, StoredObject};
@@ -47,20 +48,21 @@ pub async fn list_backups(repo: &Repo) -> Result<Vec<BackupInfo>> {
     read_backups(repo, &repo.store.list("backups").await?).await
 }
 
-/// The backups among object names already listed under `backups/`.
+/// The backups among object names already listed under `backups/`, their records read 16
+/// at once (one round trip each on a remote store, and a repository holds dozens).
 pub async fn read_backups(repo: &Repo, names: &[String]) -> Result<Vec<BackupInfo>> {
-    let mut out = Vec::new();
-    for name in names {
-        if !name.ends_with("/backup.json") {
-            continue;
-        }
-        let raw = repo.store.get_bytes(name).await?;
-        let plain = open_to_vec(&raw, &repo.keys, name)
-            .map_err(|e| Fail::new(Code::Integrity, format!("object {name}: {e}")))?;
-        let info: BackupInfo = serde_json::from_slice(&plain)
-            .map_err(|e| Fail::new(Code::Integrity, format!("object {name}: not a valid backup record: {e}")))?;
-        out.push(info);
-    }
+    let reads: Vec<_> = names
+        .iter()
+        .filter(|n| n.ends_with("/backup.json"))
+        .map(|name| async move {
+            let raw = repo.store.get_bytes(name).await?;
+            let plain = open_to_vec(&raw, &repo.keys, name)
+                .map_err(|e| Fail::new(Code::Integrity, format!("object {name}: {e}")))?;
+            serde_json::from_slice::<BackupInfo>(&plain)
+                .map_err(|e| Fail::new(Code::Integrity, format!("object {name}: not a valid backup record: {e}")))
+        })
+        .collect();
+    let mut out: Vec<BackupInfo> = futures::stream::iter(reads).buffered(16).try_collect().await?;
     // By start time, so ids of earlier versions (whole seconds) sort among today's.
     out.sort_by(|a, b| {
         (super::layout::parse_backup_id(&a.id), &a.id).cmp(&(super::layout::parse_backup_id(&b.id), &b.id))

@@ -5,6 +5,7 @@ pub mod catalog;
 pub mod clock;
 pub mod dump_retention;
 pub mod dumps;
+pub mod identity_cache;
 pub mod layout;
 pub mod lease;
 pub mod manifest;
@@ -94,17 +95,12 @@ fn integrity(obj: &str, e: CodecError) -> Fail {
 impl Repo {
     /// Open an initialised repository.
     pub async fn open(store: Store, keys: Keyring, lz4: bool) -> Result<Repo> {
-        let raw = match store.get_bytes(layout::IDENTITY).await {
-            Ok(b) => b,
-            Err(StoreError::NotFound(_)) => {
-                return Err(Fail::new(
-                    Code::Conflict,
-                    format!("the repository {} is not initialised: run `tidewal init` first", store.url()),
-                ))
-            }
-            Err(e) => return Err(e.into()),
-        };
+        let raw = identity_bytes(&store).await?;
         let identity = decode_identity(&raw, &keys)?;
+        Repo::from_identity(store, keys, lz4, identity)
+    }
+
+    fn from_identity(store: Store, keys: Keyring, lz4: bool, identity: Identity) -> Result<Repo> {
         if identity.format > FORMAT {
             return Err(Fail::new(
                 Code::Conflict,
@@ -448,6 +444,18 @@ pub fn lax_store(url: &str) -> Fail {
              If-None-Match, or set repository.require_conditional_writes = false if only one writer ever writes here"
         ),
     )
+}
+
+/// The sealed `tidewal.json` as stored.
+async fn identity_bytes(store: &Store) -> Result<Bytes> {
+    match store.get_bytes(layout::IDENTITY).await {
+        Ok(b) => Ok(b),
+        Err(StoreError::NotFound(_)) => Err(Fail::new(
+            Code::Conflict,
+            format!("the repository {} is not initialised: run `tidewal init` first", store.url()),
+        )),
+        Err(e) => Err(e.into()),
+    }
 }
 
 fn decode_identity(raw: &[u8], keys: &Keyring) -> Result<Identity> {

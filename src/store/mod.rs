@@ -231,6 +231,11 @@ impl Store {
         &self.url
     }
 
+    /// A `file://` repository: reading it costs no round trip.
+    pub fn is_local(&self) -> bool {
+        self.local_root.is_some()
+    }
+
     fn unavailable(&self, op: &'static str, path: &str, source: object_store::Error) -> StoreError {
         match source {
             object_store::Error::NotFound { .. } => StoreError::NotFound(path.to_string()),
