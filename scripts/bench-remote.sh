@@ -139,6 +139,11 @@ ${DAEMON_EXTRA:-}"
     pkill -TERM -f "$daemon_pattern" || true
     while pgrep -f "$daemon_pattern" >/dev/null; do sleep 0.1; done
     daemon_pattern=
+    # Not into a repository whose proxy is about to go: PostgreSQL's archiver would sit in a
+    # wal-push retrying it while the next round's backup waits for its WAL.
+    set_archive_command "/bin/true"
+    psql_c "SELECT pg_switch_wal()" >/dev/null
+    sleep 1
     kill "$PROXYPID"
     wait "$PROXYPID" 2>/dev/null || true
     PROXYPID=
