@@ -7,7 +7,7 @@
 use std::io::Read;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use tidewal::codec::{open_to_vec, seal_to_vec, Key, Keyring, OpenReader, SealOptions};
+use tidewal::codec::{open_to_vec, seal_to_vec, Cipher, Key, Keyring, OpenReader, SealOptions};
 
 const SEG: usize = 16 << 20;
 
@@ -58,8 +58,15 @@ fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("codec");
     g.throughput(Throughput::Bytes(data.len() as u64));
     g.sample_size(20);
-    let modes: [(&str, bool, Option<&Key>); 3] =
-        [("lz4+xchacha20", true, Some(&key)), ("xchacha20", false, Some(&key)), ("lz4+blake3", true, None)];
+    let aes_keys = keys.clone().with_cipher(Cipher::Aes256Gcm);
+    let aes = aes_keys.write_key();
+    let modes: [(&str, bool, Option<&Key>); 5] = [
+        ("lz4+xchacha20", true, Some(&key)),
+        ("lz4+aes256gcm", true, aes),
+        ("xchacha20", false, Some(&key)),
+        ("aes256gcm", false, aes),
+        ("lz4+blake3", true, None),
+    ];
     for (name, lz4, k) in modes {
         let opts = SealOptions { lz4, digest };
         let sealed = seal_to_vec(&data, k, "wal/bench", opts).unwrap().out;

@@ -503,3 +503,48 @@ fn prune_keeps_the_window_restorable() {
     wait_promoted(&r);
     assert_eq!(r.psql("SELECT count(*) FROM t"), "500");
 }
+
+/// A repository made with `init --cipher aes-256-gcm` seals every object but `tidewal.json`
+/// with AES-256-GCM (header version 2, cipher byte 1), and backs up, verifies and restores
+/// like any other, with no setting but the key.
+#[test]
+fn an_aes_256_gcm_repository_backs_up_and_restores() {
+    let a = Archiving::start_init("aes", RepoKind::File, &[], &["--cipher", "aes-256-gcm"]);
+    let c = &a.cluster;
+    c.psql("CREATE TABLE marks (n int)");
+    c.psql("INSERT INTO marks SELECT g FROM generate_series(1, 300) g");
+    expect_exit(&a.env.tidewal(&["backup"]), 0, &[]);
+    c.psql("INSERT INTO marks SELECT g FROM generate_series(1, 200) g");
+    let last = c.switch_wal();
+    c.wait_archived(&last);
+    expect_exit(&a.env.tidewal(&["verify"]), 0, &[]);
+
+    let repo = a.repo_dir.clone().unwrap();
+    let mut seen = 0;
+    let mut dirs = vec![repo.clone()];
+    while let Some(d) = dirs.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                dirs.push(p);
+                continue;
+            }
+            let head = std::fs::read(&p).unwrap();
+            let name = p.strip_prefix(&repo).unwrap().display().to_string();
+            if name == "tidewal.json" {
+                assert_eq!((head[4], head[7]), (1, 0), "tidewal.json stays readable by older versions");
+            } else if name.starts_with("wal/") || name.starts_with("backups/") {
+                assert_eq!((head[4], head[7]), (2, 1), "{name} is not sealed with AES-256-GCM");
+                seen += 1;
+            }
+        }
+    }
+    assert!(seen >= 5, "only {seen} objects looked at");
+
+    let mut primary = a.cluster;
+    primary.stop_immediate();
+    let a = Archiving { cluster: primary, ..a };
+    let r = restore_and_start(&a, "restored", &[]);
+    wait_promoted(&r);
+    assert_eq!(r.psql("SELECT count(*) FROM marks"), "500");
+}

@@ -277,7 +277,7 @@ async fn check_repository(settings: &Settings, r: &mut Report) -> Option<Repo> {
                     format_size(id.wal_segment_size),
                     id.key_id
                         .as_ref()
-                        .map(|k| format!("encrypted with key {k}"))
+                        .map(|k| format!("encrypted with key {k}, {}", id.cipher.name()))
                         .unwrap_or_else(|| "not encrypted".into())
                 ),
             );

@@ -1,5 +1,6 @@
 //! `tidewal init`: bind a repository to the cluster the connection settings reach.
 
+use crate::codec::Cipher;
 use crate::config::Settings;
 use crate::error::{Code, Fail, Result};
 use crate::pg::lsn::format_size;
@@ -13,10 +14,18 @@ pub struct Args {
     /// Create a repository without encryption (objects are still checksummed)
     #[arg(long)]
     pub no_encryption: bool,
+    /// The cipher new objects are sealed with; recorded in the repository, so no other
+    /// command needs it (objects of either kind are always readable)
+    /// [default: xchacha20-poly1305]
+    #[arg(long, value_enum)]
+    pub cipher: Option<Cipher>,
 }
 
 pub async fn run(settings: &Settings, args: &Args) -> Result<()> {
     let key = settings.keys.write_key();
+    if args.no_encryption && args.cipher.is_some() {
+        return Err(Fail::new(Code::Usage, "--cipher and --no-encryption exclude each other"));
+    }
     if key.is_none() && !args.no_encryption {
         return Err(Fail::new(
             Code::Usage,
@@ -42,6 +51,7 @@ pub async fn run(settings: &Settings, args: &Args) -> Result<()> {
         encrypted: key.is_some(),
         key_id: key.map(|k| k.id_hex()),
         conditional_writes: conditional,
+        cipher: args.cipher.unwrap_or_default(),
         created_at: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
         created_by: format!("tidewal {}", env!("CARGO_PKG_VERSION")),
     };
@@ -55,7 +65,7 @@ pub async fn run(settings: &Settings, args: &Args) -> Result<()> {
             info.version,
             format_size(id.wal_segment_size),
             match &id.key_id {
-                Some(k) => format!("encrypted with key {k}"),
+                Some(k) => format!("encrypted with key {k}, {}", id.cipher.name()),
                 None => "not encrypted".into(),
             }
         );
@@ -65,6 +75,12 @@ pub async fn run(settings: &Settings, args: &Args) -> Result<()> {
             repo.store.url(),
             id.system_identifier
         );
+        if id.encrypted && args.cipher.is_some_and(|c| c != id.cipher) {
+            println!(
+                "note: it seals with {}, chosen when it was made; --cipher applies to new repositories only",
+                id.cipher.name()
+            );
+        }
     }
     if !conditional {
         // Only reached when repository.require_conditional_writes = false accepts the store.

@@ -6,10 +6,17 @@ use aead_stream::aead::Buffer;
 use aead_stream::{StreamBE32, StreamPrimitive};
 use chacha20poly1305::{KeyInit, XChaCha20Poly1305};
 
-use super::keys::{Key, Keyring};
+use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
+
+use super::keys::{Cipher, Key, Keyring};
 
 pub const MAGIC: &[u8; 4] = b"TWAL";
+/// Plaintext and XChaCha20-Poly1305 objects.
 pub const VERSION: u8 = 1;
+/// Objects whose byte 7 names another cipher (so an older tidewal says "upgrade" rather
+/// than "damaged").
+pub const VERSION_CIPHER: u8 = 2;
+pub const CIPHER_AES_256_GCM: u8 = 1;
 pub const HEADER_LEN: usize = 108;
 /// Plaintext bytes per chunk; every frame but the last carries exactly this much.
 pub const CHUNK: usize = 64 * 1024;
@@ -108,6 +115,7 @@ pub struct Header {
     pub flags: u8,
     pub key_id: [u8; 8],
     pub digest: Option<[u8; DIGEST_LEN]>,
+    pub cipher: Cipher,
 }
 
 fn name_tag(key: Option<&Key>, name: &str) -> [u8; 16] {
@@ -140,10 +148,15 @@ impl Header {
         if digest.is_some() {
             flags |= FLAG_DIGEST;
         }
+        let cipher = key.map(Key::cipher).unwrap_or_default();
         raw[0..4].copy_from_slice(MAGIC);
         raw[4] = VERSION;
         raw[5] = flags;
         raw[6] = CHUNK_LOG2;
+        if cipher == Cipher::Aes256Gcm {
+            raw[4] = VERSION_CIPHER;
+            raw[7] = CIPHER_AES_256_GCM;
+        }
         let mut nonce = [0u8; 19];
         if let Some(k) = key {
             raw[8..16].copy_from_slice(&k.id());
@@ -158,8 +171,8 @@ impl Header {
         raw[84..92].copy_from_slice(&check.as_bytes()[..8]);
         let mac = header_mac(key, &raw[..92]);
         raw[92..108].copy_from_slice(&mac);
-        let header = Header { raw, flags, key_id: raw[8..16].try_into().expect("8"), digest };
-        let prot = Protector::new(key, &nonce);
+        let header = Header { raw, flags, key_id: raw[8..16].try_into().expect("8"), digest, cipher };
+        let prot = Protector::new(key, &nonce, cipher);
         (header, prot)
     }
 
@@ -177,19 +190,24 @@ impl Header {
         if blake3::hash(&raw[..84]).as_bytes()[..8] != raw[84..92] {
             return Err(CodecError::CorruptHeader);
         }
-        if raw[4] != VERSION {
-            return Err(CodecError::UnsupportedVersion(raw[4]));
-        }
+        let flags = raw[5];
+        let cipher = match (raw[4], raw[7]) {
+            (VERSION, _) => Cipher::XChaCha20Poly1305,
+            // Only encrypted objects name a cipher.
+            (VERSION_CIPHER, CIPHER_AES_256_GCM) if flags & FLAG_ENCRYPTED != 0 => Cipher::Aes256Gcm,
+            (VERSION_CIPHER, CIPHER_AES_256_GCM) => return Err(CodecError::CorruptHeader),
+            (v, _) => return Err(CodecError::UnsupportedVersion(v)),
+        };
         if raw[6] != CHUNK_LOG2 {
             return Err(CodecError::CorruptHeader);
         }
-        let flags = raw[5];
         let digest = (flags & FLAG_DIGEST != 0).then(|| raw[52..84].try_into().expect("32"));
         Ok(Header {
             raw: raw[..HEADER_LEN].try_into().expect("len"),
             flags,
             key_id: raw[8..16].try_into().expect("8"),
             digest,
+            cipher,
         })
     }
 
@@ -223,24 +241,54 @@ impl Header {
             return Err(CodecError::WrongName);
         }
         let nonce: [u8; 19] = self.raw[16..35].try_into().expect("19");
-        Ok(Protector::new(key, &nonce))
+        Ok(Protector::new(key, &nonce, self.cipher))
     }
 }
 
 /// Seals or opens one chunk in place: AEAD with a key, a BLAKE3 tag without.
 pub enum Protector {
     Aead(Box<StreamBE32<XChaCha20Poly1305>>),
+    Gcm(Box<Gcm>),
     Plain,
 }
 
+/// AES-256-GCM in the same STREAM construction as XChaCha20-Poly1305 (nonce: a 7-byte
+/// prefix, the chunk index, a last-chunk flag), under a key of this object's own, derived
+/// from the repository key and the header's 19 random bytes: GCM's 96-bit nonces then never
+/// repeat under one key, however many objects the repository holds.
+pub struct Gcm {
+    key: LessSafeKey,
+    prefix: [u8; 7],
+}
+
+/// Derivation context of the per-object AES key.
+const CTX_GCM_OBJECT: &[u8] = b"tidewal 2026 aes-256-gcm object key v1\0";
+
+impl Gcm {
+    fn new(k: &Key, salt: &[u8; 19]) -> Gcm {
+        let sub = blake3::Hasher::new_keyed(k.aead_key()).update(CTX_GCM_OBJECT).update(salt).finalize();
+        let key = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, sub.as_bytes()).expect("a 32-byte key"));
+        Gcm { key, prefix: salt[..7].try_into().expect("7") }
+    }
+
+    fn nonce(&self, idx: u32, last: bool) -> Nonce {
+        let mut n = [0u8; 12];
+        n[..7].copy_from_slice(&self.prefix);
+        n[7..11].copy_from_slice(&idx.to_be_bytes());
+        n[11] = last as u8;
+        Nonce::assume_unique_for_key(n)
+    }
+}
+
 impl Protector {
-    fn new(key: Option<&Key>, nonce: &[u8; 19]) -> Protector {
-        match key {
-            Some(k) => {
+    fn new(key: Option<&Key>, nonce: &[u8; 19], cipher: Cipher) -> Protector {
+        match (key, cipher) {
+            (Some(k), Cipher::XChaCha20Poly1305) => {
                 let aead = XChaCha20Poly1305::new(k.aead_key().into());
                 Protector::Aead(Box::new(aead_stream::NewStream::from_aead(aead, nonce.into())))
             }
-            None => Protector::Plain,
+            (Some(k), Cipher::Aes256Gcm) => Protector::Gcm(Box::new(Gcm::new(k, nonce))),
+            (None, _) => Protector::Plain,
         }
     }
 
@@ -256,6 +304,15 @@ impl Protector {
             Protector::Aead(s) => s
                 .encrypt_in_place(idx, last, aad, buf)
                 .map_err(|_| CodecError::Io(io::Error::other("encryption failed"))),
+            Protector::Gcm(g) => {
+                let failed = |_| CodecError::Io(io::Error::other("encryption failed"));
+                let tag = g
+                    .key
+                    .seal_in_place_separate_tag(g.nonce(idx, last), Aad::from(aad), buf.as_mut())
+                    .map_err(failed)?;
+                buf.extend_from_slice(tag.as_ref())
+                    .map_err(|_| CodecError::Io(io::Error::other("chunk buffer too small")))
+            }
             Protector::Plain => {
                 let tag = Self::plain_tag(aad, idx, last, buf.as_ref());
                 buf.extend_from_slice(&tag).map_err(|_| CodecError::Io(io::Error::other("chunk buffer too small")))
@@ -268,6 +325,12 @@ impl Protector {
         let fail = CodecError::AuthFailed { chunk: idx };
         match self {
             Protector::Aead(s) => s.decrypt_in_place(idx, last, aad, buf).map_err(|_| fail),
+            Protector::Gcm(g) => {
+                let Some(plain) = buf.len().checked_sub(TAG) else { return Err(fail) };
+                g.key.open_in_place(g.nonce(idx, last), Aad::from(aad), buf).map_err(|_| fail)?;
+                buf.truncate(plain);
+                Ok(())
+            }
             Protector::Plain => {
                 if buf.len() < TAG {
                     return Err(fail);
@@ -326,3 +389,7 @@ impl Buffer for SliceBuf<'_> {
         self.len = self.len.min(len);
     }
 }
+
+#[cfg(test)]
+#[path = "cipher_tests.rs"]
+mod cipher_tests;

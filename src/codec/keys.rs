@@ -12,11 +12,37 @@ const CTX_ID: &str = "tidewal 2026 key id v1";
 const CTX_AEAD: &str = "tidewal 2026 aead key v1";
 const CTX_MAC: &str = "tidewal 2026 header mac key v1";
 
+/// The AEAD that seals new objects, chosen at `init` and recorded in `tidewal.json`. Every
+/// object's header names its own, so a reader needs no setting.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
+pub enum Cipher {
+    /// XChaCha20-Poly1305: fast everywhere, no hardware support needed
+    #[default]
+    #[serde(rename = "xchacha20-poly1305")]
+    #[value(name = "xchacha20-poly1305")]
+    XChaCha20Poly1305,
+    /// AES-256-GCM: hardware-accelerated on x86-64 and ARMv8, the FIPS-approved choice
+    #[serde(rename = "aes-256-gcm")]
+    #[value(name = "aes-256-gcm")]
+    Aes256Gcm,
+}
+
+impl Cipher {
+    pub fn name(self) -> &'static str {
+        match self {
+            Cipher::XChaCha20Poly1305 => "XChaCha20-Poly1305",
+            Cipher::Aes256Gcm => "AES-256-GCM",
+        }
+    }
+}
+
 #[derive(Clone)]
 pub struct Key {
     id: [u8; 8],
     aead: Secret,
     mac: Secret,
+    /// What this key seals new objects with.
+    cipher: Cipher,
 }
 
 impl fmt::Debug for Key {
@@ -32,7 +58,12 @@ impl Key {
             id: id[..8].try_into().expect("8 bytes"),
             aead: Secret(blake3::derive_key(CTX_AEAD, master)),
             mac: Secret(blake3::derive_key(CTX_MAC, master)),
+            cipher: Cipher::default(),
         }
+    }
+
+    pub fn cipher(&self) -> Cipher {
+        self.cipher
     }
 
     /// Parse the text form: 64 hex digits, surrounding whitespace ignored.
@@ -109,6 +140,14 @@ impl Keyring {
 
     pub fn write_key(&self) -> Option<&Key> {
         self.write.as_ref()
+    }
+
+    /// The same keys, sealing new objects with `cipher` (the repository's).
+    pub fn with_cipher(mut self, cipher: Cipher) -> Keyring {
+        if let Some(w) = &mut self.write {
+            w.cipher = cipher;
+        }
+        self
     }
 
     pub fn find(&self, id: &[u8; 8]) -> Option<&Key> {

@@ -451,6 +451,7 @@ mod tests {
             encrypted: true,
             key_id: None,
             conditional_writes: conditional,
+            cipher: Default::default(),
             created_at: "2026-11-26T00:00:00Z".into(),
             created_by: "test".into(),
         };

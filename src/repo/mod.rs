@@ -22,8 +22,8 @@ use serde::{Deserialize, Serialize};
 use tokio_util::io::{StreamReader, SyncIoBridge};
 
 use crate::codec::{
-    digest_hex, last_frame_offset, open_to_vec, seal_to_vec, trailer_digest, CodecError, Digest, Header, Keyring,
-    OpenReader, SealOptions, SealWriter, HEADER_LEN,
+    digest_hex, last_frame_offset, open_to_vec, seal_to_vec, trailer_digest, Cipher, CodecError, Digest, Header,
+    Keyring, OpenReader, SealOptions, SealWriter, HEADER_LEN,
 };
 use crate::error::{Code, Fail, Result};
 use crate::store::{ChannelWriter, Created, Store, StoreError};
@@ -42,6 +42,10 @@ pub struct Identity {
     pub key_id: Option<String>,
     /// Whether the store refused a second create-only write when the repository was made.
     pub conditional_writes: bool,
+    /// What new objects are sealed with (repositories made before the choice existed have
+    /// none recorded: XChaCha20-Poly1305).
+    #[serde(default)]
+    pub cipher: Cipher,
     pub created_at: String,
     pub created_by: String,
 }
@@ -110,6 +114,7 @@ impl Repo {
                 ),
             ));
         }
+        let keys = keys.with_cipher(identity.cipher);
         Ok(Repo { store, keys, lz4, identity })
     }
 
@@ -118,16 +123,17 @@ impl Repo {
         if !identity.conditional_writes && store.requires_conditional_writes() {
             return Err(lax_store(store.url()));
         }
+        // Always XChaCha20-Poly1305: an older tidewal can then read it and say to upgrade.
         let sealed = seal_to_vec(
             &serde_json::to_vec_pretty(&identity).map_err(|e| Fail::new(Code::Internal, e.to_string()))?,
-            keys.write_key(),
+            keys.clone().with_cipher(Cipher::XChaCha20Poly1305).write_key(),
             layout::IDENTITY,
             SealOptions { lz4: false, digest: None },
         )
         .map_err(|e| Fail::new(Code::Internal, e.to_string()))?;
         let created = store.create(layout::IDENTITY, Bytes::from(sealed.out), identity.conditional_writes).await?;
         if created == Created::Written {
-            return Ok((Repo { store, keys, lz4, identity }, true));
+            return Ok((Repo::from_identity(store, keys, lz4, identity)?, true));
         }
         let existing = Repo::open(store, keys, lz4).await?;
         existing.ensure_cluster(identity.system_id(), "this cluster")?;

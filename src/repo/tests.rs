@@ -71,6 +71,7 @@ fn identity(conditional: bool) -> Identity {
         encrypted: true,
         key_id: None,
         conditional_writes: conditional,
+        cipher: Default::default(),
         created_at: "2026-11-24T00:00:00Z".into(),
         created_by: "test".into(),
     }

@@ -457,6 +457,11 @@ impl Archiving {
     }
 
     pub fn start_with(label: &str, kind: RepoKind, initdb_args: &[&str]) -> Archiving {
+        Self::start_init(label, kind, initdb_args, &[])
+    }
+
+    /// With arguments for `tidewal init` (`--cipher`).
+    pub fn start_init(label: &str, kind: RepoKind, initdb_args: &[&str], init_args: &[&str]) -> Archiving {
         let env = TestEnv::new(label);
         let (repo_section, s3, repo_dir) = match kind {
             RepoKind::File => {
@@ -468,14 +473,14 @@ impl Archiving {
                 (s3.repo_config("cluster1"), Some(s3), None)
             }
         };
-        Self::start_in(env, &repo_section, s3, repo_dir, &server_bin_dir(), initdb_args)
+        Self::start_in(env, &repo_section, s3, repo_dir, &server_bin_dir(), initdb_args, init_args)
     }
 
     /// On moto's S3 server (for incomplete uploads), under the prefix `cluster1`.
     pub fn start_on_moto(label: &str) -> (Archiving, MotoServer) {
         let env = TestEnv::new(label);
         let moto = MotoServer::start(&env.path().join("moto.log"));
-        (Self::start_in(env, &moto.repo_config("cluster1"), None, None, &server_bin_dir(), &[]), moto)
+        (Self::start_in(env, &moto.repo_config("cluster1"), None, None, &server_bin_dir(), &[], &[]), moto)
     }
 
     fn start_in(
@@ -485,6 +490,7 @@ impl Archiving {
         repo_dir: Option<PathBuf>,
         bin: &Path,
         initdb_args: &[&str],
+        init_args: &[&str],
     ) -> Archiving {
         let key = env.keygen("repo.key");
         let mut cluster = Cluster::init_from(bin, &env.pg_dir("primary"), initdb_args, "archive_timeout = 60\n");
@@ -494,7 +500,7 @@ impl Archiving {
             cluster.conninfo()
         ));
         cluster.start();
-        run_ok(as_pg(&env.bin).arg("--config").arg(&env.config).arg("init"));
+        run_ok(as_pg(&env.bin).arg("--config").arg(&env.config).arg("init").args(init_args));
         cluster.psql(&format!("ALTER SYSTEM SET archive_command = '{} wal-push %p'", env.command_line()));
         cluster.psql("SELECT pg_reload_conf()");
         cluster.psql("SELECT pg_stat_reset_shared('archiver')");

@@ -52,6 +52,6 @@ impl Archiving {
         let env = TestEnv::new(label);
         let dir = env.pg_dir("repo");
         let section = format!("url = \"file://{}\"\n", dir.display());
-        Self::start_in(env, &section, None, Some(dir), bin, initdb_args)
+        Self::start_in(env, &section, None, Some(dir), bin, initdb_args, &[])
     }
 }
