@@ -2,6 +2,7 @@
 # Base backup and restore benchmark on one pgbench database (SCALE, default 100: about
 # 1.5 GB), one tool after the other on the same cluster, printing wall time and peak RSS:
 #   tidewal backup / restore        file:// repository, lz4 + XChaCha20-Poly1305, fsync on
+#   tidewal-aes                     the same with a repository made by init --cipher aes-256-gcm
 #   pgbackrest backup --type=full / restore   local repository, lz4, process-max = the cores (PROCESS_MAX), aes-256-cbc
 #   pg_basebackup -Ft --compress=client-lz4 (WAL streamed too), and lz4 -d | tar -x to restore it
 #   tidewal verify                       read the whole repository back (every backup, all WAL)
@@ -29,7 +30,11 @@ mkdir -p "$WORK/repo" && give_pg "$WORK/repo"
 write_tidewal_config "$WORK/tidewal.toml" "file://$WORK/repo"
 tw() { as_pg "$TIDEWAL" --config "$WORK/tidewal.toml" -q "$@"; }
 tw init
-psql_c "ALTER SYSTEM SET archive_command = '$TIDEWAL --config $WORK/tidewal.toml -q wal-push %p'" >/dev/null
+mkdir -p "$WORK/repo-aes" && give_pg "$WORK/repo-aes"
+write_tidewal_config "$WORK/aes.toml" "file://$WORK/repo-aes"
+as_pg "$TIDEWAL" --config "$WORK/aes.toml" -q init --cipher aes-256-gcm
+# Each repository waits for its backups' WAL: archive into both.
+psql_c "ALTER SYSTEM SET archive_command = '$TIDEWAL --config $WORK/tidewal.toml -q wal-push %p && $TIDEWAL --config $WORK/aes.toml -q wal-push %p'" >/dev/null
 psql_c "SELECT pg_reload_conf()" >/dev/null
 
 echo "loading pgbench scale $SCALE ..." >&2
@@ -60,6 +65,7 @@ measure() {
 mkdir -p "$WORK/pgbb" "$WORK/r" && give_pg "$WORK/pgbb" "$WORK/r"
 for i in $(seq "$REPS"); do
     measure backup tidewal "$TIDEWAL" --config "$WORK/tidewal.toml" -q backup
+    measure backup tidewal-aes "$TIDEWAL" --config "$WORK/aes.toml" -q backup
     measure backup pgbackrest pgbackrest --config="$WORK/pgbr/pgbackrest.conf" --stanza=bench --type=full backup
     rm -rf "$WORK/pgbb/out"
     # The issue's command: WAL streamed alongside (-X stream, the default) into pg_wal.tar.
@@ -68,6 +74,8 @@ done
 for i in $(seq "$REPS"); do
     measure restore tidewal "$TIDEWAL" --config "$WORK/tidewal.toml" -q restore --to "$WORK/r/tidewal"
     rm -rf "$WORK/r/tidewal"
+    measure restore tidewal-aes "$TIDEWAL" --config "$WORK/aes.toml" -q restore --to "$WORK/r/tidewal-aes"
+    rm -rf "$WORK/r/tidewal-aes"
     measure restore pgbackrest pgbackrest --config="$WORK/pgbr/pgbackrest.conf" --stanza=bench --pg1-path="$WORK/r/pgbackrest" restore
     rm -rf "$WORK/r/pgbackrest"
     as_pg mkdir -p "$WORK/r/pgbb/pg_wal"

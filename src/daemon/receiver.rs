@@ -162,8 +162,13 @@ async fn resume_from(shared: &Shared, server_tli: u32, history: &[HistoryEntry])
 /// Stream one timeline from `start` (a segment boundary), with WAL up to `confirmed`
 /// already durable. `Some(next timeline, its start)` when the timeline ended, `None` when
 /// cancelled; errors after storing what arrived.
+///
+/// A complete segment is stored while the next one arrives (one store at a time, so the
+/// flush position still advances strictly in order, and only once the store confirmed).
+/// Everything that stores the segment being received as `.stream` first waits for that
+/// store: the position it confirms must not pass a segment that is not stored yet.
 async fn follow(
-    shared: &Shared,
+    shared: &Arc<Shared>,
     conn: &mut ReplConn,
     spool: &Path,
     tli: u32,
@@ -176,15 +181,23 @@ async fn follow(
     let mut durable = start.max(confirmed);
     let interval = shared.settings.daemon.flush_interval;
     let mut last_flush = Instant::now();
+    let mut storing: Option<Storing> = None;
     loop {
         let event = tokio::select! {
             _ = cancel.cancelled() => {
                 // What arrived is stored before stopping, and confirmed.
+                durable = settle(&mut storing, durable).await?;
                 if cur.received > durable {
                     durable = cur.store_stream(shared).await?;
-                    conn.send_status(cur.received.max(durable), durable, false).await.map_err(pg)?;
                 }
+                conn.send_status(cur.received.max(durable), durable, false).await.map_err(pg)?;
                 return Ok(None);
+            }
+            stored = async { storing.as_mut().expect("guarded").await }, if storing.is_some() => {
+                storing = None;
+                durable = joined(stored)?;
+                conn.send_status(cur.received.max(durable), durable, false).await.map_err(pg)?;
+                continue;
             }
             e = tokio::time::timeout(interval.saturating_sub(last_flush.elapsed()), conn.next_wal_event()) => e,
         };
@@ -197,10 +210,11 @@ async fn follow(
                     data = &data[n..];
                     at = Lsn(at.0 + n as u64);
                     if cur.is_complete() {
-                        durable = cur.store_segment(shared).await?;
-                        conn.send_status(cur.received.max(durable), durable, false).await.map_err(pg)?;
-                        let next = SegmentId { tli, segno: cur.id.segno + 1 };
-                        cur = Spooled::create(spool, next, seg).await?;
+                        let next = Spooled::create(spool, SegmentId { tli, segno: cur.id.segno + 1 }, seg).await?;
+                        let done = std::mem::replace(&mut cur, next);
+                        durable = settle(&mut storing, durable).await?;
+                        conn.send_status(done.received.max(durable), durable, false).await.map_err(pg)?;
+                        storing = Some(tokio::spawn(done.store_segment(shared.clone())));
                         last_flush = Instant::now();
                     }
                 }
@@ -213,6 +227,7 @@ async fn follow(
             Ok(Ok(WalEvent::EndOfStream)) => {
                 // The old timeline's last segment stays as its `.stream` copy; the new
                 // timeline's copy of that segment, switch included, follows.
+                durable = settle(&mut storing, durable).await?;
                 if cur.received > durable {
                     cur.store_stream(shared).await?;
                 }
@@ -221,6 +236,7 @@ async fn follow(
             }
             Ok(Err(e)) => {
                 // The connection is gone: keep what did arrive before reporting it.
+                durable = settle(&mut storing, durable).await?;
                 if cur.received > durable {
                     cur.store_stream(shared).await?;
                 }
@@ -230,12 +246,28 @@ async fn follow(
         }
         if last_flush.elapsed() >= interval {
             if cur.received > durable {
+                settle(&mut storing, durable).await?;
                 durable = cur.store_stream(shared).await?;
                 conn.send_status(cur.received.max(durable), durable, false).await.map_err(pg)?;
             }
             last_flush = Instant::now();
         }
     }
+}
+
+/// The store of a complete segment, running while the next one arrives.
+type Storing = tokio::task::JoinHandle<Result<Lsn>>;
+
+/// Wait for the store under way, if any: how far the repository has the WAL then.
+async fn settle(storing: &mut Option<Storing>, durable: Lsn) -> Result<Lsn> {
+    match storing.take() {
+        Some(task) => joined(task.await),
+        None => Ok(durable),
+    }
+}
+
+fn joined(r: std::result::Result<Result<Lsn>, tokio::task::JoinError>) -> Result<Lsn> {
+    r.map_err(|e| Fail::new(Code::Internal, format!("storing a streamed segment: {e}")))?
 }
 
 /// The segment being received: a spool file of the segment's full size (zeros beyond what
@@ -315,7 +347,7 @@ impl Spooled {
     }
 
     /// The complete segment, create-only, as `wal-push` stores it; then its `.stream` goes.
-    async fn store_segment(&mut self, shared: &Shared) -> Result<Lsn> {
+    async fn store_segment(mut self, shared: Arc<Shared>) -> Result<Lsn> {
         self.write_pending().await?;
         let pushed = crate::ops::push::push_file(&shared.repo, &self.path).await?;
         if pushed.outcome == crate::repo::Pushed::Stored {
@@ -325,7 +357,7 @@ impl Spooled {
         let streamed = layout::wal_object(&WalFile::Streamed(self.id), self.seg_size);
         shared.repo.store.delete(&streamed).await?;
         self.discard();
-        mark_durable(shared, self.id.tli, self.received);
+        mark_durable(&shared, self.id.tli, self.received);
         tracing::info!("streamed {}", self.id.file_name(self.seg_size));
         Ok(self.received)
     }
