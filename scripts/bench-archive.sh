@@ -28,22 +28,7 @@ synchronous_commit = off"
 
 echo "generating WAL with pgbench ..." >&2
 pgbench_c -i -s 10 -q >/dev/null 2>&1
-start_seg=$(psql_c "SELECT pg_walfile_name(pg_current_wal_lsn())")
-pgbench_c -c 4 -j 2 -T 600 -n >/dev/null 2>&1 &
-load=$!
-while :; do
-    cur=$(psql_c "SELECT pg_walfile_name(pg_current_wal_lsn())")
-    [ $((16#${cur:16:8} - 16#${start_seg:16:8})) -gt "$SEGMENTS" ] && break
-    sleep 1
-done
-kill "$load" 2>/dev/null || true
-wait "$load" 2>/dev/null || true
-mkdir -p "$WORK/segs"
-for i in $(seq 1 "$SEGMENTS"); do
-    n=$(printf '%08X' $((16#${start_seg:16:8} + i)))
-    cp "$PGDATA_DIR/pg_wal/${start_seg:0:16}$n" "$WORK/segs/"
-done
-give_pg "$WORK/segs"
+pgbench_segments "$SEGMENTS" "$WORK/segs"
 
 # tidewal repositories.
 as_pg "$TIDEWAL" keygen --output "$WORK/repo.key" 2>/dev/null

@@ -43,23 +43,8 @@ archive_command = '/bin/true'"
 
 echo "generating WAL and a pgbench database (scale $SCALE) ..." >&2
 pgbench_c -i -s "$SCALE" -q >/dev/null 2>&1
-start_seg=$(psql_c "SELECT pg_walfile_name(pg_current_wal_lsn())")
-pgbench_c -c 4 -j 2 -T 600 -n >/dev/null 2>&1 &
-load=$!
-while :; do
-    cur=$(psql_c "SELECT pg_walfile_name(pg_current_wal_lsn())")
-    [ $((16#${cur:16:8} - 16#${start_seg:16:8})) -gt "$SEGMENTS" ] && break
-    sleep 1
-done
-kill "$load" 2>/dev/null || true
-wait "$load" 2>/dev/null || true
+pgbench_segments "$SEGMENTS" "$WORK/segs"
 psql_c "CHECKPOINT" >/dev/null
-mkdir -p "$WORK/segs"
-for i in $(seq 1 "$SEGMENTS"); do
-    n=$(printf '%08X' $((16#${start_seg:16:8} + i)))
-    cp "$PGDATA_DIR/pg_wal/${start_seg:0:16}$n" "$WORK/segs/"
-done
-give_pg "$WORK/segs"
 
 as_pg "$TIDEWAL" keygen --output "$WORK/repo.key" 2>/dev/null
 mkdir -p "$WORK/s3" && give_pg "$WORK/s3"

@@ -98,6 +98,28 @@ CONF
     as_pg pgbackrest --config="$dir/pgbackrest.conf" --stanza=bench stanza-create >/dev/null
 }
 
+# pgbench_segments N DIR: run pgbench until more than N segments of fresh WAL exist, then
+# copy N real segments (after the first) into DIR, readable by postgres.
+pgbench_segments() {
+    local n=$1 dir=$2 start cur load i seg
+    start=$(psql_c "SELECT pg_walfile_name(pg_current_wal_lsn())")
+    pgbench_c -c 4 -j 2 -T 600 -n >/dev/null 2>&1 &
+    load=$!
+    while :; do
+        cur=$(psql_c "SELECT pg_walfile_name(pg_current_wal_lsn())")
+        [ $((16#${cur:16:8} - 16#${start:16:8})) -gt "$n" ] && break
+        sleep 1
+    done
+    kill "$load" 2>/dev/null || true
+    wait "$load" 2>/dev/null || true
+    mkdir -p "$dir"
+    for i in $(seq 1 "$n"); do
+        seg=$(printf '%08X' $((16#${start:16:8} + i)))
+        cp "$PGDATA_DIR/pg_wal/${start:0:16}$seg" "$dir/"
+    done
+    give_pg "$dir"
+}
+
 # write_tidewal_config FILE URL [extra TOML]: a tidewal config for the running cluster with
 # the key $WORK/repo.key, readable by postgres.
 write_tidewal_config() {

@@ -521,22 +521,14 @@ fn an_aes_256_gcm_repository_backs_up_and_restores() {
 
     let repo = a.repo_dir.clone().unwrap();
     let mut seen = 0;
-    let mut dirs = vec![repo.clone()];
-    while let Some(d) = dirs.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                dirs.push(p);
-                continue;
-            }
-            let head = std::fs::read(&p).unwrap();
-            let name = p.strip_prefix(&repo).unwrap().display().to_string();
-            if name == "tidewal.json" {
-                assert_eq!((head[4], head[7]), (1, 0), "tidewal.json stays readable by older versions");
-            } else if name.starts_with("wal/") || name.starts_with("backups/") {
-                assert_eq!((head[4], head[7]), (2, 1), "{name} is not sealed with AES-256-GCM");
-                seen += 1;
-            }
+    for rel in files_under(&repo) {
+        let head = std::fs::read(repo.join(&rel)).unwrap();
+        let name = rel.display().to_string();
+        if name == "tidewal.json" {
+            assert_eq!((head[4], head[7]), (1, 0), "tidewal.json stays readable by older versions");
+        } else if name.starts_with("wal/") || name.starts_with("backups/") {
+            assert_eq!((head[4], head[7]), (2, 1), "{name} is not sealed with AES-256-GCM");
+            seen += 1;
         }
     }
     assert!(seen >= 5, "only {seen} objects looked at");

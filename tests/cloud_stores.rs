@@ -93,18 +93,9 @@ fn gcs_repository_on_fake_gcs_server() {
     a.cluster.stop_immediate();
     let repo = a.repo_dir.clone().unwrap();
     let mut copied = 0;
-    let mut dirs = vec![repo.clone()];
-    while let Some(d) = dirs.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                dirs.push(p);
-            } else {
-                let rel = p.strip_prefix(&repo).unwrap().to_str().unwrap();
-                gcs.upload(&format!("cluster1/{rel}"), &std::fs::read(&p).unwrap());
-                copied += 1;
-            }
-        }
+    for rel in files_under(&repo) {
+        gcs.upload(&format!("cluster1/{}", rel.display()), &std::fs::read(repo.join(&rel)).unwrap());
+        copied += 1;
     }
     assert!(copied >= 5, "only {copied} objects");
     // From here on the repository is the emulator's copy alone.

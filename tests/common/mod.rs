@@ -437,6 +437,23 @@ impl Drop for S3Server {
     }
 }
 
+/// Every file under `dir`, as paths relative to it (a file:// repository's objects).
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut dirs = vec![dir.to_path_buf()];
+    while let Some(d) = dirs.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                dirs.push(p);
+            } else {
+                out.push(p.strip_prefix(dir).unwrap().to_path_buf());
+            }
+        }
+    }
+    out
+}
+
 /// Where a test keeps its repository.
 pub enum RepoKind {
     File,
