@@ -174,7 +174,18 @@ impl Repo {
     pub async fn push_sealed(&self, obj: &str, sealed: Vec<u8>, digest: Digest) -> Result<Pushed> {
         self.ensure_writable()?;
         let conditional = self.identity.conditional_writes;
-        match self.store.create(obj, Bytes::from(sealed), conditional).await? {
+        let created = match self.store.create(obj, Bytes::from(sealed), conditional).await {
+            Ok(c) => c,
+            // A server may refuse a create-only write before it has read the body, and
+            // close the connection: the client then sees a failed request, not the refusal.
+            // An identical object there is success; anything else keeps the error.
+            Err(e) => match self.already_stored(obj, &digest).await {
+                Ok(Some(done)) => return Ok(done),
+                Err(f) if f.code == Code::Conflict => return Err(f),
+                _ => return Err(e.into()),
+            },
+        };
+        match created {
             Created::Written if conditional => Ok(Pushed::Stored),
             Created::Written => {
                 // The store cannot refuse overwrites, so confirm that what is there now is ours.

@@ -12,20 +12,41 @@ use object_store::{
 };
 use std::sync::Arc;
 
-/// A store that silently ignores create-only writes, as some S3-compatible servers do.
+/// An in-memory store with a server's quirk.
 #[derive(Debug)]
-struct IgnoresConditions(InMemory);
+struct Quirky(InMemory, Quirk);
 
-impl std::fmt::Display for IgnoresConditions {
+#[derive(Debug, PartialEq)]
+enum Quirk {
+    /// Silently ignores create-only writes, as some S3-compatible servers do.
+    IgnoresConditions,
+    /// Refuses a create-only write over an existing object by dropping the connection
+    /// before reading the body: the client sees a failed request, not the refusal.
+    DropsRefusals,
+}
+
+fn ignores_conditions() -> Quirky {
+    Quirky(InMemory::new(), Quirk::IgnoresConditions)
+}
+
+impl std::fmt::Display for Quirky {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "IgnoresConditions")
+        write!(f, "{:?}", self.1)
     }
 }
 
 #[async_trait::async_trait]
-impl ObjectStore for IgnoresConditions {
+impl ObjectStore for Quirky {
     async fn put_opts(&self, l: &P, p: PutPayload, mut o: PutOptions) -> object_store::Result<PutResult> {
-        o.mode = PutMode::Overwrite;
+        match self.1 {
+            Quirk::IgnoresConditions => o.mode = PutMode::Overwrite,
+            Quirk::DropsRefusals
+                if o.mode == PutMode::Create && object_store::ObjectStoreExt::head(&self.0, l).await.is_ok() =>
+            {
+                return Err(object_store::Error::Generic { store: "quirky", source: "connection closed".into() });
+            }
+            Quirk::DropsRefusals => {}
+        }
         self.0.put_opts(l, p, o).await
     }
     async fn put_multipart_opts(
@@ -102,7 +123,7 @@ async fn streamed_objects_tell_their_digest_without_a_download() {
 async fn no_overwrite_rule_on_both_kinds_of_store() {
     let keys = Keyring::new(Key::from_text(&"33".repeat(32), "t").unwrap(), vec![]);
     let honest: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
-    let lax: Arc<dyn ObjectStore> = Arc::new(IgnoresConditions(InMemory::new()));
+    let lax: Arc<dyn ObjectStore> = Arc::new(ignores_conditions());
     for (inner, conditional) in [(honest, true), (lax, false)] {
         let store = Store::from_object_store(inner, "memory://");
         assert_eq!(store.probe_conditional_writes("tmp/probe").await.unwrap(), conditional);
@@ -156,4 +177,16 @@ async fn no_overwrite_rule_on_both_kinds_of_store() {
         let e = Repo::init(repo.store.clone(), keys.clone(), true, other).await.err().unwrap();
         assert!(e.message.contains("7300000000000000001") && e.message.contains("42"), "{e}");
     }
+}
+
+/// A refusal the client saw as a failed request is still told apart: the same content is
+/// there (success), other content is a conflict.
+#[tokio::test]
+async fn a_refusal_seen_as_a_dropped_connection_is_still_a_refusal() {
+    let keys = Keyring::new(Key::from_text(&"55".repeat(32), "t").unwrap(), vec![]);
+    let store = Store::from_object_store(Arc::new(Quirky(InMemory::new(), Quirk::DropsRefusals)), "memory://");
+    let (repo, _) = Repo::init(store, keys, true, identity(true)).await.unwrap();
+    assert_eq!(push(&repo, "wal/a", b"first").await.unwrap(), Pushed::Stored);
+    assert_eq!(push(&repo, "wal/a", b"first").await.unwrap(), Pushed::AlreadyPresent);
+    assert_eq!(push(&repo, "wal/a", b"second").await.unwrap_err().code, Code::Conflict);
 }
