@@ -7,7 +7,7 @@
 use std::io::Read;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use tidewal::codec::{open_to_vec, seal_to_vec, Cipher, Key, Keyring, OpenReader, SealOptions};
+use tidewal::codec::{open_to_vec, seal_to_vec, Cipher, Key, Keyring, OpenReader, ParOpenReader, SealOptions};
 
 const SEG: usize = 16 << 20;
 
@@ -88,6 +88,16 @@ fn bench(c: &mut Criterion) {
                 let mut r = OpenReader::new(&s[..], &ring, "wal/bench").unwrap();
                 let mut buf = vec![0u8; 256 * 1024];
                 while r.read(&mut buf).unwrap() > 0 {}
+            })
+        });
+        // Pieces as restore takes them on 4 cores or more: opened on the pool.
+        g.bench_with_input(BenchmarkId::new("open-pool", name), &sealed, |b, s| {
+            b.iter(|| {
+                let mut r = ParOpenReader::new(&s[..], &ring, "wal/bench", 4).unwrap();
+                let spare = r.spare();
+                while let Some(p) = r.next_piece().unwrap() {
+                    spare.give(p);
+                }
             })
         });
     }

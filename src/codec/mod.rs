@@ -21,11 +21,13 @@ mod envelope;
 pub mod keys;
 mod lz4;
 mod open;
+mod par_open;
 mod seal;
 
 pub use envelope::{CodecError, Header, CHUNK, HEADER_LEN};
 pub use keys::{Cipher, Key, Keyring};
 pub use open::{last_frame_offset, open_to_vec, trailer_digest, OpenReader};
+pub use par_open::{default_window, par_open_to_vec, ParOpenReader, Spare};
 pub use seal::{seal_to_vec, SealOptions, SealWriter, Sealed, BATCH as SEAL_BATCH};
 
 /// BLAKE3 digest of a plaintext, the identity used to compare objects.

@@ -9,7 +9,7 @@ use super::keys::Keyring;
 use super::Digest;
 
 /// Read until `buf` is full or the source ends; returns how much was read.
-fn read_full<R: Read>(r: &mut R, buf: &mut [u8]) -> io::Result<usize> {
+pub(super) fn read_full<R: Read>(r: &mut R, buf: &mut [u8]) -> io::Result<usize> {
     let mut got = 0;
     while got < buf.len() {
         match r.read(&mut buf[got..]) {
@@ -33,27 +33,43 @@ struct ChunkReader<R: Read> {
     trailer: Option<Digest>,
 }
 
+/// Read frame `chunk`'s ciphertext into `buf`; returns whether it is the last frame. The
+/// frame's length word must say exactly one full chunk, or for the last a short one.
+pub(super) fn read_frame<R: Read>(src: &mut R, chunk: u32, buf: &mut Vec<u8>) -> Result<bool, CodecError> {
+    let mut prefix = [0u8; FRAME_PREFIX];
+    if read_full(src, &mut prefix)? < FRAME_PREFIX {
+        return Err(CodecError::Truncated { chunk });
+    }
+    let word = u32::from_be_bytes(prefix[..4].try_into().expect("4"));
+    if !word != u32::from_be_bytes(prefix[4..].try_into().expect("4")) {
+        return Err(CodecError::CorruptFrame { chunk });
+    }
+    let last = word >> 31 == 1;
+    let len = (word & 0x7fff_ffff) as usize;
+    let ok = if last { (TAG + DIGEST_LEN..=CHUNK + TAG + DIGEST_LEN).contains(&len) } else { len == CHUNK + TAG };
+    if !ok {
+        return Err(CodecError::CorruptFrame { chunk });
+    }
+    buf.resize(len, 0);
+    if read_full(src, buf)? < len {
+        return Err(CodecError::Truncated { chunk });
+    }
+    Ok(last)
+}
+
+/// After the last frame the source must end.
+pub(super) fn check_end<R: Read>(src: &mut R) -> Result<(), CodecError> {
+    let mut probe = [0u8; 1];
+    if read_full(src, &mut probe)? != 0 {
+        return Err(CodecError::Extended);
+    }
+    Ok(())
+}
+
 impl<R: Read> ChunkReader<R> {
     fn next_frame(&mut self) -> Result<(), CodecError> {
         let chunk = self.idx;
-        let mut prefix = [0u8; FRAME_PREFIX];
-        if read_full(&mut self.src, &mut prefix)? < FRAME_PREFIX {
-            return Err(CodecError::Truncated { chunk });
-        }
-        let word = u32::from_be_bytes(prefix[..4].try_into().expect("4"));
-        if !word != u32::from_be_bytes(prefix[4..].try_into().expect("4")) {
-            return Err(CodecError::CorruptFrame { chunk });
-        }
-        let last = word >> 31 == 1;
-        let len = (word & 0x7fff_ffff) as usize;
-        let ok = if last { (TAG + DIGEST_LEN..=CHUNK + TAG + DIGEST_LEN).contains(&len) } else { len == CHUNK + TAG };
-        if !ok {
-            return Err(CodecError::CorruptFrame { chunk });
-        }
-        self.buf.resize(len, 0);
-        if read_full(&mut self.src, &mut self.buf)? < len {
-            return Err(CodecError::Truncated { chunk });
-        }
+        let last = read_frame(&mut self.src, chunk, &mut self.buf)?;
         self.prot.open(chunk, last, &self.aad, &mut self.buf)?;
         self.pos = 0;
         self.idx += 1;
@@ -61,10 +77,7 @@ impl<R: Read> ChunkReader<R> {
             let split = self.buf.len() - DIGEST_LEN;
             self.trailer = Some(self.buf[split..].try_into().expect("32"));
             self.buf.truncate(split);
-            let mut probe = [0u8; 1];
-            if read_full(&mut self.src, &mut probe)? != 0 {
-                return Err(CodecError::Extended);
-            }
+            check_end(&mut self.src)?;
         }
         Ok(())
     }

@@ -1,6 +1,7 @@
 //! Restoring one backup archive: the object is opened (decrypted, decompressed, verified) on
-//! one thread and unpacked on another, joined by a bounded queue, and every regular file is
-//! checked against the manifest while it is written.
+//! one thread, with 4 cores or more on the rayon pool driven in order from that thread, and
+//! unpacked on another, joined by a bounded queue; every regular file is checked against the
+//! manifest while it is written.
 
 use std::io::{self, Read, Write};
 use std::path::{Component, Path, PathBuf};
@@ -8,10 +9,10 @@ use std::sync::mpsc::{sync_channel, Receiver};
 use std::sync::Arc;
 
 use super::manifest::Checker;
-use crate::codec::{CodecError, Keyring, OpenReader};
+use crate::codec::{default_window, CodecError, Keyring, OpenReader, ParOpenReader, Spare};
 use crate::error::{Code, Fail, Result};
 
-/// Bytes per piece between the two threads, and pieces queued.
+/// Bytes per piece (from the pool: an lz4 block or a chunk), and pieces queued.
 const PIECE: usize = 1 << 20;
 const QUEUE: usize = 8;
 
@@ -28,39 +29,38 @@ pub fn unpack(
     count: impl Fn(u64) + Send + 'static,
 ) -> Result<()> {
     let (tx, rx) = sync_channel::<io::Result<Vec<u8>>>(QUEUE);
+    let (spare_tx, spare_rx) = sync_channel::<Option<Spare>>(1);
     let name = obj.to_string();
     let opener = std::thread::Builder::new()
         .name("tidewal-open".into())
         .spawn(move || {
-            let mut r = match OpenReader::new(src, &keys, &name) {
-                Ok(r) => r,
-                Err(e) => return Err(e),
+            let sent = |piece: Vec<u8>| {
+                count(piece.len() as u64);
+                tx.send(Ok(piece)).is_ok() // if not, the unpacker stopped; its error explains
             };
-            loop {
-                let mut buf = vec![0u8; PIECE];
-                let mut filled = 0;
-                while filled < PIECE {
-                    match r.read(&mut buf[filled..]) {
-                        Ok(0) => break,
-                        Ok(n) => filled += n,
-                        Err(e) => {
-                            let _ = tx.send(Err(io::Error::other("the archive could not be opened")));
-                            return Err(CodecError::from_io(e));
-                        }
-                    }
-                }
-                if filled == 0 {
-                    return Ok(());
-                }
-                buf.truncate(filled);
-                count(filled as u64);
-                if tx.send(Ok(buf)).is_err() {
-                    return Ok(()); // the unpacker stopped; its error explains
+            let failed = |e: CodecError| {
+                let _ = tx.send(Err(io::Error::other("the archive could not be opened")));
+                e
+            };
+            let Some(window) = default_window() else {
+                let _ = spare_tx.send(None);
+                return open_here(src, &keys, &name, sent).map_err(failed);
+            };
+            // Chunks and lz4 blocks are opened on the rayon pool; this thread reads the
+            // object and hashes the plaintext in order.
+            let mut r = ParOpenReader::new(src, &keys, &name, window)?;
+            let _ = spare_tx.send(Some(r.spare()));
+            while let Some(piece) = r.next_piece().map_err(failed)? {
+                if !sent(piece) {
+                    break;
                 }
             }
+            Ok(())
         })
         .map_err(|e| Fail::new(Code::Internal, format!("cannot start a thread: {e}")))?;
-    let mut queue = QueueReader { rx, cur: Vec::new(), pos: 0 };
+    // Spent pieces go back to the opener (none if it failed before its first piece).
+    let spare = spare_rx.recv().ok().flatten();
+    let mut queue = QueueReader { rx, cur: Vec::new(), pos: 0, spare };
     let mut unpacked = write_tree(&mut queue, dest, prefix, &checker);
     if unpacked.is_ok() {
         // Past the tar end marker: read to the object's end, where the opener checks the
@@ -82,6 +82,33 @@ pub fn unpack(
             Fail::new(Code::Integrity, format!("object {obj}: restored files do not match the backup manifest: {m}"))
         }
     })
+}
+
+/// Open on this thread alone, in 1 MiB pieces, until `sent` says to stop.
+fn open_here(
+    src: Box<dyn Read + Send>,
+    keys: &Keyring,
+    name: &str,
+    mut sent: impl FnMut(Vec<u8>) -> bool,
+) -> std::result::Result<(), CodecError> {
+    let mut r = OpenReader::new(src, keys, name)?;
+    loop {
+        let mut buf = vec![0u8; PIECE];
+        let mut filled = 0;
+        while filled < PIECE {
+            match r.read(&mut buf[filled..]).map_err(CodecError::from_io)? {
+                0 => break,
+                n => filled += n,
+            }
+        }
+        if filled == 0 {
+            return Ok(());
+        }
+        buf.truncate(filled);
+        if !sent(buf) {
+            return Ok(());
+        }
+    }
 }
 
 enum Unpack {
@@ -155,6 +182,7 @@ struct QueueReader {
     rx: Receiver<io::Result<Vec<u8>>>,
     cur: Vec<u8>,
     pos: usize,
+    spare: Option<Spare>,
 }
 
 impl Read for QueueReader {
@@ -162,7 +190,10 @@ impl Read for QueueReader {
         while self.pos == self.cur.len() {
             match self.rx.recv() {
                 Ok(piece) => {
-                    self.cur = piece?;
+                    let spent = std::mem::replace(&mut self.cur, piece?);
+                    if let Some(s) = &self.spare {
+                        s.give(spent);
+                    }
                     self.pos = 0;
                 }
                 Err(_) => return Ok(0),
