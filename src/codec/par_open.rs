@@ -295,7 +295,8 @@ fn decompress(data: Vec<u8>, max: usize, packed: &Spare, pieces: &Spare) -> Resu
 
 /// A `Read` over the plaintext of an object, opened on the rayon pool; like `OpenReader`,
 /// it returns an error instead of end-of-file unless every chunk authenticated, the stream
-/// ended exactly after its final chunk and the plaintext digest matched.
+/// ended exactly after its final chunk and the plaintext digest matched. It waits for pool
+/// jobs, so it must not be driven from a pool worker.
 pub struct ParOpenReader<R: Read> {
     feed: Feed<R>,
     cursor: Cursor,
@@ -329,19 +330,21 @@ impl<R: Read> ParOpenReader<R> {
             aad: header.raw,
             idx: 0,
             jobs: Ordered::new(window),
-            spare: Spare::new(window * (BATCH + 1)),
+            spare: Spare::new((window + 1) * BATCH),
             ready: VecDeque::new(),
             err: None,
             trailer: None,
         };
         let mode = if header.lz4() { Mode::Lz4(None) } else { Mode::Raw };
-        let spent = if header.lz4() { Spare::new(2 * window + 16) } else { feed.spare.clone() };
+        // Each pool holds about what its stage has in flight at once (a consumer such as
+        // unpack may queue a few more pieces).
+        let spent = if header.lz4() { Spare::new(window + 12) } else { feed.spare.clone() };
         Ok(ParOpenReader {
             feed,
             cursor: Cursor::default(),
             mode,
             pieces: Ordered::new(window),
-            packed: Spare::new(window + 8),
+            packed: Spare::new(window + 2),
             spent,
             parsed: false,
             failed: false,
