@@ -28,6 +28,21 @@ pub fn unpack(
     checker: Arc<Checker>,
     count: impl Fn(u64) + Send + 'static,
 ) -> Result<()> {
+    unpack_with(src, keys, obj, dest, prefix, checker, count, default_window())
+}
+
+/// [`unpack`], opened on the pool with `window` jobs per stage, or on one thread (`None`).
+#[allow(clippy::too_many_arguments)]
+fn unpack_with(
+    src: Box<dyn Read + Send>,
+    keys: Keyring,
+    obj: &str,
+    dest: &Path,
+    prefix: &str,
+    checker: Arc<Checker>,
+    count: impl Fn(u64) + Send + 'static,
+    window: Option<usize>,
+) -> Result<()> {
     let (tx, rx) = sync_channel::<io::Result<Vec<u8>>>(QUEUE);
     let (spare_tx, spare_rx) = sync_channel::<Option<Spare>>(1);
     let name = obj.to_string();
@@ -42,7 +57,7 @@ pub fn unpack(
                 let _ = tx.send(Err(io::Error::other("the archive could not be opened")));
                 e
             };
-            let Some(window) = default_window() else {
+            let Some(window) = window else {
                 let _ = spare_tx.send(None);
                 return open_here(src, &keys, &name, sent).map_err(failed);
             };
@@ -209,6 +224,67 @@ impl Read for QueueReader {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use crate::codec::{seal_to_vec, Key, SealOptions};
+
+    type Files = Vec<(&'static str, Vec<u8>)>;
+
+    /// A tar of a few files (one of several lz4 blocks) and the manifest that lists them.
+    fn archive() -> (Vec<u8>, Files, Checker) {
+        let mut big = Vec::new();
+        let mut x = 7u64;
+        while big.len() < 3 << 20 {
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            let noise = x.to_le_bytes();
+            big.extend_from_slice(if x >> 62 == 0 { &noise[..] } else { b"pgbench_accounts filler" });
+        }
+        let files = vec![("PG_VERSION", b"15\n".to_vec()), ("base/1/16384", big), ("base/1/empty", Vec::new())];
+        let mut tar = tar::Builder::new(Vec::new());
+        for (path, data) in &files {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(data.len() as u64);
+            h.set_mode(0o600);
+            tar.append_data(&mut h, path, &data[..]).unwrap();
+        }
+        let listed: Vec<String> = files
+            .iter()
+            .map(|(p, d)| {
+                let sum = hex::encode(crc32c::crc32c(d).to_le_bytes());
+                format!(r#"{{"Path": "{p}", "Size": {}, "Last-Modified": "x", "Checksum-Algorithm": "CRC32C", "Checksum": "{sum}"}}"#, d.len())
+            })
+            .collect();
+        let text = format!(r#"{{"PostgreSQL-Backup-Manifest-Version": 1, "Files": [{}]}}"#, listed.join(","));
+        let checker = Checker::new(super::super::manifest::parse(text.as_bytes()).unwrap()).unwrap();
+        (tar.into_inner().unwrap(), files, checker)
+    }
+
+    #[test]
+    fn unpacks_alike_on_one_thread_and_on_the_pool() {
+        let key = Key::from_text(&"44".repeat(32), "test").unwrap();
+        let keys = Keyring::new(key.clone(), vec![]);
+        let (tar, files, _) = archive();
+        let obj = "backups/b/base.tar";
+        let sealed = seal_to_vec(&tar, Some(&key), obj, SealOptions { lz4: true, digest: None }).unwrap().out;
+        let mut damaged = sealed.clone();
+        damaged[sealed.len() / 2] ^= 4;
+        for window in [None, Some(1), Some(4)] {
+            let dir = tempfile::tempdir().unwrap();
+            let checker = Arc::new(archive().2);
+            let src = Box::new(io::Cursor::new(sealed.clone()));
+            unpack_with(src, keys.clone(), obj, dir.path(), "", checker.clone(), |_| {}, window).unwrap();
+            assert_eq!(checker.complete().unwrap(), files.len());
+            for (path, data) in &files {
+                assert!(std::fs::read(dir.path().join(path)).unwrap() == *data, "{path}, window {window:?}");
+            }
+            // A damaged chunk: an integrity failure naming the object, whichever way it opens.
+            let dir = tempfile::tempdir().unwrap();
+            let src = Box::new(io::Cursor::new(damaged.clone()));
+            let e =
+                unpack_with(src, keys.clone(), obj, dir.path(), "", Arc::new(archive().2), |_| {}, window).unwrap_err();
+            assert_eq!(e.code, Code::Integrity, "{e}");
+            assert!(e.message.contains(obj) && e.message.contains("failed authentication"), "{e}");
+        }
+    }
 
     #[test]
     fn member_paths_stay_inside() {
