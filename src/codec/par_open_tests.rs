@@ -104,6 +104,29 @@ fn opens_what_the_sequential_reader_opens() {
 }
 
 #[test]
+fn opens_aes_256_gcm_objects() {
+    let ring = keys(true).with_cipher(super::super::Cipher::Aes256Gcm);
+    let k = ring.write_key().cloned();
+    for len in [0, CHUNK, (3 << 20) + 17] {
+        let plain = data(len, len as u64 + 3, 4);
+        for lz4 in [true, false] {
+            let sealed = seal_to_vec(&plain, k.as_ref(), "obj", SealOptions { lz4, digest: None }).unwrap().out;
+            assert_eq!(sealed[7], 1, "an AES-256-GCM envelope");
+            for window in [1, 4] {
+                let mut r = ParOpenReader::new(&sealed[..], &ring, "obj", window).unwrap();
+                let mut out = Vec::new();
+                r.read_to_end(&mut out).unwrap();
+                assert!(out == plain, "len {len} lz4 {lz4} window {window}");
+            }
+            // The same object under another name fails, as on one thread.
+            assert!(ParOpenReader::new(&sealed[..], &ring, "other", 1)
+                .and_then(|mut r| r.read_to_end(&mut Vec::new()).map_err(CodecError::from_io))
+                .is_err());
+        }
+    }
+}
+
+#[test]
 fn opens_lz4_frames_from_other_writers() {
     use lz4_flex::frame::{BlockMode, BlockSize, FrameEncoder, FrameInfo};
     let plain = data(700_000, 5, 4);
