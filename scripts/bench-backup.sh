@@ -8,6 +8,8 @@
 #   tidewal verify                       read the whole repository back (every backup, all WAL)
 #   tidewal verify --restore-test        once: restore, recover, amcheck (no peer has one)
 # Each step runs REPS times (default 3), the tools taking turns; the median is reported.
+# BASELINE_BIN=path adds rows for another tidewal build (tidewal-base) on the same
+# repository, to compare two versions in one run; VERIFY=0 leaves out the two verify steps.
 # Needs: PostgreSQL 15, pgbackrest, lz4, python3.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -22,6 +24,11 @@ cleanup() {
 trap cleanup EXIT
 
 build_tidewal
+BASE=
+if [ -n "${BASELINE_BIN:-}" ]; then
+    install -m 755 "$BASELINE_BIN" "$WORK/tidewal-base"
+    BASE="$WORK/tidewal-base"
+fi
 start_cluster "$WORK/cluster" "archive_timeout = 60
 synchronous_commit = off
 max_wal_size = 4GB"
@@ -66,6 +73,7 @@ mkdir -p "$WORK/pgbb" "$WORK/r" && give_pg "$WORK/pgbb" "$WORK/r"
 for i in $(seq "$REPS"); do
     measure backup tidewal "$TIDEWAL" --config "$WORK/tidewal.toml" -q backup
     measure backup tidewal-aes "$TIDEWAL" --config "$WORK/aes.toml" -q backup
+    [ -z "$BASE" ] || measure backup tidewal-base "$BASE" --config "$WORK/tidewal.toml" -q backup
     measure backup pgbackrest pgbackrest --config="$WORK/pgbr/pgbackrest.conf" --stanza=bench --type=full backup
     rm -rf "$WORK/pgbb/out"
     # The issue's command: WAL streamed alongside (-X stream, the default) into pg_wal.tar.
@@ -76,6 +84,10 @@ for i in $(seq "$REPS"); do
     rm -rf "$WORK/r/tidewal"
     measure restore tidewal-aes "$TIDEWAL" --config "$WORK/aes.toml" -q restore --to "$WORK/r/tidewal-aes"
     rm -rf "$WORK/r/tidewal-aes"
+    if [ -n "$BASE" ]; then
+        measure restore tidewal-base "$BASE" --config "$WORK/tidewal.toml" -q restore --to "$WORK/r/tidewal-base"
+        rm -rf "$WORK/r/tidewal-base"
+    fi
     measure restore pgbackrest pgbackrest --config="$WORK/pgbr/pgbackrest.conf" --stanza=bench --pg1-path="$WORK/r/pgbackrest" restore
     rm -rf "$WORK/r/pgbackrest"
     as_pg mkdir -p "$WORK/r/pgbb/pg_wal"
@@ -88,14 +100,16 @@ done
 # in the repo"), and even with WAL archived it finished in a quarter second without reading
 # the backup files, so its time would not compare like for like.
 for i in $(seq "$REPS"); do
+    [ "${VERIFY:-1}" = 0 ] && break
     measure verify tidewal "$TIDEWAL" --config "$WORK/tidewal.toml" -q verify
 done
 
 # A restore test of the newest backup: restore, recover, amcheck every index and table.
-measure restore-test tidewal "$TIDEWAL" --config "$WORK/tidewal.toml" -q verify --restore-test
+[ "${VERIFY:-1}" = 0 ] || measure restore-test tidewal "$TIDEWAL" --config "$WORK/tidewal.toml" -q verify --restore-test
 
 tw_repo=$(du -sb "$WORK/repo" | cut -f1)
-tw_bytes=$(($(du -sb "$WORK/repo/backups" | cut -f1) / REPS))
+per=$REPS; [ -z "$BASE" ] || per=$((2 * REPS))
+tw_bytes=$(($(du -sb "$WORK/repo/backups" | cut -f1) / per))
 br_bytes=$(($(du -sb "$WORK/pgbr/repo/backup" | cut -f1) / REPS))
 bb_bytes=$(du -sb "$WORK/pgbb/out" | cut -f1)
 echo
@@ -112,7 +126,7 @@ for (step, tool), r in runs.items():
     span = f"{min(t for t, _ in r):.1f}-{max(t for t, _ in r):.1f}"
     print(f"{step:<13}{tool:<15}{med:>9.2f}{span:>13}{max(m for _, m in r):>13.1f}{med / base:>11.2f}x")
 PY
-python3 - "$results" "$tw_repo" <<'PY'
+[ "${VERIFY:-1}" = 0 ] || python3 - "$results" "$tw_repo" <<'PY'
 import statistics, sys
 secs = [int(ms) / 1000 for step, tool, ms, _ in (l.split() for l in open(sys.argv[1])) if (step, tool) == ("verify", "tidewal")]
 mib = int(sys.argv[2]) / 1048576
