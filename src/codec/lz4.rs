@@ -72,7 +72,11 @@ pub fn compress_parallel_into(data: &[u8], out: &mut Vec<u8>) -> usize {
     let pieces: Vec<&[u8]> = if data.is_empty() { vec![data] } else { data.chunks(piece).collect() };
     let bounds: Vec<usize> = pieces.iter().map(|p| frame_bound(p.len())).collect();
     let need: usize = bounds.iter().sum();
-    if out.len() < need {
+    if out.is_empty() {
+        // Zeroed by the kernel as pages are touched: only what the frames fill becomes
+        // resident (WAL shrinks to a tenth), where resize would write every byte.
+        *out = vec![0u8; need];
+    } else if out.len() < need {
         out.resize(need, 0);
     }
     let mut regions = Vec::with_capacity(pieces.len());

@@ -28,7 +28,7 @@ pub use envelope::{CodecError, Header, CHUNK, HEADER_LEN};
 pub use keys::{Cipher, Key, Keyring};
 pub use open::{last_frame_offset, open_to_vec, trailer_digest, OpenReader};
 pub use par_open::{default_window, par_open_to_vec, ParOpenReader, Spare};
-pub use seal::{seal_to_vec, SealOptions, SealWriter, Sealed, BATCH as SEAL_BATCH};
+pub use seal::{seal_hashed_to_vec, seal_to_vec, SealOptions, SealWriter, Sealed, BATCH as SEAL_BATCH};
 
 /// BLAKE3 digest of a plaintext, the identity used to compare objects.
 pub type Digest = [u8; 32];

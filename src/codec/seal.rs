@@ -256,17 +256,40 @@ fn lost_hasher() -> io::Error {
 /// the chunks are then sealed in parallel (STREAM positions are independent). The header
 /// always carries the digest. If `opts.digest` is given it must match the data.
 pub fn seal_to_vec(data: &[u8], key: Option<&Key>, name: &str, opts: SealOptions) -> io::Result<Sealed<Vec<u8>>> {
-    let (digest, compressed) = rayon::join(
-        || *blake3::hash(data).as_bytes(),
-        || {
-            opts.lz4.then(|| {
-                let mut out = Vec::new();
-                let len = lz4::compress_parallel_into(data, &mut out);
-                out.truncate(len);
-                out
-            })
-        },
-    );
+    seal_whole(data, key, name, opts, None)
+}
+
+/// [`seal_to_vec`] for a buffer whose digest the caller has just computed from it: the data
+/// is not hashed a second time.
+pub fn seal_hashed_to_vec(
+    data: &[u8],
+    key: Option<&Key>,
+    name: &str,
+    lz4: bool,
+    digest: Digest,
+) -> io::Result<Sealed<Vec<u8>>> {
+    seal_whole(data, key, name, SealOptions { lz4, digest: Some(digest) }, Some(digest))
+}
+
+fn seal_whole(
+    data: &[u8],
+    key: Option<&Key>,
+    name: &str,
+    opts: SealOptions,
+    known: Option<Digest>,
+) -> io::Result<Sealed<Vec<u8>>> {
+    let compress = || {
+        opts.lz4.then(|| {
+            let mut out = Vec::new();
+            let len = lz4::compress_parallel_into(data, &mut out);
+            out.truncate(len);
+            out
+        })
+    };
+    let (digest, compressed) = match known {
+        Some(d) => (d, compress()),
+        None => rayon::join(|| *blake3::hash(data).as_bytes(), compress),
+    };
     if opts.digest.is_some_and(|d| d != digest) {
         return Err(CodecError::SourceChanged.into_io());
     }

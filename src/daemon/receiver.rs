@@ -1,5 +1,6 @@
 //! Streaming mode: follow the server's WAL over a physical replication slot. The segment
-//! being received is written to a local spool file; every flush interval (and when the
+//! being received is held in memory (in a spool file when segments are larger than one
+//! write takes, or when WAL arrives out of order); every flush interval (and when the
 //! connection drops, or the daemon stops) it is stored as `<segment>.stream`, replaced each
 //! time. The moment it is complete it is stored as the segment itself, through the same
 //! create-only path as `wal-push` (so both modes can run: the repository sees one segment),
@@ -9,6 +10,7 @@
 //! (the server, or its upstream, was promoted) it stores the new history file and goes on
 //! on the next timeline, from the start of the segment that holds the switch.
 
+use std::io::Read;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -18,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::Shared;
 use crate::error::{Code, Fail, Result};
+use crate::ops::push::SINGLE_PUT_MAX;
 use crate::pg::history::{parse_history, resume_point, timeline_of, HistoryEntry};
 use crate::pg::lsn::{Lsn, SegmentId};
 use crate::pg::replication::{ReplConn, WalEvent};
@@ -25,7 +28,8 @@ use crate::pg::walfile::WalFile;
 use crate::repo::catalog::wal_end_on_history;
 use crate::repo::layout;
 
-/// Received WAL is gathered up to this much before it is written to the spool file.
+/// Received WAL is gathered up to this much before it is written to the spool file, for
+/// segments too large to hold in memory.
 const WRITE_CHUNK: usize = 1 << 20;
 
 fn pg(e: String) -> Fail {
@@ -177,16 +181,19 @@ async fn follow(
     cancel: &CancellationToken,
 ) -> Result<Option<(u32, Lsn)>> {
     let seg = shared.repo.identity.wal_segment_size;
-    let mut cur = Spooled::create(spool, SegmentId::containing(tli, start, seg), seg).await?;
+    let mut cur = Spooled::create(spool, SegmentId::containing(tli, start, seg), seg, None);
     let mut durable = start.max(confirmed);
     let interval = shared.settings.daemon.flush_interval;
     let mut last_flush = Instant::now();
     let mut storing: Option<Storing> = None;
+    // The buffer of the segment stored last, reused for the next one while WAL keeps coming
+    // (a fresh 16 MiB costs page faults), let go once a flush interval passes without one.
+    let mut spare: Option<Vec<u8>> = None;
     loop {
         let event = tokio::select! {
             _ = cancel.cancelled() => {
                 // What arrived is stored before stopping, and confirmed.
-                durable = settle(&mut storing, durable).await?;
+                durable = settle(&mut storing, durable, &mut spare).await?;
                 if cur.received > durable {
                     durable = cur.store_stream(shared).await?;
                 }
@@ -195,7 +202,7 @@ async fn follow(
             }
             stored = async { storing.as_mut().expect("guarded").await }, if storing.is_some() => {
                 storing = None;
-                durable = joined(stored)?;
+                durable = joined(stored, &mut spare)?;
                 conn.send_status(cur.received.max(durable), durable, false).await.map_err(pg)?;
                 continue;
             }
@@ -210,9 +217,10 @@ async fn follow(
                     data = &data[n..];
                     at = Lsn(at.0 + n as u64);
                     if cur.is_complete() {
-                        let next = Spooled::create(spool, SegmentId { tli, segno: cur.id.segno + 1 }, seg).await?;
+                        durable = settle(&mut storing, durable, &mut spare).await?;
+                        let next =
+                            Spooled::create(spool, SegmentId { tli, segno: cur.id.segno + 1 }, seg, spare.take());
                         let done = std::mem::replace(&mut cur, next);
-                        durable = settle(&mut storing, durable).await?;
                         conn.send_status(done.received.max(durable), durable, false).await.map_err(pg)?;
                         storing = Some(tokio::spawn(done.store_segment(shared.clone())));
                         last_flush = Instant::now();
@@ -227,7 +235,7 @@ async fn follow(
             Ok(Ok(WalEvent::EndOfStream)) => {
                 // The old timeline's last segment stays as its `.stream` copy; the new
                 // timeline's copy of that segment, switch included, follows.
-                durable = settle(&mut storing, durable).await?;
+                durable = settle(&mut storing, durable, &mut spare).await?;
                 if cur.received > durable {
                     cur.store_stream(shared).await?;
                 }
@@ -236,7 +244,7 @@ async fn follow(
             }
             Ok(Err(e)) => {
                 // The connection is gone: keep what did arrive before reporting it.
-                durable = settle(&mut storing, durable).await?;
+                durable = settle(&mut storing, durable, &mut spare).await?;
                 if cur.received > durable {
                     cur.store_stream(shared).await?;
                 }
@@ -246,63 +254,97 @@ async fn follow(
         }
         if last_flush.elapsed() >= interval {
             if cur.received > durable {
-                settle(&mut storing, durable).await?;
+                settle(&mut storing, durable, &mut spare).await?;
                 durable = cur.store_stream(shared).await?;
                 conn.send_status(cur.received.max(durable), durable, false).await.map_err(pg)?;
             }
+            spare = None;
+            cur.settle_memory();
             last_flush = Instant::now();
         }
     }
 }
 
-/// The store of a complete segment, running while the next one arrives.
-type Storing = tokio::task::JoinHandle<Result<Lsn>>;
+/// The store of a complete segment, running while the next one arrives: how far the
+/// repository then has the WAL, and the segment's buffer when it was held in memory.
+type Storing = tokio::task::JoinHandle<Result<(Lsn, Option<Vec<u8>>)>>;
 
 /// Wait for the store under way, if any: how far the repository has the WAL then.
-async fn settle(storing: &mut Option<Storing>, durable: Lsn) -> Result<Lsn> {
+async fn settle(storing: &mut Option<Storing>, durable: Lsn, spare: &mut Option<Vec<u8>>) -> Result<Lsn> {
     match storing.take() {
-        Some(task) => joined(task.await),
+        Some(task) => joined(task.await, spare),
         None => Ok(durable),
     }
 }
 
-fn joined(r: std::result::Result<Result<Lsn>, tokio::task::JoinError>) -> Result<Lsn> {
-    r.map_err(|e| Fail::new(Code::Internal, format!("storing a streamed segment: {e}")))?
+type Joined = std::result::Result<Result<(Lsn, Option<Vec<u8>>)>, tokio::task::JoinError>;
+
+fn joined(r: Joined, spare: &mut Option<Vec<u8>>) -> Result<Lsn> {
+    let (lsn, buf) = r.map_err(|e| Fail::new(Code::Internal, format!("storing a streamed segment: {e}")))??;
+    if buf.is_some() {
+        *spare = buf;
+    }
+    Ok(lsn)
 }
 
-/// The segment being received: a spool file of the segment's full size (zeros beyond what
-/// arrived, as pg_receivewal leaves a `.partial`), and up to [`WRITE_CHUNK`] not written yet.
+/// The segment being received, zeros beyond what arrived (as pg_receivewal leaves a
+/// `.partial`). A segment of at most [`SINGLE_PUT_MAX`] that arrives in order stays in
+/// memory, from where it is sealed: no spool file to write and read back. Otherwise (larger
+/// segments, or WAL that jumps) a spool file of the segment's full size takes it, with up
+/// to [`WRITE_CHUNK`] gathered before each write.
 struct Spooled {
     id: SegmentId,
     path: PathBuf,
-    file: Arc<std::fs::File>,
+    /// The spool file, made at the first write.
+    file: Option<Arc<std::fs::File>>,
     seg_size: u64,
     /// Gathered bytes, which belong at `pending_at` (an offset in the segment).
     pending: Vec<u8>,
     pending_at: u64,
+    /// `pending` is written out once it holds this much.
+    limit: usize,
+    /// `pending` is an earlier segment's buffer: all of it is resident.
+    reused: bool,
     /// Everything before this arrived.
     received: Lsn,
 }
 
 impl Spooled {
-    async fn create(dir: &Path, id: SegmentId, seg_size: u64) -> Result<Spooled> {
-        let path = dir.join(id.file_name(seg_size));
-        let p = path.clone();
-        let file = blocking(&path, move || {
-            let f = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&p)?;
-            f.set_len(seg_size)?;
-            Ok(f)
-        })
-        .await?;
-        Ok(Spooled {
+    /// `buf`: an earlier segment's buffer to reuse.
+    fn create(dir: &Path, id: SegmentId, seg_size: u64, buf: Option<Vec<u8>>) -> Spooled {
+        // One byte more than the segment: a whole segment in order is never written out.
+        let limit = if seg_size <= SINGLE_PUT_MAX { seg_size as usize + 1 } else { WRITE_CHUNK };
+        let reused = buf.is_some();
+        let mut pending = buf.unwrap_or_default();
+        pending.clear();
+        pending.reserve(limit.min(seg_size as usize));
+        Spooled {
             id,
-            path,
-            file: Arc::new(file),
+            path: dir.join(id.file_name(seg_size)),
+            file: None,
             seg_size,
-            pending: Vec::with_capacity(WRITE_CHUNK),
+            pending,
             pending_at: 0,
+            limit,
+            reused,
             received: Lsn(id.segno * seg_size),
-        })
+        }
+    }
+
+    /// WAL has slowed down: a reused buffer, resident in full, gives way to a fresh one that
+    /// holds only what arrived, so an idle daemon keeps no more than that.
+    fn settle_memory(&mut self) {
+        if self.reused {
+            let mut fresh = Vec::with_capacity(self.pending.capacity());
+            fresh.extend_from_slice(&self.pending);
+            self.pending = fresh;
+            self.reused = false;
+        }
+    }
+
+    /// The whole segment is in `pending`, nothing in a spool file.
+    fn in_memory(&self) -> bool {
+        self.file.is_none() && self.pending_at == 0
     }
 
     fn is_complete(&self) -> bool {
@@ -328,7 +370,7 @@ impl Spooled {
         let n = data.len().min((self.seg_size - off) as usize);
         self.pending.extend_from_slice(&data[..n]);
         self.received = self.received.max(Lsn(at.0 + n as u64));
-        if self.pending.len() >= WRITE_CHUNK {
+        if self.pending.len() >= self.limit {
             self.write_pending().await?;
         }
         Ok(n)
@@ -338,8 +380,22 @@ impl Spooled {
         if self.pending.is_empty() {
             return Ok(());
         }
+        let file = match &self.file {
+            Some(f) => f.clone(),
+            None => {
+                let (p, size) = (self.path.clone(), self.seg_size);
+                let f = blocking(&self.path, move || {
+                    let f = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&p)?;
+                    f.set_len(size)?;
+                    Ok(f)
+                })
+                .await?;
+                self.file.insert(Arc::new(f)).clone()
+            }
+        };
+        self.limit = self.limit.min(WRITE_CHUNK);
         let data = std::mem::take(&mut self.pending);
-        let (file, at) = (self.file.clone(), self.pending_at);
+        let at = self.pending_at;
         let mut data = blocking(&self.path, move || file.write_all_at(&data, at).map(|_| data)).await?;
         data.clear();
         self.pending = data;
@@ -347,9 +403,17 @@ impl Spooled {
     }
 
     /// The complete segment, create-only, as `wal-push` stores it; then its `.stream` goes.
-    async fn store_segment(mut self, shared: Arc<Shared>) -> Result<Lsn> {
-        self.write_pending().await?;
-        let pushed = crate::ops::push::push_file(&shared.repo, &self.path).await?;
+    /// Gives back the buffer of a segment held in memory.
+    async fn store_segment(mut self, shared: Arc<Shared>) -> Result<(Lsn, Option<Vec<u8>>)> {
+        let (pushed, buf) = if self.in_memory() && self.pending.len() as u64 == self.seg_size {
+            let name = self.id.file_name(self.seg_size);
+            let (pushed, buf) =
+                crate::ops::push::push_bytes(&shared.repo, &name, std::mem::take(&mut self.pending)).await?;
+            (pushed, Some(buf))
+        } else {
+            self.write_pending().await?;
+            (crate::ops::push::push_file(&shared.repo, &self.path).await?, None)
+        };
         if pushed.outcome == crate::repo::Pushed::Stored {
             metrics::counter!("tidewal_wal_segments_archived_total").increment(1);
             metrics::counter!("tidewal_uploaded_bytes_total").increment(pushed.stored_bytes);
@@ -359,16 +423,26 @@ impl Spooled {
         self.discard();
         mark_durable(&shared, self.id.tli, self.received);
         tracing::info!("streamed {}", self.id.file_name(self.seg_size));
-        Ok(self.received)
+        Ok((self.received, buf))
     }
 
     /// The segment so far, as `<segment>.stream` (replaced: it only grows).
     async fn store_stream(&mut self, shared: &Shared) -> Result<Lsn> {
-        self.write_pending().await?;
         let obj = layout::wal_object(&WalFile::Streamed(self.id), self.seg_size);
-        // A descriptor of its own: reading moves the file offset.
-        let file = std::fs::File::open(&self.path).map_err(|e| spool_error(&self.path, e))?;
-        let stored = shared.repo.replace_stream(&obj, std::io::BufReader::with_capacity(1 << 20, file)).await?;
+        let stored = if self.in_memory() {
+            // Lent to the upload and taken back: the receiver waits for this store.
+            let held = Arc::new(std::mem::take(&mut self.pending));
+            let zeros = std::io::repeat(0).take(self.seg_size - held.len() as u64);
+            let stored =
+                shared.repo.replace_stream(&obj, std::io::Cursor::new(ArcBytes(held.clone())).chain(zeros)).await;
+            self.pending = Arc::try_unwrap(held).unwrap_or_else(|a| a.to_vec());
+            stored?
+        } else {
+            self.write_pending().await?;
+            // A descriptor of its own: reading moves the file offset.
+            let file = std::fs::File::open(&self.path).map_err(|e| spool_error(&self.path, e))?;
+            shared.repo.replace_stream(&obj, std::io::BufReader::with_capacity(1 << 20, file)).await?
+        };
         metrics::counter!("tidewal_uploaded_bytes_total").increment(stored);
         mark_durable(shared, self.id.tli, self.received);
         tracing::debug!("stored {obj} up to {}", self.received);
@@ -377,7 +451,18 @@ impl Spooled {
 
     /// Its spool file is not needed any more.
     fn discard(&self) {
-        let _ = std::fs::remove_file(&self.path);
+        if self.file.is_some() {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// A shared buffer as the bytes a `Cursor` reads.
+struct ArcBytes(Arc<Vec<u8>>);
+
+impl AsRef<[u8]> for ArcBytes {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
     }
 }
 
@@ -457,7 +542,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let seg = 1u64 << 20;
         let id = SegmentId { tli: 2, segno: 5 };
-        let mut s = Spooled::create(dir.path(), id, seg).await.unwrap();
+        let mut s = Spooled::create(dir.path(), id, seg, None);
         let base = 5 * seg;
         let data: Vec<u8> = (0..700_000u32).map(|i| (i % 251) as u8).collect();
         assert_eq!(s.take(Lsn(base), &data).await.unwrap(), data.len());
@@ -499,11 +584,46 @@ mod tests {
     async fn a_partly_received_segment_is_zero_beyond_what_arrived() {
         let dir = tempfile::tempdir().unwrap();
         let seg = 1u64 << 20;
-        let mut s = Spooled::create(dir.path(), SegmentId { tli: 1, segno: 0 }, seg).await.unwrap();
+        let mut s = Spooled::create(dir.path(), SegmentId { tli: 1, segno: 0 }, seg, None);
         s.take(Lsn(0), &[7u8; 1000]).await.unwrap();
         s.write_pending().await.unwrap();
         let file = std::fs::read(&s.path).unwrap();
         assert_eq!(file.len() as u64, seg);
         assert!(file[..1000].iter().all(|&b| b == 7) && file[1000..].iter().all(|&b| b == 0));
+    }
+
+    #[tokio::test]
+    async fn a_segment_that_arrives_in_order_stays_in_memory() {
+        let dir = tempfile::tempdir().unwrap();
+        let seg = 1u64 << 20;
+        let id = SegmentId { tli: 1, segno: 3 };
+        // A reused buffer starts empty, whatever it held.
+        let mut s = Spooled::create(dir.path(), id, seg, Some(vec![9u8; 100]));
+        let data: Vec<u8> = (0..seg as u32).map(|i| (i % 253) as u8).collect();
+        for (i, piece) in data.chunks(128 * 1024).enumerate() {
+            s.take(Lsn(3 * seg + (i * 128 * 1024) as u64), piece).await.unwrap();
+        }
+        assert!(s.is_complete() && s.in_memory());
+        assert!(s.pending == data, "the segment as it arrived");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "a spool file was written");
+    }
+
+    #[tokio::test]
+    async fn wal_that_jumps_or_a_large_segment_goes_to_the_spool_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let seg = 1u64 << 20;
+        let mut s = Spooled::create(dir.path(), SegmentId { tli: 1, segno: 0 }, seg, None);
+        s.take(Lsn(0), &[1u8; 1000]).await.unwrap();
+        s.take(Lsn(5000), &[2u8; 1000]).await.unwrap();
+        assert!(!s.in_memory());
+        s.write_pending().await.unwrap();
+        let file = std::fs::read(&s.path).unwrap();
+        assert!(file[..1000].iter().all(|&b| b == 1) && file[1000..5000].iter().all(|&b| b == 0));
+        assert!(file[5000..6000].iter().all(|&b| b == 2) && file[6000..].iter().all(|&b| b == 0));
+        // Above what one write stores, a segment is written out as it arrives.
+        let big = 2 * SINGLE_PUT_MAX;
+        let mut b = Spooled::create(dir.path(), SegmentId { tli: 1, segno: 1 }, big, None);
+        b.take(Lsn(big), &vec![3u8; WRITE_CHUNK + 10]).await.unwrap();
+        assert!(b.file.is_some() && b.pending.len() < WRITE_CHUNK, "{} bytes held", b.pending.len());
     }
 }

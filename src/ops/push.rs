@@ -4,7 +4,7 @@ use std::io::{Read, Seek};
 use std::path::Path;
 use std::time::Instant;
 
-use crate::codec::seal_to_vec;
+use crate::codec::{seal_hashed_to_vec, seal_to_vec};
 use crate::error::{Code, Fail, Result};
 use crate::pg::walfile::{check_backup_label, check_history, check_segment, Expect, WalFile};
 use crate::repo::{layout, Pushed, Repo};
@@ -12,7 +12,7 @@ use crate::repo::{layout, Pushed, Repo};
 /// Largest history or backup-label file accepted; real ones are a few hundred bytes.
 const MAX_SMALL_FILE: u64 = 1 << 20;
 /// Segments up to this size are sealed in memory and sent with one create-only write.
-const SINGLE_PUT_MAX: u64 = 32 << 20;
+pub const SINGLE_PUT_MAX: u64 = 32 << 20;
 
 /// What one push did.
 #[derive(Clone, Copy, Debug)]
@@ -58,45 +58,78 @@ pub async fn push_file(repo: &Repo, path: &Path) -> Result<PushReport> {
     }
     let read_err = |e: std::io::Error| Fail::new(Code::BadInput, format!("cannot read {}: {e}", path.display()));
     let data = tokio::fs::read(path).await.map_err(read_err)?;
+    tracing::debug!("{name} read after {} ms", started.elapsed().as_millis());
+    push_checked(repo, &name, kind, obj, data, started).await.map(|(r, _)| r)
+}
+
+/// Check and store a file PostgreSQL archives from memory (the receiver holds each segment
+/// as it arrives); the buffer comes back for reuse. Segments must be at most
+/// [`SINGLE_PUT_MAX`].
+pub async fn push_bytes(repo: &Repo, name: &str, data: Vec<u8>) -> Result<(PushReport, Vec<u8>)> {
+    let started = Instant::now();
+    let seg_size = repo.identity.wal_segment_size;
+    let kind = WalFile::parse(name, seg_size).map_err(|e| Fail::new(Code::Internal, e.to_string()))?;
+    let obj = layout::wal_object(&kind, seg_size);
+    push_checked(repo, name, kind, obj, data, started).await
+}
+
+async fn push_checked(
+    repo: &Repo,
+    name: &str,
+    kind: WalFile,
+    obj: String,
+    data: Vec<u8>,
+    started: Instant,
+) -> Result<(PushReport, Vec<u8>)> {
+    let id = &repo.identity;
+    let want = Expect { system_identifier: id.system_id(), seg_size: id.wal_segment_size, pg_major: id.pg_major() };
+    let bad = |m: String| Fail::new(Code::BadInput, m);
     match &kind {
         WalFile::Segment(seg) | WalFile::Partial(seg) | WalFile::Streamed(seg) => {
-            check_segment(&name, *seg, &data, data.len() as u64, &want).map_err(bad)?;
+            check_segment(name, *seg, &data, data.len() as u64, &want).map_err(bad)?;
         }
-        WalFile::History(tli) => check_history(&name, *tli, &data).map_err(bad)?,
-        WalFile::BackupLabel { .. } => check_backup_label(&name, &data).map_err(bad)?,
+        WalFile::History(tli) => check_history(name, *tli, &data).map_err(bad)?,
+        WalFile::BackupLabel { .. } => check_backup_label(name, &data).map_err(bad)?,
     }
-    tracing::debug!("{name} read and checked after {} ms", started.elapsed().as_millis());
 
     // Hashing, compression and encryption are CPU work: keep them off the reactor. The digest
     // comes first: when the daemon (or an earlier attempt) stored this file already, reading
     // the stored header is all that is left to do. That look is free on a local disk; on a
     // remote store it is two round trips per file, so there the create-only write goes
     // first and the stored object is read only when the write is refused.
-    let (digest, data) = tokio::task::spawn_blocking(move || (*blake3::hash(&data).as_bytes(), data))
-        .await
-        .map_err(|e| Fail::new(Code::Internal, e.to_string()))?;
     let plain_bytes = data.len() as u64;
-    if repo.store.is_local() {
+    let (known, data) = if repo.store.is_local() {
+        let (digest, data) = tokio::task::spawn_blocking(move || (*blake3::hash(&data).as_bytes(), data))
+            .await
+            .map_err(|e| Fail::new(Code::Internal, e.to_string()))?;
         if let Some(outcome) = repo.already_stored(&obj, &digest).await? {
-            report(&name, outcome, "", "", started);
-            return Ok(PushReport { outcome, plain_bytes, stored_bytes: 0 });
+            report(name, outcome, "", "", started);
+            return Ok((PushReport { outcome, plain_bytes, stored_bytes: 0 }, data));
         }
-    }
+        (Some(digest), data)
+    } else {
+        (None, data)
+    };
     let key = repo.keys.write_key().cloned();
     let obj_name = obj.clone();
     let lz4 = repo.lz4;
-    let sealed = tokio::task::spawn_blocking(move || {
-        let opts = crate::codec::SealOptions { lz4, digest: Some(digest) };
-        seal_to_vec(&data, key.as_ref(), &obj_name, opts).map(|s| s.out)
+    // Hashed once: by the look above, or by the sealing itself, beside the compression.
+    let (sealed, data) = tokio::task::spawn_blocking(move || {
+        let sealed = match known {
+            Some(d) => seal_hashed_to_vec(&data, key.as_ref(), &obj_name, lz4, d),
+            None => seal_to_vec(&data, key.as_ref(), &obj_name, crate::codec::SealOptions { lz4, digest: None }),
+        };
+        (sealed, data)
     })
     .await
-    .map_err(|e| Fail::new(Code::Internal, e.to_string()))?
-    .map_err(|e| Fail::new(Code::Internal, format!("sealing {name}: {e}")))?;
+    .map_err(|e| Fail::new(Code::Internal, e.to_string()))?;
+    let crate::codec::Sealed { out: sealed, digest, .. } =
+        sealed.map_err(|e| Fail::new(Code::Internal, format!("sealing {name}: {e}")))?;
     let stored_bytes = sealed.len() as u64;
     tracing::debug!("{name} sealed after {} ms", started.elapsed().as_millis());
     let outcome = repo.push_sealed(&obj, sealed, digest).await?;
-    report(&name, outcome, "", &format!(" ({plain_bytes} bytes, {stored_bytes} stored)"), started);
-    Ok(PushReport { outcome, plain_bytes, stored_bytes })
+    report(name, outcome, "", &format!(" ({plain_bytes} bytes, {stored_bytes} stored)"), started);
+    Ok((PushReport { outcome, plain_bytes, stored_bytes }, data))
 }
 
 /// Segments above SINGLE_PUT_MAX (`initdb --wal-segsize` up to 1 GiB) are hashed, then
