@@ -301,8 +301,6 @@ struct Spooled {
     /// Gathered bytes, which belong at `pending_at` (an offset in the segment).
     pending: Vec<u8>,
     pending_at: u64,
-    /// `pending` is written out once it holds this much.
-    limit: usize,
     /// `pending` is an earlier segment's buffer: all of it is resident.
     reused: bool,
     /// Everything before this arrived.
@@ -313,11 +311,10 @@ impl Spooled {
     /// `buf`: an earlier segment's buffer to reuse.
     fn create(dir: &Path, id: SegmentId, seg_size: u64, buf: Option<Vec<u8>>) -> Spooled {
         // One byte more than the segment: a whole segment in order is never written out.
-        let limit = if seg_size <= SINGLE_PUT_MAX { seg_size as usize + 1 } else { WRITE_CHUNK };
         let reused = buf.is_some();
         let mut pending = buf.unwrap_or_default();
         pending.clear();
-        pending.reserve(limit.min(seg_size as usize));
+        pending.reserve(if seg_size <= SINGLE_PUT_MAX { seg_size as usize } else { WRITE_CHUNK });
         Spooled {
             id,
             path: dir.join(id.file_name(seg_size)),
@@ -325,7 +322,6 @@ impl Spooled {
             seg_size,
             pending,
             pending_at: 0,
-            limit,
             reused,
             received: Lsn(id.segno * seg_size),
         }
@@ -339,6 +335,16 @@ impl Spooled {
             fresh.extend_from_slice(&self.pending);
             self.pending = fresh;
             self.reused = false;
+        }
+    }
+
+    /// `pending` is written out once it holds this much: never while a segment that fits one
+    /// write has no spool file (one byte more than the segment), else every [`WRITE_CHUNK`].
+    fn limit(&self) -> usize {
+        if self.file.is_none() && self.seg_size <= SINGLE_PUT_MAX {
+            self.seg_size as usize + 1
+        } else {
+            WRITE_CHUNK
         }
     }
 
@@ -370,7 +376,7 @@ impl Spooled {
         let n = data.len().min((self.seg_size - off) as usize);
         self.pending.extend_from_slice(&data[..n]);
         self.received = self.received.max(Lsn(at.0 + n as u64));
-        if self.pending.len() >= self.limit {
+        if self.pending.len() >= self.limit() {
             self.write_pending().await?;
         }
         Ok(n)
@@ -393,7 +399,6 @@ impl Spooled {
                 self.file.insert(Arc::new(f)).clone()
             }
         };
-        self.limit = self.limit.min(WRITE_CHUNK);
         let data = std::mem::take(&mut self.pending);
         let at = self.pending_at;
         let mut data = blocking(&self.path, move || file.write_all_at(&data, at).map(|_| data)).await?;
