@@ -80,7 +80,8 @@ pub async fn run(shared: Arc<Shared>, pg_wal: PathBuf, cancel: CancellationToken
                 (name, r)
             }
         }))
-        .buffered(parallel)
+        // Unordered: a slow upload must not hold the slots of those that finished after it.
+        .buffer_unordered(parallel)
         .collect()
         .await;
         for (name, r) in results {

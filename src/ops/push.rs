@@ -59,7 +59,7 @@ pub async fn push_file(repo: &Repo, path: &Path) -> Result<PushReport> {
     let read_err = |e: std::io::Error| Fail::new(Code::BadInput, format!("cannot read {}: {e}", path.display()));
     let data = tokio::fs::read(path).await.map_err(read_err)?;
     tracing::debug!("{name} read after {} ms", started.elapsed().as_millis());
-    push_checked(repo, &name, kind, obj, data, started).await.map(|(r, _)| r)
+    push_checked(repo, &name, kind, obj, data, false, started).await.map(|(r, _)| r)
 }
 
 /// Check and store a file PostgreSQL archives from memory (the receiver holds each segment
@@ -70,15 +70,18 @@ pub async fn push_bytes(repo: &Repo, name: &str, data: Vec<u8>) -> Result<(PushR
     let seg_size = repo.identity.wal_segment_size;
     let kind = WalFile::parse(name, seg_size).map_err(|e| Fail::new(Code::Internal, e.to_string()))?;
     let obj = layout::wal_object(&kind, seg_size);
-    push_checked(repo, name, kind, obj, data, started).await
+    push_checked(repo, name, kind, obj, data, true, started).await
 }
 
+/// `keep`: the caller wants the buffer back; otherwise it is freed once sealed, so an
+/// upload waiting on a far-away store holds only the sealed bytes.
 async fn push_checked(
     repo: &Repo,
     name: &str,
     kind: WalFile,
     obj: String,
     data: Vec<u8>,
+    keep: bool,
     started: Instant,
 ) -> Result<(PushReport, Vec<u8>)> {
     let id = &repo.identity;
@@ -126,6 +129,7 @@ async fn push_checked(
     let crate::codec::Sealed { out: sealed, digest, .. } =
         sealed.map_err(|e| Fail::new(Code::Internal, format!("sealing {name}: {e}")))?;
     let stored_bytes = sealed.len() as u64;
+    let data = if keep { data } else { Vec::new() };
     tracing::debug!("{name} sealed after {} ms", started.elapsed().as_millis());
     let outcome = repo.push_sealed(&obj, sealed, digest).await?;
     report(name, outcome, "", &format!(" ({plain_bytes} bytes, {stored_bytes} stored)"), started);

@@ -132,13 +132,32 @@ pub async fn restore(repo: &Repo, args: &RestoreRequest) -> Result<Restored> {
     if args.check_space {
         check_space(info, &args.to)?;
     }
-    // At once, but the first check's complaint wins, as when they ran in turn.
-    let (reachable, objects, wal) = tokio::join!(
+    let archives = archives(info, &args.to, &spaces)?;
+    // At once, but the first check's complaint wins, as when they ran in turn. The manifest
+    // is read meanwhile, and the archives' downloads start (on a remote store each is a
+    // round trip); nothing is written before the checks pass. Not with --force: removing
+    // the old data directory first may take long, and a download left waiting that long
+    // may be cut by the store.
+    let manifest_obj = layout::backup_object(&info.id, "backup_manifest");
+    let early = !args.force;
+    let (reachable, objects, wal, manifest, readers) = tokio::join!(
         check_reachable(repo, info, args, target_time, &survey.listing),
         crate::repo::catalog::check_objects(repo, info),
         check_backup_wal(repo, info),
+        repo.open_bytes(&manifest_obj),
+        async {
+            match early {
+                true => {
+                    futures::future::try_join_all(archives.iter().map(|a| repo.reader(&a.obj, Some(a.stored_bytes))))
+                        .await
+                        .map(Some)
+                }
+                false => Ok(None),
+            }
+        },
     );
     reachable.and(objects).and(wal)?;
+    let manifest = manifest?;
     if args.force {
         refuse_other_cluster(&args.to, repo.identity.system_id())?;
         // A tablespace directory is only emptied when it was mapped on purpose or belonged
@@ -175,9 +194,8 @@ pub async fn restore(repo: &Repo, args: &RestoreRequest) -> Result<Restored> {
     }
     // The manifest comes first, so every file is checked as it is written.
     let manifest_path = args.to.join("backup_manifest");
-    repo.fetch_to_path(&layout::backup_object(&info.id, "backup_manifest"), &manifest_path).await?;
-    let text = std::fs::read(&manifest_path).map_err(|e| local(&manifest_path, e))?;
-    let checker = manifest::parse(&text)
+    std::fs::write(&manifest_path, &manifest).map_err(|e| local(&manifest_path, e))?;
+    let checker = manifest::parse(&manifest)
         .and_then(|m| m.for_system(repo.identity.system_id()))
         .and_then(manifest::Checker::new)
         .map_err(|e| Fail::new(Code::Integrity, format!("backup {}: {e}", info.id)))?;
@@ -185,21 +203,16 @@ pub async fn restore(repo: &Repo, args: &RestoreRequest) -> Result<Restored> {
     // Every archive downloads and unpacks at the same time.
     let total = info.objects.iter().filter(|o| o.name.ends_with(".tar")).map(|o| o.bytes).sum();
     let progress = Progress::start(&format!("restore {}", info.id), total);
-    let mut jobs = Vec::new();
-    for obj in &info.objects {
-        let file = obj.name.rsplit('/').next().unwrap_or_default();
-        let (dest, prefix) = if file == "base.tar" {
-            (args.to.clone(), String::new())
-        } else if let Some(oid) = file.strip_suffix(".tar") {
-            let dir = spaces.iter().find(|(o, _)| o.to_string() == oid).map(|(_, d)| d.clone()).ok_or_else(|| {
-                Fail::new(Code::Integrity, format!("backup {} has {oid}.tar but no such tablespace", info.id))
-            })?;
-            (dir, format!("pg_tblspc/{oid}/"))
-        } else {
-            continue;
-        };
-        jobs.push(unpack(repo, &obj.name, dest, prefix, checker.clone(), progress.clone()));
-    }
+    let readers = match readers? {
+        Some(r) => r,
+        None => {
+            futures::future::try_join_all(archives.iter().map(|a| repo.reader(&a.obj, Some(a.stored_bytes)))).await?
+        }
+    };
+    let jobs = archives
+        .into_iter()
+        .zip(readers)
+        .map(|(a, reader)| unpack(repo.keys.clone(), a, reader, checker.clone(), progress.clone()));
     let unpacked = futures::future::try_join_all(jobs).await;
     progress.finish();
     // What was written so far must not pass for a restore.
@@ -395,19 +408,45 @@ pub fn parse_time(t: &str) -> Result<SystemTime> {
     })
 }
 
-async fn unpack(
-    repo: &Repo,
-    obj: &str,
+/// One archive of a backup and where it goes.
+struct Archive {
+    obj: String,
+    stored_bytes: u64,
     dest: PathBuf,
+    /// Its files' paths in the manifest start with this.
     prefix: String,
+}
+
+/// The backup's archives: `base.tar` into the data directory, each tablespace's into its
+/// destination.
+fn archives(info: &BackupInfo, to: &Path, spaces: &[(u32, PathBuf)]) -> Result<Vec<Archive>> {
+    let mut out = Vec::new();
+    for obj in &info.objects {
+        let file = obj.name.rsplit('/').next().unwrap_or_default();
+        let (dest, prefix) = if file == "base.tar" {
+            (to.to_path_buf(), String::new())
+        } else if let Some(oid) = file.strip_suffix(".tar") {
+            let dir = spaces.iter().find(|(o, _)| o.to_string() == oid).map(|(_, d)| d.clone()).ok_or_else(|| {
+                Fail::new(Code::Integrity, format!("backup {} has {oid}.tar but no such tablespace", info.id))
+            })?;
+            (dir, format!("pg_tblspc/{oid}/"))
+        } else {
+            continue;
+        };
+        out.push(Archive { obj: obj.name.clone(), stored_bytes: obj.stored_bytes, dest, prefix });
+    }
+    Ok(out)
+}
+
+async fn unpack(
+    keys: crate::codec::Keyring,
+    a: Archive,
+    reader: Box<dyn std::io::Read + Send>,
     checker: Arc<manifest::Checker>,
     progress: Progress,
 ) -> Result<()> {
-    let reader = repo.reader(obj).await?;
-    let keys = repo.keys.clone();
-    let name = obj.to_string();
     tokio::task::spawn_blocking(move || {
-        crate::repo::unpack::unpack(reader, keys, &name, &dest, &prefix, checker, move |n| progress.add(n))
+        crate::repo::unpack::unpack(reader, keys, &a.obj, &a.dest, &a.prefix, checker, move |n| progress.add(n))
     })
     .await
     .map_err(|e| Fail::new(Code::Internal, e.to_string()))?

@@ -193,7 +193,7 @@ async fn open_object<F>(repo: &Repo, obj: String, recorded: Option<Recorded>, ch
 where
     F: FnOnce(&mut dyn Read, &str) -> std::result::Result<(), String> + Send + 'static,
 {
-    let src = match repo.reader(&obj).await {
+    let src = match repo.reader(&obj, None).await {
         Ok(r) => r,
         Err(e) if e.code == Code::NotFound => return Ok(vec![problem(&obj, "is missing")]),
         Err(e) => return Err(e),

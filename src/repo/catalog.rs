@@ -110,18 +110,15 @@ pub async fn check_stored(repo: &Repo, who: &str, record: &str, hint: &str, obje
             let bad = |what: String| {
                 Fail::new(Code::Integrity, format!("{who} cannot be used: object {} {what}; {hint}", o.name))
             };
-            let size = match repo.store.size(&o.name).await {
-                Ok(s) => s,
-                Err(crate::store::StoreError::NotFound(_)) => return Err(bad("is missing".into())),
-                Err(e) => return Err(e.into()),
-            };
-            if size != o.stored_bytes {
-                return Err(bad(format!("has {size} bytes, {record} recorded {}", o.stored_bytes)));
-            }
-            let digest = crate::codec::digest_hex(&repo.stored_digest(&o.name).await.map_err(|e| match e.code {
+            let found = repo.recorded_digest(&o.name, o.stored_bytes).await.map_err(|e| match e.code {
+                Code::NotFound => bad("is missing".into()),
                 Code::Integrity => bad(format!("is damaged ({e})")),
                 _ => e,
-            })?);
+            })?;
+            let digest = match found {
+                Ok(d) => crate::codec::digest_hex(&d),
+                Err(size) => return Err(bad(format!("has {size} bytes, {record} recorded {}", o.stored_bytes))),
+            };
             if digest != o.digest {
                 return Err(bad(format!("holds BLAKE3 {digest}, {record} recorded {}", o.digest)));
             }

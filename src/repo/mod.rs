@@ -250,9 +250,7 @@ impl Repo {
     pub async fn stored_digest(&self, obj: &str) -> Result<Digest> {
         let size = self.store.size(obj).await?;
         let head = self.store.get_range(obj, 0..size.min(HEADER_LEN as u64)).await?;
-        let header = Header::parse(&head).map_err(|e| integrity(obj, e))?;
-        header.verify(&self.keys, obj).map_err(|e| integrity(obj, e))?;
-        if let Some(d) = header.digest {
+        if let Some(d) = self.header_digest(obj, &head)? {
             return Ok(d);
         }
         let start = last_frame_offset(size).ok_or_else(|| integrity(obj, CodecError::Truncated { chunk: 0 }))?;
@@ -260,9 +258,46 @@ impl Repo {
         trailer_digest(&head, &tail, size, &self.keys, obj).map_err(|e| integrity(obj, e))
     }
 
+    /// [`Repo::stored_digest`] of an object whose stored size is recorded: its size, its
+    /// header and its last frame are asked for at once (one round trip on a remote store
+    /// instead of four, one after the other). `Ok(Err(size))`: it has another size.
+    pub async fn recorded_digest(&self, obj: &str, recorded: u64) -> Result<std::result::Result<Digest, u64>> {
+        let tail_at = last_frame_offset(recorded);
+        let tail = async {
+            match tail_at {
+                Some(start) => self.store.get_range(obj, start..recorded).await.map(Some),
+                None => Ok(None),
+            }
+        };
+        let (size, head, tail) =
+            tokio::join!(self.store.size(obj), self.store.get_range(obj, 0..recorded.min(HEADER_LEN as u64)), tail);
+        let size = size?;
+        if size != recorded {
+            return Ok(Err(size));
+        }
+        let head = head?;
+        if let Some(d) = self.header_digest(obj, &head)? {
+            return Ok(Ok(d));
+        }
+        let tail = tail?.ok_or_else(|| integrity(obj, CodecError::Truncated { chunk: 0 }))?;
+        trailer_digest(&head, &tail, size, &self.keys, obj).map(Ok).map_err(|e| integrity(obj, e))
+    }
+
+    /// The digest an object's authenticated header carries, if it carries one.
+    fn header_digest(&self, obj: &str, head: &[u8]) -> Result<Option<Digest>> {
+        let header = Header::parse(head).map_err(|e| integrity(obj, e))?;
+        header.verify(&self.keys, obj).map_err(|e| integrity(obj, e))?;
+        Ok(header.digest)
+    }
+
     /// A blocking reader over an object's stored bytes, for use inside `spawn_blocking`.
     /// Local files are read directly; remote objects are streamed through a bridge.
-    pub async fn reader(&self, obj: &str) -> Result<Box<dyn Read + Send + 'static>> {
+    /// A large remote object is read as several ranges at once, all from the start when its
+    /// stored `size` is known (see `Store::get_stream`).
+    pub async fn reader(&self, obj: &str, size: Option<u64>) -> Result<Box<dyn Read + Send + 'static>> {
+        if !self.store.is_local() {
+            return Ok(Box::new(SyncIoBridge::new(StreamReader::new(self.store.get_stream(obj, size).await?))));
+        }
         let get = self.store.get(obj).await?;
         Ok(match get.payload {
             object_store::GetResultPayload::File(file, _) => Box::new(std::io::BufReader::with_capacity(1 << 20, file)),
@@ -272,10 +307,20 @@ impl Repo {
         })
     }
 
+    /// Fetch and open a small object (a record, a manifest) into memory.
+    pub async fn open_bytes(&self, obj: &str) -> Result<Vec<u8>> {
+        let raw = self.store.get_bytes(obj).await?;
+        let keys = self.keys.clone();
+        let name = obj.to_string();
+        tokio::task::spawn_blocking(move || open_to_vec(&raw, &keys, &name).map_err(|e| integrity(&name, e)))
+            .await
+            .map_err(|e| Fail::new(Code::Internal, e.to_string()))?
+    }
+
     /// Fetch and open an object into `dest` atomically: a temporary file next to it is
     /// written, fsynced and renamed, so `dest` never holds a partial or unverified file.
     pub async fn fetch_to_path(&self, obj: &str, dest: &Path) -> Result<u64> {
-        let reader = self.reader(obj).await?;
+        let reader = self.reader(obj, None).await?;
         let keys = self.keys.clone();
         let name = obj.to_string();
         let dest = dest.to_path_buf();

@@ -2,10 +2,13 @@
 //! with the error cases (missing, exists, unreachable) made explicit. Knows nothing of WAL.
 
 mod cloud;
+mod ranged;
 mod s3_uploads;
+mod upload;
 
 pub use cloud::{AzureOptions, GcsOptions, S3Options};
 pub use s3_uploads::{parse_upload_name, upload_name};
+pub use upload::{ChannelWriter, Piece, PARTS_IN_FLIGHT, PART_SIZE};
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,65 +17,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path as ObjPath;
-use object_store::{GetResult, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, WriteMultipart};
-use tokio::sync::mpsc;
-
-/// Multipart part size (S3 needs at least 5 MiB per part but the last).
-pub const PART_SIZE: usize = 8 << 20;
-/// Parts in flight at once: bounds memory to about PART_SIZE × (this + 1).
-pub const PARTS_IN_FLIGHT: usize = 2;
-
-/// What a producer sends to [`Store::put_stream`]. Only an explicit `End` completes the
-/// object: a producer that fails (or just drops the channel) leaves nothing behind.
-#[derive(Debug)]
-pub enum Piece {
-    Data(Bytes),
-    End,
-}
-
-/// A blocking `Write` that feeds [`Store::put_stream`] through a bounded channel, so a fast
-/// producer waits for the upload (backpressure) instead of filling memory.
-pub struct ChannelWriter {
-    tx: mpsc::Sender<Piece>,
-    buf: Vec<u8>,
-}
-
-const CHANNEL_PIECE: usize = 1 << 20;
-
-impl ChannelWriter {
-    pub fn new(tx: mpsc::Sender<Piece>) -> Self {
-        ChannelWriter { tx, buf: Vec::with_capacity(CHANNEL_PIECE) }
-    }
-
-    fn send(&mut self, p: Piece) -> std::io::Result<()> {
-        self.tx.blocking_send(p).map_err(|_| std::io::Error::other("the upload stopped before the data was complete"))
-    }
-
-    /// Send what is buffered and mark the object complete.
-    pub fn finish(mut self) -> std::io::Result<()> {
-        let rest = std::mem::take(&mut self.buf);
-        if !rest.is_empty() {
-            self.send(Piece::Data(Bytes::from(rest)))?;
-        }
-        self.send(Piece::End)
-    }
-}
-
-impl std::io::Write for ChannelWriter {
-    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
-        let take = data.len().min(CHANNEL_PIECE - self.buf.len());
-        self.buf.extend_from_slice(&data[..take]);
-        if self.buf.len() == CHANNEL_PIECE {
-            let full = std::mem::replace(&mut self.buf, Vec::with_capacity(CHANNEL_PIECE));
-            self.send(Piece::Data(Bytes::from(full)))?;
-        }
-        Ok(take)
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
+use object_store::{GetResult, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -262,35 +207,6 @@ impl Store {
         }
     }
 
-    /// Upload a stream as one object with a multipart upload, so memory stays bounded
-    /// whatever the size. The object becomes visible only when `Piece::End` arrives and the
-    /// upload completes; otherwise the upload is aborted. Multipart uploads cannot be
-    /// create-only, so callers check for an existing object first and verify afterwards.
-    pub async fn put_stream(&self, path: &str, mut rx: mpsc::Receiver<Piece>) -> Result<(), StoreError> {
-        let loc = ObjPath::from(path);
-        let upload = self.inner.put_multipart(&loc).await.map_err(|e| self.unavailable("write", path, e))?;
-        let mut w = WriteMultipart::new_with_chunk_size(upload, PART_SIZE);
-        let complete = loop {
-            match rx.recv().await {
-                Some(Piece::Data(b)) => {
-                    if let Err(e) = w.wait_for_capacity(PARTS_IN_FLIGHT).await {
-                        drop(rx);
-                        let _ = w.abort().await;
-                        return Err(self.unavailable("write", path, e));
-                    }
-                    w.put(b);
-                }
-                Some(Piece::End) => break true,
-                None => break false,
-            }
-        };
-        if !complete {
-            let _ = w.abort().await;
-            return Err(StoreError::Incomplete(path.to_string()));
-        }
-        w.finish().await.map(|_| ()).map_err(|e| self.unavailable("write", path, e))
-    }
-
     /// Replace an object (used only for objects that are meant to change, such as probes).
     pub async fn put(&self, path: &str, data: Bytes) -> Result<(), StoreError> {
         self.inner
@@ -434,8 +350,8 @@ impl Store {
 
     /// Does the store refuse a second create-only write to the same name? Some S3-compatible
     /// servers silently overwrite instead; on those the repository must check before and after.
+    /// `probe_path` must be a fresh name (`layout::probe_name`): nothing is deleted first.
     pub async fn probe_conditional_writes(&self, probe_path: &str) -> Result<bool, StoreError> {
-        self.delete(probe_path).await?;
         let first = match self.create(probe_path, Bytes::from_static(b"tidewal probe 1"), true).await {
             Ok(c) => c,
             Err(StoreError::Unavailable { .. }) => {
@@ -515,6 +431,10 @@ fn walk_staging(root: &std::path::Path) -> std::io::Result<Vec<ObjectInfo>> {
     out.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(out)
 }
+
+#[cfg(test)]
+#[path = "remote_tests.rs"]
+mod remote_tests;
 
 #[cfg(test)]
 mod tests {

@@ -1,0 +1,119 @@
+//! Reading a large object from a remote store as several ranged requests at once. One
+//! connection carries at most its window per round trip, so far from the store a single
+//! GET runs at a fraction of the link; pieces fetched side by side, handed on in order,
+//! fill it. Memory stays bounded: at most `IN_FLIGHT` pieces are held.
+
+use bytes::Bytes;
+use futures::stream::{self, BoxStream};
+use futures::{StreamExt, TryStreamExt};
+
+use object_store::path::Path as ObjPath;
+use object_store::{GetOptions, GetRange, GetResult};
+
+use super::{Store, StoreError};
+
+/// Bytes per ranged request.
+pub const PIECE: u64 = 4 << 20;
+/// Ranged requests under way at once (each holds at most one piece).
+pub const IN_FLIGHT: usize = 8;
+
+/// The ranges of an object of `size` bytes from `start` on, `piece` bytes each (pure).
+pub fn pieces(start: u64, size: u64, piece: u64) -> Vec<std::ops::Range<u64>> {
+    (start..size).step_by(piece as usize).map(|at| at..(at + piece).min(size)).collect()
+}
+
+impl Store {
+    /// An object's bytes in order. On a remote store, an object larger than one piece is
+    /// read as ranged requests, `IN_FLIGHT` at once. With `size` (the recorded stored size)
+    /// they all start at once; the caller checks the size separately, and a piece of another
+    /// object of that name fails authentication when it is opened. Without it, a plain GET
+    /// tells the size (a small object costs one request) and gives the first piece; the
+    /// other pieces are bound to its ETag, so an object replaced meanwhile is an error.
+    pub async fn get_stream(
+        &self,
+        path: &str,
+        size: Option<u64>,
+    ) -> Result<BoxStream<'static, std::io::Result<Bytes>>, StoreError> {
+        if self.is_local() || size.is_some_and(|s| s <= PIECE) {
+            return Ok(body(self, path, self.get(path).await?));
+        }
+        let (head, size, etag, from) = match size {
+            Some(size) => (None, size, None, 0),
+            None => {
+                let first = self.get(path).await?;
+                let size = first.meta.size;
+                if size <= PIECE {
+                    return Ok(body(self, path, first));
+                }
+                let etag = first.meta.e_tag.clone();
+                (Some(first_piece(body(self, path, first))), size, etag, PIECE)
+            }
+        };
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        let (store, name) = (self.clone(), path.to_string());
+        tokio::spawn(async move {
+            let fetch = |range| {
+                let opts =
+                    GetOptions { range: Some(GetRange::Bounded(range)), if_match: etag.clone(), ..Default::default() };
+                let (store, name) = (&store, &name);
+                async move {
+                    let got = match store.inner.get_opts(&ObjPath::from(name.as_str()), opts).await {
+                        Ok(r) => r.bytes().await,
+                        Err(e) => Err(e),
+                    };
+                    got.map_err(|e| std::io::Error::other(store.unavailable("read", name, e)))
+                }
+            };
+            let mut pieces = stream::iter(pieces(from, size, PIECE)).map(fetch).buffered(IN_FLIGHT);
+            while let Some(piece) = pieces.next().await {
+                let failed = piece.is_err();
+                if tx.send(piece).await.is_err() || failed {
+                    return;
+                }
+            }
+        });
+        let rest = stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|p| (p, rx)) });
+        Ok(match head {
+            Some(head) => head.chain(rest).boxed(),
+            None => rest.boxed(),
+        })
+    }
+}
+
+/// The first `PIECE` bytes of a plain GET's body; the rest of it is dropped unread.
+fn first_piece(
+    body: BoxStream<'static, std::io::Result<Bytes>>,
+) -> impl futures::Stream<Item = std::io::Result<Bytes>> + Send + 'static {
+    body.scan(0u64, |taken, item| {
+        std::future::ready(match item {
+            _ if *taken >= PIECE => None,
+            Ok(mut b) => {
+                let keep = (PIECE - *taken).min(b.len() as u64);
+                *taken += keep;
+                b.truncate(keep as usize);
+                Some(Ok(b))
+            }
+            Err(e) => Some(Err(e)),
+        })
+    })
+}
+
+fn body(store: &Store, path: &str, got: GetResult) -> BoxStream<'static, std::io::Result<Bytes>> {
+    let (store, name) = (store.clone(), path.to_string());
+    got.into_stream().map_err(move |e| std::io::Error::other(store.unavailable("read", &name, e))).boxed()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pieces_cover_the_object_in_order() {
+        assert!(pieces(0, 0, 4).is_empty());
+        assert!(pieces(4, 4, 4).is_empty());
+        assert_eq!(pieces(0, 4, 4), vec![0..4]);
+        assert_eq!(pieces(4, 5, 4), vec![4..5]);
+        assert_eq!(pieces(4, 12, 4), vec![4..8, 8..12]);
+        assert_eq!(pieces(0, 13, 4), vec![0..4, 4..8, 8..12, 12..13]);
+    }
+}
