@@ -14,6 +14,9 @@ use crate::repo::catalog::{backup_wal_complete, choose, follow, list_backups, wa
 use crate::repo::{layout, manifest, Repo};
 use crate::store::ObjectInfo;
 
+#[path = "restore_archives.rs"]
+mod archives;
+use archives::{archives, unpack};
 #[path = "restore_dirs.rs"]
 mod dirs;
 use dirs::{
@@ -406,50 +409,6 @@ pub fn parse_time(t: &str) -> Result<SystemTime> {
             format!("--target-time {t:?}: {e}; give UTC in RFC 3339 form, e.g. 2026-11-24T13:05:00Z"),
         )
     })
-}
-
-/// One archive of a backup and where it goes.
-struct Archive {
-    obj: String,
-    stored_bytes: u64,
-    dest: PathBuf,
-    /// Its files' paths in the manifest start with this.
-    prefix: String,
-}
-
-/// The backup's archives: `base.tar` into the data directory, each tablespace's into its
-/// destination.
-fn archives(info: &BackupInfo, to: &Path, spaces: &[(u32, PathBuf)]) -> Result<Vec<Archive>> {
-    let mut out = Vec::new();
-    for obj in &info.objects {
-        let file = obj.name.rsplit('/').next().unwrap_or_default();
-        let (dest, prefix) = if file == "base.tar" {
-            (to.to_path_buf(), String::new())
-        } else if let Some(oid) = file.strip_suffix(".tar") {
-            let dir = spaces.iter().find(|(o, _)| o.to_string() == oid).map(|(_, d)| d.clone()).ok_or_else(|| {
-                Fail::new(Code::Integrity, format!("backup {} has {oid}.tar but no such tablespace", info.id))
-            })?;
-            (dir, format!("pg_tblspc/{oid}/"))
-        } else {
-            continue;
-        };
-        out.push(Archive { obj: obj.name.clone(), stored_bytes: obj.stored_bytes, dest, prefix });
-    }
-    Ok(out)
-}
-
-async fn unpack(
-    keys: crate::codec::Keyring,
-    a: Archive,
-    reader: Box<dyn std::io::Read + Send>,
-    checker: Arc<manifest::Checker>,
-    progress: Progress,
-) -> Result<()> {
-    tokio::task::spawn_blocking(move || {
-        crate::repo::unpack::unpack(reader, keys, &a.obj, &a.dest, &a.prefix, checker, move |n| progress.add(n))
-    })
-    .await
-    .map_err(|e| Fail::new(Code::Internal, e.to_string()))?
 }
 
 fn sync_filesystem(dir: &Path) -> Result<()> {

@@ -1,0 +1,53 @@
+//! A backup's archives: where each goes, and unpacking one through the manifest check.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::error::{Code, Fail, Result};
+use crate::progress::Progress;
+use crate::repo::catalog::BackupInfo;
+use crate::repo::manifest;
+
+/// One archive of a backup and where it goes.
+pub(super) struct Archive {
+    pub obj: String,
+    pub stored_bytes: u64,
+    dest: PathBuf,
+    /// Its files' paths in the manifest start with this.
+    prefix: String,
+}
+
+/// The backup's archives: `base.tar` into the data directory, each tablespace's into its
+/// destination.
+pub(super) fn archives(info: &BackupInfo, to: &Path, spaces: &[(u32, PathBuf)]) -> Result<Vec<Archive>> {
+    let mut out = Vec::new();
+    for obj in &info.objects {
+        let file = obj.name.rsplit('/').next().unwrap_or_default();
+        let (dest, prefix) = if file == "base.tar" {
+            (to.to_path_buf(), String::new())
+        } else if let Some(oid) = file.strip_suffix(".tar") {
+            let dir = spaces.iter().find(|(o, _)| o.to_string() == oid).map(|(_, d)| d.clone()).ok_or_else(|| {
+                Fail::new(Code::Integrity, format!("backup {} has {oid}.tar but no such tablespace", info.id))
+            })?;
+            (dir, format!("pg_tblspc/{oid}/"))
+        } else {
+            continue;
+        };
+        out.push(Archive { obj: obj.name.clone(), stored_bytes: obj.stored_bytes, dest, prefix });
+    }
+    Ok(out)
+}
+
+pub(super) async fn unpack(
+    keys: crate::codec::Keyring,
+    a: Archive,
+    reader: Box<dyn std::io::Read + Send>,
+    checker: Arc<manifest::Checker>,
+    progress: Progress,
+) -> Result<()> {
+    tokio::task::spawn_blocking(move || {
+        crate::repo::unpack::unpack(reader, keys, &a.obj, &a.dest, &a.prefix, checker, move |n| progress.add(n))
+    })
+    .await
+    .map_err(|e| Fail::new(Code::Internal, e.to_string()))?
+}
