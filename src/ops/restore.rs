@@ -143,19 +143,17 @@ pub async fn restore(repo: &Repo, args: &RestoreRequest) -> Result<Restored> {
     // may be cut by the store.
     let manifest_obj = layout::backup_object(&info.id, "backup_manifest");
     let early = !args.force;
+    let open_all = || futures::future::try_join_all(archives.iter().map(|a| repo.reader(&a.obj, Some(a.stored_bytes))));
     let (reachable, objects, wal, manifest, readers) = tokio::join!(
         check_reachable(repo, info, args, target_time, &survey.listing),
         crate::repo::catalog::check_objects(repo, info),
         check_backup_wal(repo, info),
         repo.open_bytes(&manifest_obj),
         async {
-            match early {
-                true => {
-                    futures::future::try_join_all(archives.iter().map(|a| repo.reader(&a.obj, Some(a.stored_bytes))))
-                        .await
-                        .map(Some)
-                }
-                false => Ok(None),
+            if early {
+                open_all().await.map(Some)
+            } else {
+                Ok(None)
             }
         },
     );
@@ -208,9 +206,7 @@ pub async fn restore(repo: &Repo, args: &RestoreRequest) -> Result<Restored> {
     let progress = Progress::start(&format!("restore {}", info.id), total);
     let readers = match readers? {
         Some(r) => r,
-        None => {
-            futures::future::try_join_all(archives.iter().map(|a| repo.reader(&a.obj, Some(a.stored_bytes)))).await?
-        }
+        None => open_all().await?,
     };
     let jobs = archives
         .into_iter()

@@ -4,7 +4,6 @@ use futures::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 
 use super::{Repo, StoredObject};
-use crate::codec::open_to_vec;
 use crate::error::{Code, Fail, Result};
 use std::time::SystemTime;
 
@@ -55,9 +54,7 @@ pub async fn read_backups(repo: &Repo, names: &[String]) -> Result<Vec<BackupInf
         .iter()
         .filter(|n| n.ends_with("/backup.json"))
         .map(|name| async move {
-            let raw = repo.store.get_bytes(name).await?;
-            let plain = open_to_vec(&raw, &repo.keys, name)
-                .map_err(|e| Fail::new(Code::Integrity, format!("object {name}: {e}")))?;
+            let plain = repo.open_bytes(name).await?;
             serde_json::from_slice::<BackupInfo>(&plain)
                 .map_err(|e| Fail::new(Code::Integrity, format!("object {name}: not a valid backup record: {e}")))
         })
@@ -414,18 +411,12 @@ pub async fn load_history(repo: &Repo, tli: u32) -> Result<Vec<HistoryEntry>> {
         return Ok(Vec::new());
     }
     let name = super::layout::wal_object(&WalFile::History(tli), repo.identity.wal_segment_size);
-    let raw = match repo.store.get_bytes(&name).await {
-        Ok(raw) => raw,
-        Err(crate::store::StoreError::NotFound(_)) => {
-            return Err(Fail::new(
-                Code::NotFound,
-                format!("timeline {tli} has no history file ({name}) in the repository"),
-            ))
+    let plain = repo.open_bytes(&name).await.map_err(|e| match e.code {
+        Code::NotFound => {
+            Fail::new(Code::NotFound, format!("timeline {tli} has no history file ({name}) in the repository"))
         }
-        Err(e) => return Err(e.into()),
-    };
-    let plain =
-        open_to_vec(&raw, &repo.keys, &name).map_err(|e| Fail::new(Code::Integrity, format!("object {name}: {e}")))?;
+        _ => e,
+    })?;
     parse_history(&String::from_utf8_lossy(&plain))
         .map_err(|e| Fail::new(Code::Integrity, format!("object {name}: not a timeline history: {e}")))
 }

@@ -253,9 +253,11 @@ impl Repo {
         if let Some(d) = self.header_digest(obj, &head)? {
             return Ok(d);
         }
-        let start = last_frame_offset(size).ok_or_else(|| integrity(obj, CodecError::Truncated { chunk: 0 }))?;
-        let tail = self.store.get_range(obj, start..size).await?;
-        trailer_digest(&head, &tail, size, &self.keys, obj).map_err(|e| integrity(obj, e))
+        let tail = match last_frame_offset(size) {
+            Some(start) => Some(self.store.get_range(obj, start..size).await?),
+            None => None,
+        };
+        self.trailer_digest(obj, &head, tail, size)
     }
 
     /// [`Repo::stored_digest`] of an object whose stored size is recorded: its size, its
@@ -279,8 +281,14 @@ impl Repo {
         if let Some(d) = self.header_digest(obj, &head)? {
             return Ok(Ok(d));
         }
-        let tail = tail?.ok_or_else(|| integrity(obj, CodecError::Truncated { chunk: 0 }))?;
-        trailer_digest(&head, &tail, size, &self.keys, obj).map(Ok).map_err(|e| integrity(obj, e))
+        self.trailer_digest(obj, &head, tail?, size).map(Ok)
+    }
+
+    /// The digest an object's last frame carries; `tail` is `None` when the object is too
+    /// short to have one.
+    fn trailer_digest(&self, obj: &str, head: &[u8], tail: Option<Bytes>, size: u64) -> Result<Digest> {
+        let tail = tail.ok_or_else(|| integrity(obj, CodecError::Truncated { chunk: 0 }))?;
+        trailer_digest(head, &tail, size, &self.keys, obj).map_err(|e| integrity(obj, e))
     }
 
     /// The digest an object's authenticated header carries, if it carries one.
