@@ -68,7 +68,7 @@ fn bench(c: &mut Criterion) {
         ("lz4+blake3", true, None),
     ];
     for (name, lz4, k) in modes {
-        let opts = SealOptions { lz4, digest };
+        let opts = SealOptions { lz4, digest, chain: false };
         let sealed = seal_to_vec(&data, k, "wal/bench", opts).unwrap().out;
         eprintln!(
             "{name}: {} -> {} bytes ({:.1}%)",
@@ -78,7 +78,13 @@ fn bench(c: &mut Criterion) {
         );
         g.bench_with_input(BenchmarkId::new("seal", name), &data, |b, d| {
             b.iter(|| {
-                seal_to_vec(d, k, "wal/bench", SealOptions { lz4, digest: Some(*blake3::hash(d).as_bytes()) }).unwrap()
+                seal_to_vec(
+                    d,
+                    k,
+                    "wal/bench",
+                    SealOptions { lz4, digest: Some(*blake3::hash(d).as_bytes()), chain: false },
+                )
+                .unwrap()
             })
         });
         let ring = if k.is_some() { keys.clone() } else { Keyring::plaintext() };
@@ -103,7 +109,7 @@ fn bench(c: &mut Criterion) {
     }
     g.finish();
     // Sanity: the bench measures a real round trip.
-    let s = seal_to_vec(&data, Some(&key), "wal/bench", SealOptions { lz4: true, digest }).unwrap().out;
+    let s = seal_to_vec(&data, Some(&key), "wal/bench", SealOptions { lz4: true, digest, chain: false }).unwrap().out;
     assert_eq!(open_to_vec(&s, &keys, "wal/bench").unwrap(), data);
 }
 

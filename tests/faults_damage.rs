@@ -99,7 +99,8 @@ impl Fixture {
         let ring = Keyring::new(self.key.clone(), vec![]);
         let plain = open_to_vec(&std::fs::read(&path).unwrap(), &ring, obj).unwrap();
         let sealed =
-            seal_to_vec(&change(plain), Some(&self.key), obj, SealOptions { lz4: false, digest: None }).unwrap();
+            seal_to_vec(&change(plain), Some(&self.key), obj, SealOptions { lz4: false, digest: None, chain: false })
+                .unwrap();
         std::fs::write(&path, sealed.out).unwrap();
     }
 }

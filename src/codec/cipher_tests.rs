@@ -18,7 +18,7 @@ fn data(len: usize) -> Vec<u8> {
 }
 
 fn seal(keys: &Keyring, plain: &[u8], name: &str, lz4: bool) -> Vec<u8> {
-    seal_to_vec(plain, keys.write_key(), name, SealOptions { lz4, digest: None }).unwrap().out
+    seal_to_vec(plain, keys.write_key(), name, SealOptions { lz4, digest: None, chain: false }).unwrap().out
 }
 
 fn err(sealed: &[u8], keys: &Keyring, name: &str) -> CodecError {

@@ -4,7 +4,7 @@ use std::io::{self, Read};
 
 use lz4_flex::frame::FrameDecoder;
 
-use super::envelope::{CodecError, Header, Protector, CHUNK, DIGEST_LEN, FRAME_PREFIX, HEADER_LEN, TAG};
+use super::envelope::{CodecError, Header, Protector, TagChain, CHUNK, DIGEST_LEN, FRAME_PREFIX, HEADER_LEN, TAG};
 use super::keys::Keyring;
 use super::Digest;
 
@@ -31,6 +31,8 @@ struct ChunkReader<R: Read> {
     pos: usize,
     idx: u32,
     trailer: Option<Digest>,
+    /// Version 3: the non-final chunks' tags, for the digest the final one carries.
+    chain: Option<TagChain>,
 }
 
 /// Read frame `chunk`'s ciphertext into `buf`; returns whether it is the last frame. The
@@ -70,6 +72,9 @@ impl<R: Read> ChunkReader<R> {
     fn next_frame(&mut self) -> Result<(), CodecError> {
         let chunk = self.idx;
         let last = read_frame(&mut self.src, chunk, &mut self.buf)?;
+        if let (Some(c), false) = (&mut self.chain, last) {
+            c.add(&self.buf);
+        }
         self.prot.open(chunk, last, &self.aad, &mut self.buf)?;
         self.pos = 0;
         self.idx += 1;
@@ -119,7 +124,8 @@ impl<R: Read> OpenReader<R> {
         let got = read_full(&mut src, &mut raw)?;
         let header = Header::parse(&raw[..got])?;
         let prot = header.verify(keys, name)?;
-        let chunks = ChunkReader { src, prot, aad: header.raw, buf: Vec::new(), pos: 0, idx: 0, trailer: None };
+        let chain = header.chain.then(|| TagChain::new(&header.raw));
+        let chunks = ChunkReader { src, prot, aad: header.raw, buf: Vec::new(), pos: 0, idx: 0, trailer: None, chain };
         let stage = if header.lz4() { Stage::Lz4(Box::new(FrameDecoder::new(chunks))) } else { Stage::Raw(chunks) };
         Ok(OpenReader { stage, hasher: blake3::Hasher::new(), header, finished: None })
     }
@@ -139,7 +145,10 @@ impl<R: Read> OpenReader<R> {
             Stage::Raw(c) => c,
         };
         let trailer = chunks.trailer.ok_or(CodecError::Truncated { chunk: chunks.idx })?;
-        let digest: Digest = *self.hasher.finalize().as_bytes();
+        let digest: Digest = match &chunks.chain {
+            Some(c) => c.digest(),
+            None => *self.hasher.finalize().as_bytes(),
+        };
         if digest != trailer || self.header.digest.is_some_and(|d| d != digest) {
             return Err(CodecError::DigestMismatch);
         }
@@ -172,7 +181,7 @@ impl<R: Read> Read for OpenReader<R> {
         };
         if n == 0 {
             self.finish().map_err(CodecError::into_io)?;
-        } else {
+        } else if !self.header.chain {
             self.hasher.update(&out[..n]);
         }
         Ok(n)
@@ -268,9 +277,13 @@ mod tests {
             for (lz4, k) in [(false, None), (true, Some(key())), (false, Some(key()))] {
                 let data = wal_like(len, len as u64 + 3);
                 let keys = k.clone().map(|k| Keyring::new(k, vec![])).unwrap_or_else(Keyring::plaintext);
-                let mut w =
-                    super::super::SealWriter::new(Vec::new(), k.as_ref(), "obj", SealOptions { lz4, digest: None })
-                        .unwrap();
+                let mut w = super::super::SealWriter::new(
+                    Vec::new(),
+                    k.as_ref(),
+                    "obj",
+                    SealOptions { lz4, digest: None, chain: false },
+                )
+                .unwrap();
                 io::Write::write_all(&mut w, &data).unwrap();
                 let s = w.finish().unwrap();
                 let size = s.out.len() as u64;
@@ -299,7 +312,13 @@ mod tests {
             for lz4 in [false, true] {
                 for k in [Some(key()), None] {
                     let digest = *blake3::hash(&data).as_bytes();
-                    let s = seal_to_vec(&data, k.as_ref(), "wal/x", SealOptions { lz4, digest: Some(digest) }).unwrap();
+                    let s = seal_to_vec(
+                        &data,
+                        k.as_ref(),
+                        "wal/x",
+                        SealOptions { lz4, digest: Some(digest), chain: false },
+                    )
+                    .unwrap();
                     let keys = if k.is_some() { ring() } else { Keyring::plaintext() };
                     assert_eq!(open_to_vec(&s.out, &keys, "wal/x").unwrap(), data, "len {len} lz4 {lz4}");
                     assert_eq!(s.digest, digest);
@@ -311,7 +330,9 @@ mod tests {
     #[test]
     fn distinct_errors() {
         let data = wal_like(5 * CHUNK + 77, 9);
-        let s = seal_to_vec(&data, Some(&key()), "wal/a", SealOptions { lz4: false, digest: None }).unwrap().out;
+        let s = seal_to_vec(&data, Some(&key()), "wal/a", SealOptions { lz4: false, digest: None, chain: false })
+            .unwrap()
+            .out;
         // Renamed object.
         assert!(matches!(err_of(&s, &ring(), "wal/b"), CodecError::WrongName));
         // Wrong key, and no key.
@@ -353,12 +374,14 @@ mod tests {
         for len in [0, 10, CHUNK, 5 << 20] {
             let data = wal_like(len, 77);
             let mut w =
-                SealWriter::new(Vec::new(), Some(&key()), "x", SealOptions { lz4: true, digest: None }).unwrap();
+                SealWriter::new(Vec::new(), Some(&key()), "x", SealOptions { lz4: true, digest: None, chain: false })
+                    .unwrap();
             for piece in data.chunks(1000) {
                 w.write_all(piece).unwrap();
             }
             let streamed = w.finish().unwrap();
-            let parallel = seal_to_vec(&data, Some(&key()), "x", SealOptions { lz4: true, digest: None }).unwrap();
+            let parallel =
+                seal_to_vec(&data, Some(&key()), "x", SealOptions { lz4: true, digest: None, chain: false }).unwrap();
             assert_eq!(streamed.digest, parallel.digest);
             assert_eq!(open_to_vec(&streamed.out, &ring(), "x").unwrap(), data);
             assert_eq!(open_to_vec(&parallel.out, &ring(), "x").unwrap(), data);
@@ -370,7 +393,8 @@ mod tests {
         let old = key();
         let new = Key::from_text(&"44".repeat(32), "t").unwrap();
         let data = wal_like(100_000, 5);
-        let sealed = seal_to_vec(&data, Some(&old), "x", SealOptions { lz4: true, digest: None }).unwrap().out;
+        let sealed =
+            seal_to_vec(&data, Some(&old), "x", SealOptions { lz4: true, digest: None, chain: false }).unwrap().out;
         let rotated = Keyring::new(new.clone(), vec![old.clone()]);
         assert_eq!(open_to_vec(&sealed, &rotated, "x").unwrap(), data);
         assert_eq!(rotated.write_key().unwrap().id(), new.id());
@@ -385,7 +409,7 @@ mod tests {
     fn source_change_is_caught() {
         let data = wal_like(1000, 1);
         let wrong = Some(*blake3::hash(b"something else").as_bytes());
-        let e = seal_to_vec(&data, None, "x", SealOptions { lz4: true, digest: wrong }).unwrap_err();
+        let e = seal_to_vec(&data, None, "x", SealOptions { lz4: true, digest: wrong, chain: false }).unwrap_err();
         assert!(matches!(CodecError::from_io(e), CodecError::SourceChanged));
     }
 
@@ -397,7 +421,7 @@ mod tests {
             let data = wal_like(len, seed);
             let k = enc.then(key);
             let keys = if enc { ring() } else { Keyring::plaintext() };
-            let s = seal_to_vec(&data, k.as_ref(), "obj", SealOptions { lz4, digest: None }).unwrap();
+            let s = seal_to_vec(&data, k.as_ref(), "obj", SealOptions { lz4, digest: None, chain: false }).unwrap();
             prop_assert_eq!(s.sealed_len as usize, s.out.len());
             prop_assert_eq!(open_to_vec(&s.out, &keys, "obj").unwrap(), data);
         }
@@ -407,7 +431,7 @@ mod tests {
             let data = wal_like(len, seed);
             let k = enc.then(key);
             let keys = if enc { ring() } else { Keyring::plaintext() };
-            let mut s = seal_to_vec(&data, k.as_ref(), "obj", SealOptions { lz4, digest: None }).unwrap().out;
+            let mut s = seal_to_vec(&data, k.as_ref(), "obj", SealOptions { lz4, digest: None, chain: false }).unwrap().out;
             let at = pos.index(s.len());
             s[at] ^= 1 << bit;
             let e = open_to_vec(&s, &keys, "obj").expect_err("flip must be detected");
@@ -418,7 +442,7 @@ mod tests {
         #[test]
         fn any_truncation_is_detected(len in 0usize..200_000, seed in any::<u64>(), cut in any::<prop::sample::Index>(), lz4 in any::<bool>()) {
             let data = wal_like(len, seed);
-            let s = seal_to_vec(&data, Some(&key()), "obj", SealOptions { lz4, digest: None }).unwrap().out;
+            let s = seal_to_vec(&data, Some(&key()), "obj", SealOptions { lz4, digest: None, chain: false }).unwrap().out;
             let at = cut.index(s.len());
             let e = open_to_vec(&s[..at], &ring(), "obj").expect_err("truncation must be detected");
             prop_assert!(matches!(e, CodecError::Truncated { .. }), "{e:?}");
@@ -432,7 +456,7 @@ mod tests {
             let keys = if enc { ring() } else { Keyring::plaintext() };
             prop_assert!(open_to_vec(&junk, &keys, "obj").is_err());
             let k = enc.then(key);
-            let real = seal_to_vec(&wal_like(len, 5), k.as_ref(), "obj", SealOptions { lz4: true, digest: None }).unwrap().out;
+            let real = seal_to_vec(&wal_like(len, 5), k.as_ref(), "obj", SealOptions { lz4: true, digest: None, chain: false }).unwrap().out;
             let mut forged = real[..HEADER_LEN].to_vec();
             forged.extend_from_slice(&junk);
             prop_assert!(open_to_vec(&forged, &keys, "obj").is_err());
@@ -447,7 +471,7 @@ mod tests {
         fn any_reader_chunking_works(len in 0usize..200_000, step in 1usize..70_000) {
             // Read with odd buffer sizes to cross every chunk boundary.
             let data = wal_like(len, 3);
-            let s = seal_to_vec(&data, Some(&key()), "obj", SealOptions { lz4: true, digest: None }).unwrap().out;
+            let s = seal_to_vec(&data, Some(&key()), "obj", SealOptions { lz4: true, digest: None, chain: false }).unwrap().out;
             let mut r = OpenReader::new(&s[..], &ring(), "obj").unwrap();
             let mut out = Vec::new();
             let mut buf = vec![0u8; step];

@@ -10,7 +10,7 @@ use std::io::{self, Read};
 use std::sync::mpsc::{sync_channel, Receiver};
 use std::sync::{Arc, Mutex};
 
-use super::envelope::{CodecError, Header, Protector, DIGEST_LEN, HEADER_LEN};
+use super::envelope::{CodecError, Header, Protector, TagChain, DIGEST_LEN, HEADER_LEN};
 use super::keys::Keyring;
 use super::open::{check_end, read_frame, read_full};
 use super::Digest;
@@ -148,6 +148,8 @@ struct Feed<R> {
     ready: VecDeque<Vec<u8>>,
     err: Option<CodecError>,
     trailer: Option<Digest>,
+    /// Version 3: the non-final chunks' tags, taken as the frames are read in order.
+    chain: Option<TagChain>,
 }
 
 impl<R: Read> Feed<R> {
@@ -160,6 +162,9 @@ impl<R: Read> Feed<R> {
             let mut buf = self.spare.take();
             match read_frame(src, self.idx, &mut buf) {
                 Ok(is_last) => {
+                    if let (Some(c), false) = (&mut self.chain, is_last) {
+                        c.add(&buf);
+                    }
                     frames.push(buf);
                     self.idx += 1;
                     if is_last {
@@ -334,6 +339,7 @@ impl<R: Read> ParOpenReader<R> {
             ready: VecDeque::new(),
             err: None,
             trailer: None,
+            chain: header.chain.then(|| TagChain::new(&header.raw)),
         };
         let mode = if header.lz4() { Mode::Lz4(None) } else { Mode::Raw };
         // Each pool holds about what its stage has in flight at once (a consumer such as
@@ -442,7 +448,10 @@ impl<R: Read> ParOpenReader<R> {
 
     fn finish(&mut self) -> Result<Digest, CodecError> {
         let trailer = self.feed.trailer.ok_or(CodecError::Truncated { chunk: self.feed.idx })?;
-        let digest: Digest = *self.hasher.finalize().as_bytes();
+        let digest: Digest = match &self.feed.chain {
+            Some(c) => c.digest(),
+            None => *self.hasher.finalize().as_bytes(),
+        };
         if digest != trailer || self.header.digest.is_some_and(|d| d != digest) {
             return Err(CodecError::DigestMismatch);
         }
@@ -488,7 +497,9 @@ impl<R: Read> ParOpenReader<R> {
                 },
             };
             if !piece.is_empty() {
-                self.hasher.update(&piece);
+                if !self.header.chain {
+                    self.hasher.update(&piece);
+                }
                 return Ok(Some(piece));
             }
         }

@@ -41,7 +41,7 @@ fn data(len: usize, seed: u64, noise: u64) -> Vec<u8> {
 
 fn seal(plain: &[u8], enc: bool, lz4: bool, streamed: bool) -> Vec<u8> {
     let k = enc.then(key);
-    let opts = SealOptions { lz4, digest: None };
+    let opts = SealOptions { lz4, digest: None, chain: false };
     if streamed {
         let mut w = SealWriter::new(Vec::new(), k.as_ref(), "obj", opts).unwrap();
         w.write_all(plain).unwrap();
@@ -54,7 +54,7 @@ fn seal(plain: &[u8], enc: bool, lz4: bool, streamed: bool) -> Vec<u8> {
 /// An lz4-flagged envelope around an lz4 stream written by someone else.
 fn seal_lz4_stream(stream: &[u8], plain: &[u8], enc: bool) -> Vec<u8> {
     let k = enc.then(key);
-    let (header, prot) = Header::build(k.as_ref(), "obj", true, None);
+    let (header, prot) = Header::build(k.as_ref(), "obj", true, None, false);
     let mut out = header.raw.to_vec();
     let pieces: Vec<&[u8]> = stream.chunks(CHUNK).collect();
     let n = stream.len() / CHUNK + 1;
@@ -110,7 +110,8 @@ fn opens_aes_256_gcm_objects() {
     for len in [0, CHUNK, (3 << 20) + 17] {
         let plain = data(len, len as u64 + 3, 4);
         for lz4 in [true, false] {
-            let sealed = seal_to_vec(&plain, k.as_ref(), "obj", SealOptions { lz4, digest: None }).unwrap().out;
+            let sealed =
+                seal_to_vec(&plain, k.as_ref(), "obj", SealOptions { lz4, digest: None, chain: false }).unwrap().out;
             assert_eq!(sealed[7], 1, "an AES-256-GCM envelope");
             for window in [1, 4] {
                 let mut r = ParOpenReader::new(&sealed[..], &ring, "obj", window).unwrap();

@@ -3,7 +3,7 @@
 use std::io::{self, Write};
 
 use super::envelope::{
-    frame_prefix, CodecError, Header, Protector, SliceBuf, CHUNK, DIGEST_LEN, FRAME_PREFIX, HEADER_LEN, TAG,
+    frame_prefix, CodecError, Header, Protector, SliceBuf, TagChain, CHUNK, DIGEST_LEN, FRAME_PREFIX, HEADER_LEN, TAG,
 };
 use super::keys::Key;
 use super::lz4;
@@ -17,6 +17,9 @@ pub struct SealOptions {
     /// The plaintext digest, when known up front: it goes into the header so a duplicate can
     /// be recognised from the first bytes of an object, and sealing fails if the data differs.
     pub digest: Option<Digest>,
+    /// A version-3 object: the final chunk carries a digest of the chunks' tags, and the
+    /// plaintext is not hashed (backup archives; see `envelope::VERSION_CHAIN`).
+    pub chain: bool,
 }
 
 /// Cuts the (compressed) byte stream into chunks and writes sealed frames.
@@ -27,11 +30,15 @@ struct ChunkWriter<W: Write> {
     buf: Vec<u8>,
     idx: u32,
     written: u64,
+    chain: Option<TagChain>,
 }
 
 impl<W: Write> ChunkWriter<W> {
     fn emit(&mut self, last: bool) -> io::Result<()> {
         self.prot.seal(self.idx, last, &self.aad, &mut self.buf).map_err(CodecError::into_io)?;
+        if let (Some(c), false) = (&mut self.chain, last) {
+            c.add(&self.buf);
+        }
         self.out.write_all(&frame_prefix(self.buf.len(), last))?;
         self.out.write_all(&self.buf)?;
         self.written += (self.buf.len() + FRAME_PREFIX) as u64;
@@ -93,6 +100,8 @@ pub struct SealWriter<W: Write> {
     stage: Stage<W>,
     /// `None` while a batch (which carries it, since hashing is in order) is in flight.
     hasher: Option<blake3::Hasher>,
+    /// False for a version-3 object, whose digest comes from the tags.
+    hash_plain: bool,
     expected: Option<Digest>,
     plain_len: u64,
 }
@@ -108,7 +117,7 @@ pub struct Sealed<W> {
 
 impl<W: Write> SealWriter<W> {
     pub fn new(mut out: W, key: Option<&Key>, name: &str, opts: SealOptions) -> io::Result<Self> {
-        let (header, prot) = Header::build(key, name, opts.lz4, opts.digest);
+        let (header, prot) = Header::build(key, name, opts.lz4, opts.digest, opts.chain);
         out.write_all(&header.raw)?;
         let chunks = ChunkWriter {
             out,
@@ -117,6 +126,7 @@ impl<W: Write> SealWriter<W> {
             buf: Vec::with_capacity(CHUNK + DIGEST_LEN + TAG),
             idx: 0,
             written: HEADER_LEN as u64,
+            chain: opts.chain.then(|| TagChain::new(&header.raw)),
         };
         let stage = if opts.lz4 {
             Stage::Lz4 {
@@ -130,7 +140,13 @@ impl<W: Write> SealWriter<W> {
         } else {
             Stage::Raw(chunks)
         };
-        Ok(SealWriter { stage, hasher: Some(blake3::Hasher::new()), expected: opts.digest, plain_len: 0 })
+        Ok(SealWriter {
+            stage,
+            hasher: Some(blake3::Hasher::new()),
+            hash_plain: !opts.chain,
+            expected: opts.digest.filter(|_| !opts.chain),
+            plain_len: 0,
+        })
     }
 
     /// The hasher, home after `drain`; gone only if an earlier compression worker failed.
@@ -158,6 +174,7 @@ impl<W: Write> SealWriter<W> {
     fn submit(&mut self) -> io::Result<()> {
         self.drain()?;
         let mut hasher = self.take_hasher()?;
+        let hash = self.hash_plain;
         if let Stage::Lz4 { batch, frames, inflight, spare_in, spare_out, .. } = &mut self.stage {
             let mut next = std::mem::take(spare_in);
             next.reserve(BATCH);
@@ -167,7 +184,9 @@ impl<W: Write> SealWriter<W> {
             rayon::spawn(move || {
                 let ((), len) = rayon::join(
                     || {
-                        hasher.update(&data);
+                        if hash {
+                            hasher.update(&data);
+                        }
                     },
                     || lz4::compress_parallel_into(&data, &mut out),
                 );
@@ -199,7 +218,9 @@ impl<W: Write> SealWriter<W> {
         let mut hasher = self.take_hasher()?;
         let chunks = match self.stage {
             Stage::Lz4 { batch, mut chunks, frames, mut spare_out, .. } => {
-                hasher.update(&batch);
+                if self.hash_plain {
+                    hasher.update(&batch);
+                }
                 // An empty object still needs one (empty) frame to be a valid lz4 stream.
                 if !batch.is_empty() || frames == 0 {
                     let len = lz4::compress_parallel_into(&batch, &mut spare_out);
@@ -209,7 +230,10 @@ impl<W: Write> SealWriter<W> {
             }
             Stage::Raw(c) => c,
         };
-        let digest: Digest = *hasher.finalize().as_bytes();
+        let digest: Digest = match &chunks.chain {
+            Some(c) => c.digest(),
+            None => *hasher.finalize().as_bytes(),
+        };
         if self.expected.is_some_and(|e| e != digest) {
             return Err(CodecError::SourceChanged.into_io());
         }
@@ -229,7 +253,10 @@ impl<W: Write> Write for SealWriter<W> {
             Stage::Raw(c) => {
                 let n = c.write(data)?;
                 match self.hasher.as_mut() {
-                    Some(h) => h.update(&data[..n]),
+                    Some(h) if self.hash_plain => {
+                        h.update(&data[..n]);
+                    }
+                    Some(_) => {}
                     None => return Err(lost_hasher()),
                 };
                 (n, false)
@@ -268,7 +295,7 @@ pub fn seal_hashed_to_vec(
     lz4: bool,
     digest: Digest,
 ) -> io::Result<Sealed<Vec<u8>>> {
-    seal_whole(data, key, name, SealOptions { lz4, digest: Some(digest) }, Some(digest))
+    seal_whole(data, key, name, SealOptions { lz4, digest: Some(digest), chain: false }, Some(digest))
 }
 
 fn seal_whole(
@@ -294,7 +321,7 @@ fn seal_whole(
         return Err(CodecError::SourceChanged.into_io());
     }
     let payload = compressed.as_deref().unwrap_or(data);
-    let (header, prot) = Header::build(key, name, opts.lz4, Some(digest));
+    let (header, prot) = Header::build(key, name, opts.lz4, Some(digest), false);
     // Every frame's size is known up front, so seal each chunk in place in one buffer.
     let n_chunks = payload.len() / CHUNK + 1; // the last chunk may be empty
     let full = FRAME_PREFIX + CHUNK + TAG;

@@ -120,7 +120,12 @@ async fn push_checked(
     let (sealed, data) = tokio::task::spawn_blocking(move || {
         let sealed = match known {
             Some(d) => seal_hashed_to_vec(&data, key.as_ref(), &obj_name, lz4, d),
-            None => seal_to_vec(&data, key.as_ref(), &obj_name, crate::codec::SealOptions { lz4, digest: None }),
+            None => seal_to_vec(
+                &data,
+                key.as_ref(),
+                &obj_name,
+                crate::codec::SealOptions { lz4, digest: None, chain: false },
+            ),
         };
         (sealed, data)
     })

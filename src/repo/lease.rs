@@ -165,8 +165,13 @@ struct Place {
 impl Place {
     fn seal(&self, lease: &Lease) -> Result<Bytes> {
         let json = serde_json::to_vec_pretty(lease).map_err(|e| Fail::new(Code::Internal, e.to_string()))?;
-        let sealed = seal_to_vec(&json, self.keys.write_key(), &self.obj, SealOptions { lz4: false, digest: None })
-            .map_err(|e| Fail::new(Code::Internal, e.to_string()))?;
+        let sealed = seal_to_vec(
+            &json,
+            self.keys.write_key(),
+            &self.obj,
+            SealOptions { lz4: false, digest: None, chain: false },
+        )
+        .map_err(|e| Fail::new(Code::Internal, e.to_string()))?;
         Ok(Bytes::from(sealed.out))
     }
 

@@ -128,7 +128,7 @@ impl Repo {
             &serde_json::to_vec_pretty(&identity).map_err(|e| Fail::new(Code::Internal, e.to_string()))?,
             keys.clone().with_cipher(Cipher::XChaCha20Poly1305).write_key(),
             layout::IDENTITY,
-            SealOptions { lz4: false, digest: None },
+            SealOptions { lz4: false, digest: None, chain: false },
         )
         .map_err(|e| Fail::new(Code::Internal, e.to_string()))?;
         let created = store.create(layout::IDENTITY, Bytes::from(sealed.out), identity.conditional_writes).await?;
@@ -166,7 +166,7 @@ impl Repo {
     }
 
     pub fn seal_options(&self, digest: Option<Digest>) -> SealOptions {
-        SealOptions { lz4: self.lz4, digest }
+        SealOptions { lz4: self.lz4, digest, chain: false }
     }
 
     /// Store a sealed object under the no-overwrite rule: an identical object already there is
@@ -214,7 +214,9 @@ impl Repo {
         if let Some(done) = self.already_stored(obj, &digest).await? {
             return Ok(done);
         }
-        self.sealed_upload(obj, Some(digest), move |w| std::io::copy(&mut src, w).map(|_| ())).wait(obj).await?;
+        self.sealed_upload(obj, self.seal_options(Some(digest)), move |w| std::io::copy(&mut src, w).map(|_| ()))
+            .wait(obj)
+            .await?;
         // Multipart uploads cannot be create-only: confirm that what is stored now is ours.
         let now = self.stored_digest(obj).await?;
         if now != digest {
@@ -228,8 +230,10 @@ impl Repo {
     /// stored size.
     pub async fn replace_stream<R: Read + Send + 'static>(&self, obj: &str, mut src: R) -> Result<u64> {
         self.ensure_writable()?;
-        let (_, _, stored) =
-            self.sealed_upload(obj, None, move |w| std::io::copy(&mut src, w).map(|_| ())).wait(obj).await?;
+        let (_, _, stored) = self
+            .sealed_upload(obj, self.seal_options(None), move |w| std::io::copy(&mut src, w).map(|_| ()))
+            .wait(obj)
+            .await?;
         Ok(stored)
     }
 
@@ -398,14 +402,13 @@ pub struct StoredObject {
 impl Repo {
     /// Seal whatever `fill` writes into a streamed multipart upload of `obj`, with bounded
     /// channels between the two. The object appears only if `fill` and the seal succeed.
-    fn sealed_upload<F>(&self, obj: &str, digest: Option<Digest>, fill: F) -> SealedUpload
+    fn sealed_upload<F>(&self, obj: &str, opts: SealOptions, fill: F) -> SealedUpload
     where
         F: FnOnce(&mut SealWriter<ChannelWriter>) -> std::io::Result<()> + Send + 'static,
     {
         let (piece_tx, piece_rx) = tokio::sync::mpsc::channel(4);
         let key = self.keys.write_key().cloned();
         let name = obj.to_string();
-        let opts = self.seal_options(digest);
         let sealer = tokio::task::spawn_blocking(move || {
             let mut w = SealWriter::new(ChannelWriter::new(piece_tx), key.as_ref(), &name, opts)?;
             fill(&mut w)?;
@@ -425,7 +428,11 @@ impl Repo {
     pub fn create_stream(&self, obj: &str) -> ObjectWriter {
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Option<Vec<u8>>>(WRITER_QUEUE);
         let (recycle, reuse) = std::sync::mpsc::channel::<Vec<u8>>();
-        let pending = self.sealed_upload(obj, None, move |w| {
+        // Archives, manifests and dumps: every chunk is authenticated and (for a backup)
+        // every file checked against the manifest, so their digest comes from the chunks'
+        // tags rather than from hashing all the plaintext again.
+        let opts = SealOptions { chain: true, ..self.seal_options(None) };
+        let pending = self.sealed_upload(obj, opts, move |w| {
             while let Some(item) = rx.blocking_recv() {
                 match item {
                     Some(group) => {

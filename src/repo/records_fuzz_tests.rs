@@ -10,7 +10,7 @@ use crate::codec::{seal_to_vec, Keyring, SealOptions};
 use crate::pg::lsn::SegmentId;
 
 fn sealed_plain(plain: &[u8], name: &str) -> Vec<u8> {
-    seal_to_vec(plain, None, name, SealOptions { lz4: false, digest: None }).unwrap().out
+    seal_to_vec(plain, None, name, SealOptions { lz4: false, digest: None, chain: false }).unwrap().out
 }
 
 /// A JSON value of any shape, a few levels deep.

@@ -264,7 +264,8 @@ mod tests {
         let keys = Keyring::new(key.clone(), vec![]);
         let (tar, files, _) = archive();
         let obj = "backups/b/base.tar";
-        let sealed = seal_to_vec(&tar, Some(&key), obj, SealOptions { lz4: true, digest: None }).unwrap().out;
+        let sealed =
+            seal_to_vec(&tar, Some(&key), obj, SealOptions { lz4: true, digest: None, chain: false }).unwrap().out;
         let mut damaged = sealed.clone();
         damaged[sealed.len() / 2] ^= 4;
         for window in [None, Some(1), Some(4)] {
