@@ -19,7 +19,7 @@ SCALE=${SCALE:-100}
 make_workdir bench-backup
 cleanup() {
     stop_cluster
-    rm -rf "$WORK"
+    [ -n "${KEEP:-}" ] || rm -rf "$WORK"
 }
 trap cleanup EXIT
 

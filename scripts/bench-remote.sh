@@ -45,6 +45,9 @@ echo "generating WAL and a pgbench database (scale $SCALE) ..." >&2
 pgbench_c -i -s "$SCALE" -q >/dev/null 2>&1
 pgbench_segments "$SEGMENTS" "$WORK/segs"
 psql_c "CHECKPOINT" >/dev/null
+# The load's dirty pages would otherwise be written back during the first steps, and every
+# fsync the store makes would wait for them.
+sync
 
 as_pg "$TIDEWAL" keygen --output "$WORK/repo.key" 2>/dev/null
 mkdir -p "$WORK/s3" && give_pg "$WORK/s3"

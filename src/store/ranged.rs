@@ -52,23 +52,19 @@ impl Store {
         let (tx, rx) = tokio::sync::mpsc::channel(1);
         let (store, name) = (self.clone(), path.to_string());
         tokio::spawn(async move {
-            let fetch = |range| {
-                let opts =
-                    GetOptions { range: Some(GetRange::Bounded(range)), if_match: etag.clone(), ..Default::default() };
-                let (store, name) = (&store, &name);
-                async move {
-                    let got = match store.inner.get_opts(&ObjPath::from(name.as_str()), opts).await {
-                        Ok(r) => r.bytes().await,
-                        Err(e) => Err(e),
-                    };
-                    got.map_err(|e| std::io::Error::other(store.unavailable("read", name, e)))
+            let mut ranges = pieces(from, size, PIECE).into_iter();
+            let mut ahead = std::collections::VecDeque::with_capacity(IN_FLIGHT);
+            loop {
+                while ahead.len() < IN_FLIGHT {
+                    let Some(range) = ranges.next() else { break };
+                    ahead.push_back(fetch_piece(&store, &name, range, etag.clone()));
                 }
-            };
-            let mut pieces = stream::iter(pieces(from, size, PIECE)).map(fetch).buffered(IN_FLIGHT);
-            while let Some(piece) = pieces.next().await {
-                let failed = piece.is_err();
-                if tx.send(piece).await.is_err() || failed {
-                    return;
+                let Some(mut piece) = ahead.pop_front() else { return };
+                while let Some(bytes) = piece.recv().await {
+                    let failed = bytes.is_err();
+                    if tx.send(bytes).await.is_err() || failed {
+                        return;
+                    }
                 }
             }
         });
@@ -78,6 +74,44 @@ impl Store {
             None => rest.boxed(),
         })
     }
+}
+
+/// One ranged request, under way at once: its bytes arrive on their own channel as the
+/// store sends them, so the piece being handed on streams while those behind it fill (at
+/// most one piece each: bounded). A piece that ends short is an error here, not a puzzle
+/// when the object is opened.
+fn fetch_piece(
+    store: &Store,
+    name: &str,
+    range: std::ops::Range<u64>,
+    etag: Option<String>,
+) -> tokio::sync::mpsc::UnboundedReceiver<std::io::Result<Bytes>> {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let (store, name) = (store.clone(), name.to_string());
+    tokio::spawn(async move {
+        let want = range.end - range.start;
+        let opts = GetOptions { range: Some(GetRange::Bounded(range)), if_match: etag, ..Default::default() };
+        let mut body = match store.inner.get_opts(&ObjPath::from(name.as_str()), opts).await {
+            Ok(r) => body(&store, &name, r),
+            Err(e) => {
+                let _ = tx.send(Err(std::io::Error::other(store.unavailable("read", &name, e))));
+                return;
+            }
+        };
+        let mut got = 0u64;
+        while let Some(bytes) = body.next().await {
+            let failed = bytes.is_err();
+            got += bytes.as_ref().map_or(0, |b| b.len() as u64);
+            if tx.send(bytes).is_err() || failed {
+                return;
+            }
+        }
+        if got != want {
+            let short = format!("{name}: a ranged read gave {got} of {want} bytes; the store cut it short, try again");
+            let _ = tx.send(Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, short)));
+        }
+    });
+    rx
 }
 
 /// The first `PIECE` bytes of a plain GET's body; the rest of it is dropped unread.

@@ -13,13 +13,48 @@ use object_store::{
 use std::sync::atomic::{AtomicUsize, Ordering};
 use tokio::sync::mpsc;
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Counted {
     inner: InMemory,
     puts: AtomicUsize,
     multiparts: AtomicUsize,
     plain_gets: AtomicUsize,
     ranged_gets: AtomicUsize,
+    /// Ranged reads send their first 64 KiB, then the rest only once `release` has permits
+    /// (or, with `cut`, end there): a link slower than the reader.
+    gated: std::sync::atomic::AtomicBool,
+    cut: std::sync::atomic::AtomicBool,
+    release: Arc<tokio::sync::Semaphore>,
+}
+
+impl Default for Counted {
+    fn default() -> Self {
+        Counted {
+            inner: InMemory::new(),
+            puts: AtomicUsize::new(0),
+            multiparts: AtomicUsize::new(0),
+            plain_gets: AtomicUsize::new(0),
+            ranged_gets: AtomicUsize::new(0),
+            gated: Default::default(),
+            cut: Default::default(),
+            release: Arc::new(tokio::sync::Semaphore::new(0)),
+        }
+    }
+}
+
+/// A ranged read's body as `Counted` sends it when gated.
+fn gated_body(c: &Counted, all: Bytes) -> BoxStream<'static, object_store::Result<Bytes>> {
+    let split = all.len().min(64 << 10);
+    let (head, rest) = (all.slice(..split), all.slice(split..));
+    let (release, cut) = (c.release.clone(), c.cut.load(Ordering::SeqCst));
+    let rest = async move {
+        if cut {
+            return None;
+        }
+        let _permit = release.acquire().await.ok()?;
+        Some(Ok(rest))
+    };
+    futures::stream::iter([Ok(head)]).chain(futures::stream::once(rest).filter_map(std::future::ready)).boxed()
 }
 
 impl std::fmt::Display for Counted {
@@ -45,7 +80,15 @@ impl ObjectStore for Counted {
     async fn get_opts(&self, l: &P, o: GetOptions) -> object_store::Result<GetResult> {
         let n = if o.range.is_some() { &self.ranged_gets } else { &self.plain_gets };
         n.fetch_add(1, Ordering::SeqCst);
-        self.inner.get_opts(l, o).await
+        let gated = o.range.is_some() && self.gated.load(Ordering::SeqCst);
+        let got = self.inner.get_opts(l, o).await?;
+        if !gated {
+            return Ok(got);
+        }
+        let (meta, range, attributes, extensions) =
+            (got.meta.clone(), got.range.clone(), got.attributes.clone(), got.extensions.clone());
+        let payload = object_store::GetResultPayload::Stream(gated_body(self, got.bytes().await?));
+        Ok(GetResult { payload, meta, range, attributes, extensions })
     }
     fn delete_stream(
         &self,
@@ -153,4 +196,38 @@ async fn a_large_object_is_read_as_ranges_in_order() {
 async fn a_missing_object_is_not_found_before_any_byte() {
     let (_, store) = counted();
     assert!(matches!(store.get_stream("wal/none", None).await.err(), Some(StoreError::NotFound(_))));
+}
+
+#[tokio::test]
+async fn the_piece_being_read_streams_while_the_others_fill() {
+    let (c, store) = counted();
+    let body = data(3 * ranged::PIECE as usize + 4321);
+    store.put("backups/x/base.tar", Bytes::from(body.clone())).await.unwrap();
+    c.gated.store(true, Ordering::SeqCst);
+    let mut s = store.get_stream("backups/x/base.tar", Some(body.len() as u64)).await.unwrap();
+    // Before, a piece was handed on only once all of it had arrived: this waited forever.
+    let first = tokio::time::timeout(Duration::from_secs(10), s.next())
+        .await
+        .expect("the first bytes are handed on before the rest of their piece arrives")
+        .unwrap()
+        .unwrap();
+    assert_eq!(first[..], body[..first.len()]);
+    c.release.add_permits(1 << 20);
+    let mut got = first.to_vec();
+    while let Some(b) = s.next().await {
+        got.extend_from_slice(&b.unwrap());
+    }
+    assert_eq!(got, body);
+}
+
+#[tokio::test]
+async fn a_piece_cut_short_is_an_error_that_names_the_object() {
+    let (c, store) = counted();
+    let body = data(2 * ranged::PIECE as usize + 10);
+    store.put("backups/x/base.tar", Bytes::from(body.clone())).await.unwrap();
+    c.gated.store(true, Ordering::SeqCst);
+    c.cut.store(true, Ordering::SeqCst);
+    let e = read_all(&store, "backups/x/base.tar", Some(body.len() as u64)).await.unwrap_err();
+    assert_eq!(e.kind(), std::io::ErrorKind::UnexpectedEof, "{e}");
+    assert!(e.to_string().contains("backups/x/base.tar"), "{e}");
 }
