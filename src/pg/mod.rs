@@ -3,6 +3,7 @@
 
 pub mod conninfo;
 pub mod history;
+pub mod incremental;
 pub mod lsn;
 pub mod replication;
 pub mod sql;
