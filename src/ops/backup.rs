@@ -72,7 +72,7 @@ async fn take_leased(repo: &Repo, args: &BackupRequest) -> Result<BackupInfo> {
         ManifestChecksums::Crc32c => "CRC32C",
         ManifestChecksums::Sha256 => "SHA256",
     };
-    let start = conn.start_base_backup(&label, !args.spread_checkpoint, checksums).await.map_err(pg)?;
+    let start = conn.start_base_backup(&label, !args.spread_checkpoint, checksums, false).await.map_err(pg)?;
     tracing::info!("backup {id} started at {} on timeline {}", start.start_lsn, start.timeline);
 
     let progress = Progress::start(&format!("backup {id}"), start.estimated_bytes);

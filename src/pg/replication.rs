@@ -387,13 +387,56 @@ impl ReplConn {
         self.send(msg).await
     }
 
+    /// `UPLOAD_MANIFEST` (PostgreSQL 17 and later): give the server the manifest of the backup
+    /// the next `BASE_BACKUP (INCREMENTAL)` on this connection builds on. The server checks
+    /// it (its system, the WAL summaries it needs) and keeps it for this connection only.
+    pub async fn upload_manifest(&mut self, manifest: &[u8]) -> Result<(), String> {
+        let mut msg = BytesMut::new();
+        frontend::query("UPLOAD_MANIFEST", &mut msg).map_err(|e| e.to_string())?;
+        self.send(msg).await?;
+        loop {
+            match self.recv().await? {
+                Message::CopyInResponse(_) => break,
+                Message::ErrorResponse(e) => {
+                    let err = db_error(&e);
+                    self.drain_to_ready().await;
+                    return Err(format!("UPLOAD_MANIFEST failed: {err}"));
+                }
+                _ => {}
+            }
+        }
+        let mut msg = BytesMut::with_capacity(manifest.len() + 64);
+        for piece in manifest.chunks(64 << 10) {
+            frontend::CopyData::new(piece).map_err(|e| e.to_string())?.write(&mut msg);
+        }
+        frontend::copy_done(&mut msg);
+        self.send(msg).await?;
+        let mut error = None;
+        loop {
+            match self.recv().await? {
+                Message::ErrorResponse(e) => error = Some(db_error(&e)),
+                Message::ReadyForQuery(_) => break,
+                _ => {}
+            }
+        }
+        error.map_or(Ok(()), |e| Err(format!("UPLOAD_MANIFEST failed: {e}")))
+    }
+
     /// Start `BASE_BACKUP` and read up to its copy stream.
-    /// `checksums` is the manifest's algorithm (`CRC32C`, `SHA256`, ...).
-    pub async fn start_base_backup(&mut self, label: &str, fast: bool, checksums: &str) -> Result<BackupStart, String> {
+    /// `checksums` is the manifest's algorithm (`CRC32C`, `SHA256`, ...). `incremental`
+    /// sends only the blocks changed since the backup whose manifest was uploaded.
+    pub async fn start_base_backup(
+        &mut self,
+        label: &str,
+        fast: bool,
+        checksums: &str,
+        incremental: bool,
+    ) -> Result<BackupStart, String> {
         let label = label.replace('\'', "''");
         let checkpoint = if fast { "fast" } else { "spread" };
+        let incremental = if incremental { ", INCREMENTAL" } else { "" };
         let sql = format!(
-            "BASE_BACKUP (LABEL '{label}', PROGRESS, CHECKPOINT '{checkpoint}', WAIT false, MANIFEST 'yes', MANIFEST_CHECKSUMS '{checksums}')"
+            "BASE_BACKUP (LABEL '{label}', PROGRESS, CHECKPOINT '{checkpoint}', WAIT false, MANIFEST 'yes', MANIFEST_CHECKSUMS '{checksums}'{incremental})"
         );
         let mut msg = BytesMut::new();
         frontend::query(&sql, &mut msg).map_err(|e| e.to_string())?;
