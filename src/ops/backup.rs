@@ -133,6 +133,7 @@ async fn take_leased(repo: &Repo, args: &BackupRequest) -> Result<BackupInfo> {
         duration_seconds: began.elapsed().as_secs_f64(),
         tablespaces: start.tablespaces.clone(),
         objects,
+        parent: None,
     };
     // Every object as the repository has it now, before the record says it is there (a
     // clean-up elsewhere that took this backup for dead would show here).

@@ -578,6 +578,7 @@ mod tests {
             duration_seconds: 0.0,
             tablespaces,
             objects: vec![obj],
+            parent: None,
         }
     }
 

@@ -21,6 +21,7 @@ fn backup(tli: u32, start: u64, end: u64) -> BackupInfo {
         duration_seconds: 1.0,
         tablespaces: vec![],
         objects: vec![],
+        parent: None,
     }
 }
 

@@ -30,6 +30,10 @@ pub struct BackupInfo {
     pub duration_seconds: f64,
     pub tablespaces: Vec<(u32, String)>,
     pub objects: Vec<StoredObject>,
+    /// The backup an incremental one builds on (and restores only with); none for a full
+    /// backup. Absent from records that predate incremental backups.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<String>,
 }
 
 impl BackupInfo {

@@ -43,6 +43,7 @@ fn info(id: &str, finished: &str, end: &str) -> BackupInfo {
         duration_seconds: 1.0,
         tablespaces: vec![],
         objects: vec![],
+        parent: None,
     }
 }
 

@@ -3,6 +3,7 @@
 //! that finished at or before its start (the anchor, which makes the window's first moment
 //! restorable), and for every timeline that received WAL inside the window the newest backup
 //! on its line of history that finished by then (a line anchor: the same rule, per line).
+//! An incremental backup keeps every backup it builds on: a chain is kept or deleted whole.
 //! WAL is deleted only where it ends at or before the earliest start of a kept backup: no
 //! recovery from a kept backup reads it, whatever timeline it is on. History files stay.
 //!
@@ -10,7 +11,7 @@
 //! repository (a restored copy that promoted and kept archiving), and a route onto "the"
 //! present timeline would call the other cluster's live WAL dead.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, SystemTime};
 
 use super::catalog::{wal_route, BackupInfo};
@@ -121,10 +122,19 @@ pub fn plan(cat: &Catalog, now: SystemTime, window: Duration) -> Result<Plan, St
             out.line_anchors.insert(tli, b.info.id.clone());
         }
     }
+    let mut keep: HashSet<&str> = backups
+        .iter()
+        .map(|b| (b.info.id.as_str(), b.done))
+        .filter(|&(id, done)| {
+            done > cutoff || out.anchor.as_deref() == Some(id) || out.line_anchors.values().any(|a| a == id)
+        })
+        .map(|(id, _)| id)
+        .collect();
+    keep_chains(&backups, &mut keep)?;
     let mut keep_from: Option<Lsn> = None;
     for b in &backups {
         let id = &b.info.id;
-        if b.done > cutoff || out.anchor.as_ref() == Some(id) || out.line_anchors.values().any(|a| a == id) {
+        if keep.contains(id.as_str()) {
             out.keep_backups.push(id.clone());
             keep_from = Some(keep_from.map_or(b.start_lsn, |k| k.min(b.start_lsn)));
         } else {
@@ -144,6 +154,29 @@ pub fn plan(cat: &Catalog, now: SystemTime, window: Duration) -> Result<Plan, St
         }
     }
     Ok(out)
+}
+
+/// An incremental backup restores only with every backup it builds on: add each kept
+/// backup's ancestors to `keep`, so a chain is kept whole. A parent that is not in the
+/// catalog, or a loop, is an inconsistency: nothing may go.
+fn keep_chains<'a>(backups: &[Parsed<'a>], keep: &mut HashSet<&'a str>) -> Result<(), String> {
+    let by_id: BTreeMap<&str, &BackupInfo> = backups.iter().map(|b| (b.info.id.as_str(), b.info)).collect();
+    let kept: Vec<&str> = keep.iter().copied().collect();
+    for id in kept {
+        let mut seen = HashSet::from([id]);
+        let mut at = by_id[id];
+        while let Some(parent) = at.parent.as_deref() {
+            let p = *by_id
+                .get(parent)
+                .ok_or_else(|| format!("backup {} builds on backup {parent}, which is not in the repository", at.id))?;
+            if !seen.insert(p.id.as_str()) {
+                return Err(format!("backup {id}: its chain of parent backups loops at {parent}"));
+            }
+            keep.insert(p.id.as_str());
+            at = p;
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -184,6 +217,7 @@ mod tests {
             duration_seconds: 1.0,
             tablespaces: vec![],
             objects: vec![],
+            parent: None,
         }
     }
 
@@ -253,6 +287,50 @@ mod tests {
         assert_eq!(p.keep_from, Some(Lsn(24 * SEG + 40)));
         assert_eq!(p.line_anchors, BTreeMap::from([(1, "b0024".to_string()), (2, "b0024".to_string())]));
         assert_eq!(p.keep_wal, wal.len() - 24);
+    }
+
+    /// `b` builds on `parent`.
+    fn on(mut b: BackupInfo, parent: &BackupInfo) -> BackupInfo {
+        b.parent = Some(parent.id.clone());
+        b
+    }
+
+    #[test]
+    fn a_kept_incremental_backup_keeps_its_whole_chain() {
+        // A full backup at day 0, incrementals on it at days 1 and 5, a full one at day 9;
+        // now is day 11 with a 3-day window (cutoff day 8): the anchor is the day-5
+        // incremental, which needs the two before it; nothing older than the full goes.
+        let (wal, hist) = world(11 * DAY, None);
+        let full = backup(1, 0);
+        let i1 = on(backup(1, DAY), &full);
+        let i2 = on(backup(1, 5 * DAY), &i1);
+        let next = backup(1, 9 * DAY);
+        let backups = vec![full.clone(), i1.clone(), i2.clone(), next];
+        let cat = Catalog { backups: &backups, wal: &wal, histories: &hist, seg_size: SEG };
+        let p = plan(&cat, at(11 * DAY), days(3)).unwrap();
+        assert_eq!(p.anchor.as_deref(), Some(i2.id.as_str()));
+        assert_eq!(p.keep_backups.len(), 4, "{p:?}");
+        assert!(p.delete_backups.is_empty() && p.delete_wal.is_empty(), "{p:?}");
+        assert_eq!(p.keep_from, Some(Lsn(40)), "WAL from the chain's full backup on stays");
+        // Without the links the anchor alone would be kept.
+        let unlinked = vec![full.clone(), backup(1, DAY), backup(1, 5 * DAY), backup(1, 9 * DAY)];
+        let cat = Catalog { backups: &unlinked, wal: &wal, histories: &hist, seg_size: SEG };
+        assert_eq!(plan(&cat, at(11 * DAY), days(3)).unwrap().delete_backups.len(), 2);
+    }
+
+    #[test]
+    fn a_chain_with_a_missing_or_looping_parent_stops_the_plan() {
+        let (wal, hist) = world(11 * DAY, None);
+        let gone = backup(1, 0);
+        let orphan = on(backup(1, 10 * DAY), &gone);
+        let backups = vec![backup(1, DAY), orphan];
+        let cat = Catalog { backups: &backups, wal: &wal, histories: &hist, seg_size: SEG };
+        let e = plan(&cat, at(11 * DAY), days(3)).unwrap_err();
+        assert!(e.contains("builds on backup b0000, which is not in the repository"), "{e}");
+        let (a, b) = (backup(1, DAY), backup(1, 2 * DAY));
+        let backups = vec![on(a.clone(), &b), on(b, &a)];
+        let cat = Catalog { backups: &backups, wal: &wal, histories: &hist, seg_size: SEG };
+        assert!(plan(&cat, at(11 * DAY), days(3)).unwrap_err().contains("loops"));
     }
 
     #[test]
