@@ -397,11 +397,7 @@ impl ReplConn {
         loop {
             match self.recv().await? {
                 Message::CopyInResponse(_) => break,
-                Message::ErrorResponse(e) => {
-                    let err = db_error(&e);
-                    self.drain_to_ready().await;
-                    return Err(format!("UPLOAD_MANIFEST failed: {err}"));
-                }
+                Message::ErrorResponse(e) => return Err(self.refused("UPLOAD_MANIFEST", &e).await),
                 _ => {}
             }
         }
@@ -449,11 +445,7 @@ impl ReplConn {
                 Message::DataRow(r) => rows.push(row_text(&r)),
                 Message::CommandComplete(_) => sets.push(std::mem::take(&mut rows)),
                 Message::CopyOutResponse(_) => break,
-                Message::ErrorResponse(e) => {
-                    let err = db_error(&e);
-                    self.drain_to_ready().await;
-                    return Err(format!("BASE_BACKUP failed: {err}"));
-                }
+                Message::ErrorResponse(e) => return Err(self.refused("BASE_BACKUP", &e).await),
                 _ => {}
             }
         }
@@ -495,11 +487,7 @@ impl ReplConn {
                     return backup_event(kind, b).map(Some);
                 }
                 Message::CopyDone => return Ok(None),
-                Message::ErrorResponse(e) => {
-                    let err = db_error(&e);
-                    self.drain_to_ready().await;
-                    return Err(format!("BASE_BACKUP failed: {err}"));
-                }
+                Message::ErrorResponse(e) => return Err(self.refused("BASE_BACKUP", &e).await),
                 _ => {}
             }
         }
@@ -528,6 +516,13 @@ impl ReplConn {
         let row = end.ok_or("BASE_BACKUP sent no end position")?;
         let col = |i: usize| row.get(i).cloned().flatten().unwrap_or_default();
         Ok((col(0).parse()?, col(1).parse().map_err(|_| "BASE_BACKUP sent a bad timeline")?))
+    }
+
+    /// The server refused `what`: its message, once the connection is ready for the next.
+    async fn refused(&mut self, what: &str, e: &postgres_protocol::message::backend::ErrorResponseBody) -> String {
+        let err = db_error(e);
+        self.drain_to_ready().await;
+        format!("{what} failed: {err}")
     }
 
     async fn drain_to_ready(&mut self) {
