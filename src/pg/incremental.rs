@@ -64,7 +64,7 @@ pub fn needed(first: &[u8; FIXED], g: Geometry) -> Option<usize> {
 /// block numbers must ascend and stay within a segment, so a damaged header is an error
 /// here rather than a file of the wrong length later.
 pub fn parse_header(name: &str, bytes: &[u8], file_size: u64, g: Geometry) -> Result<Header, String> {
-    let word = |i: usize| bytes.get(4 * i..4 * i + 4).map(|b| u32::from_le_bytes(b.try_into().unwrap()));
+    let word = |i: usize| bytes.get(4 * i..4 * i + 4).and_then(|b| b.try_into().ok()).map(u32::from_le_bytes);
     let short = || format!("{name}: incremental file shorter than its header ({} bytes)", bytes.len());
     let magic = word(0).ok_or_else(short)?;
     if magic != INCREMENTAL_MAGIC {
