@@ -25,6 +25,11 @@ pub struct Args {
     /// How long to wait for the backup's WAL to reach the repository
     #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
     pub wal_timeout: Duration,
+    /// Send only the blocks changed since the newest backup, which this one then builds on
+    /// (PostgreSQL 17 or later with summarize_wal = on); restore rebuilds the files from
+    /// the chain
+    #[arg(long, conflicts_with = "via_daemon")]
+    pub incremental: bool,
 }
 
 pub async fn run(settings: &Settings, args: &Args) -> Result<()> {
@@ -55,6 +60,7 @@ pub async fn run(settings: &Settings, args: &Args) -> Result<()> {
         spread_checkpoint: args.spread_checkpoint,
         manifest_checksums: args.manifest_checksums,
         wal_timeout: args.wal_timeout,
+        incremental: args.incremental,
     };
     let info = take(&repo, &req).await?;
     let total: u64 = info.objects.iter().map(|o| o.bytes).sum();

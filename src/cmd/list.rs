@@ -282,7 +282,7 @@ pub async fn run(settings: &Settings, args: &Args) -> Result<()> {
         let size: u64 = b.objects.iter().map(|o| o.bytes).sum();
         let stored: u64 = b.objects.iter().map(|o| o.stored_bytes).sum();
         println!(
-            "  {}  finished {}  {:>6.1}s  {} ({} stored)  LSN {} - {}  timeline {}{}",
+            "  {}  finished {}  {:>6.1}s  {} ({} stored)  LSN {} - {}  timeline {}{}{}",
             b.id,
             b.finished_at,
             b.duration_seconds,
@@ -291,6 +291,7 @@ pub async fn run(settings: &Settings, args: &Args) -> Result<()> {
             b.start_lsn,
             b.end_lsn,
             b.timeline,
+            b.parent.as_ref().map(|p| format!("  incremental on {p}")).unwrap_or_default(),
             if backup_wal_complete(b, &cov, seg) { "" } else { "  (WAL incomplete: cannot be restored)" }
         );
         if let Some(p) = &l.objects_problem {

@@ -86,6 +86,7 @@ pub async fn backup_once(shared: &Shared, cancel: &CancellationToken) -> Option<
         spread_checkpoint: false,
         manifest_checksums: crate::ops::backup::ManifestChecksums::Crc32c,
         wal_timeout: Duration::from_secs(600),
+        incremental: false,
     };
     let began = std::time::Instant::now();
     let result = tokio::select! {

@@ -33,6 +33,8 @@ pub struct BackupRequest {
     pub manifest_checksums: ManifestChecksums,
     /// How long to wait for the backup's WAL to reach the repository
     pub wal_timeout: Duration,
+    /// Only the blocks changed since the newest backup (PostgreSQL 17 and later)
+    pub incremental: bool,
 }
 
 /// Take a base backup; shared with the daemon's scheduler. One at a time per repository,
@@ -72,8 +74,31 @@ async fn take_leased(repo: &Repo, args: &BackupRequest) -> Result<BackupInfo> {
         ManifestChecksums::Crc32c => "CRC32C",
         ManifestChecksums::Sha256 => "SHA256",
     };
-    let start = conn.start_base_backup(&label, !args.spread_checkpoint, checksums, false).await.map_err(pg)?;
-    tracing::info!("backup {id} started at {} on timeline {}", start.start_lsn, start.timeline);
+    let parent = match args.incremental {
+        true => Some(incremental_parent(repo, &mut conn).await?),
+        false => None,
+    };
+    let start = conn.start_base_backup(&label, !args.spread_checkpoint, checksums, parent.is_some()).await.map_err(
+        |e| match &parent {
+            Some(p) if e.contains("WAL summar") => Fail::new(
+                Code::Postgres,
+                format!(
+                    "{e}: the server cannot tell what changed since backup {}; take a full backup (without --incremental)",
+                    p.id
+                ),
+            ),
+            _ => pg(e),
+        },
+    )?;
+    match &parent {
+        Some(p) => tracing::info!(
+            "backup {id} (incremental on {}) started at {} on timeline {}",
+            p.id,
+            start.start_lsn,
+            start.timeline
+        ),
+        None => tracing::info!("backup {id} started at {} on timeline {}", start.start_lsn, start.timeline),
+    }
 
     let progress = Progress::start(&format!("backup {id}"), start.estimated_bytes);
     let mut objects = Vec::new();
@@ -133,7 +158,7 @@ async fn take_leased(repo: &Repo, args: &BackupRequest) -> Result<BackupInfo> {
         duration_seconds: began.elapsed().as_secs_f64(),
         tablespaces: start.tablespaces.clone(),
         objects,
-        parent: None,
+        parent: parent.map(|p| p.id),
     };
     // Every object as the repository has it now, before the record says it is there (a
     // clean-up elsewhere that took this backup for dead would show here).
@@ -144,6 +169,49 @@ async fn take_leased(repo: &Repo, args: &BackupRequest) -> Result<BackupInfo> {
         .map_err(|e| Fail::new(Code::Internal, e.to_string()))?;
     repo.push_sealed(&obj, sealed.out, sealed.digest).await?;
     Ok(info)
+}
+
+/// The backup an incremental one builds on: the newest complete one, whose manifest the
+/// server is given to compare against. Refused, saying what to do, where the server cannot
+/// take one.
+async fn incremental_parent(repo: &Repo, conn: &mut ReplConn) -> Result<BackupInfo> {
+    let usage = |m: String| Fail::new(Code::Usage, m);
+    let major: u32 = conn.server_version.split(['.', ' ']).next().and_then(|m| m.parse().ok()).unwrap_or(0);
+    if major < 17 {
+        return Err(usage(format!(
+            "incremental backups need PostgreSQL 17 or later with summarize_wal = on; this server is {}: take a full backup (without --incremental)",
+            conn.server_version
+        )));
+    }
+    let show = async |conn: &mut ReplConn, name: &str| -> Result<String> {
+        let rows = conn.simple_query(&format!("SHOW {name}")).await.map_err(|e| Fail::new(Code::Postgres, e))?;
+        Ok(rows.first().and_then(|r| r.first()).cloned().flatten().unwrap_or_default())
+    };
+    if show(conn, "summarize_wal").await? != "on" {
+        return Err(usage(
+            "incremental backups need summarize_wal = on on the server (ALTER SYSTEM SET summarize_wal = on; SELECT pg_reload_conf()), then a full backup to build on".into(),
+        ));
+    }
+    // Rebuilding files from a chain assumes PostgreSQL's default block and segment sizes.
+    for (name, want) in [("block_size", "8192"), ("segment_size", "1GB")] {
+        let got = show(conn, name).await?;
+        if got != want {
+            return Err(usage(format!(
+                "incremental backups need the default {name} ({want}); this server was built with {got}: take full backups"
+            )));
+        }
+    }
+    let parent = crate::repo::catalog::list_backups(repo).await?.pop().ok_or_else(|| {
+        usage(
+            "an incremental backup builds on an earlier one, and the repository has none: run tidewal backup first"
+                .into(),
+        )
+    })?;
+    let manifest = repo.open_bytes(&layout::backup_object(&parent.id, "backup_manifest")).await?;
+    conn.upload_manifest(&manifest).await.map_err(|e| {
+        Fail::new(Code::Postgres, format!("the server refused backup {}'s manifest to build on: {e}", parent.id))
+    })?;
+    Ok(parent)
 }
 
 async fn finish(current: &mut Option<ObjectWriter>, objects: &mut Vec<StoredObject>) -> Result<()> {

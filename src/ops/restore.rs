@@ -17,6 +17,8 @@ use crate::store::ObjectInfo;
 #[path = "restore_archives.rs"]
 mod archives;
 use archives::{archives, unpack};
+#[path = "restore_chain.rs"]
+mod chain;
 #[path = "restore_dirs.rs"]
 mod dirs;
 use dirs::{
@@ -100,6 +102,8 @@ pub async fn restore(repo: &Repo, args: &RestoreRequest) -> Result<Restored> {
     // Each costs round trips on a remote store: together, not one after the other.
     let (survey, backups) = tokio::join!(timelines::survey(repo), list_backups(repo));
     let (survey, mut backups) = (survey?, backups?);
+    // An incremental backup's chain may reach back before a timeline switch.
+    let all_backups = backups.clone();
     let mut args = args.clone();
     args.target_timeline =
         timelines::resolve(repo, &survey, args.target_timeline.as_deref(), args.conninfo.as_deref()).await?;
@@ -128,6 +132,9 @@ pub async fn restore(repo: &Repo, args: &RestoreRequest) -> Result<Restored> {
             .find(|b| b.id == args.backup)
             .ok_or_else(|| Fail::new(Code::NotFound, format!("no complete backup with id {}", args.backup)))?
     };
+    // The backups it restores with: itself alone, or from the full backup it builds on.
+    let chain = chain::chain_of(&all_backups, info)?;
+    let first = chain[0];
     let spaces = tablespace_destinations(info, &args.tablespace_map, args.tablespace_root.as_deref())?;
     for (oid, dir) in &spaces {
         check_target_dir(dir, args.force, &format!("tablespace {oid}: "))?;
@@ -135,18 +142,18 @@ pub async fn restore(repo: &Repo, args: &RestoreRequest) -> Result<Restored> {
     if args.check_space {
         check_space(info, &args.to)?;
     }
-    let archives = archives(info, &args.to, &spaces)?;
+    let archives = archives(first, &args.to, &spaces)?;
     // At once, but the first check's complaint wins, as when they ran in turn. The manifest
     // is read meanwhile, and the archives' downloads start (on a remote store each is a
     // round trip); nothing is written before the checks pass. Not with --force: removing
     // the old data directory first may take long, and a download left waiting that long
     // may be cut by the store.
-    let manifest_obj = layout::backup_object(&info.id, "backup_manifest");
+    let manifest_obj = layout::backup_object(&first.id, "backup_manifest");
     let early = !args.force;
     let open_all = || futures::future::try_join_all(archives.iter().map(|a| repo.reader(&a.obj, Some(a.stored_bytes))));
     let (reachable, objects, wal, manifest, readers) = tokio::join!(
         check_reachable(repo, info, args, target_time, &survey.listing),
-        crate::repo::catalog::check_objects(repo, info),
+        futures::future::try_join_all(chain.iter().map(|b| crate::repo::catalog::check_objects(repo, b))),
         check_backup_wal(repo, info),
         repo.open_bytes(&manifest_obj),
         async {
@@ -157,7 +164,7 @@ pub async fn restore(repo: &Repo, args: &RestoreRequest) -> Result<Restored> {
             }
         },
     );
-    reachable.and(objects).and(wal)?;
+    reachable.and(objects.map(|_| ())).and(wal)?;
     let manifest = manifest?;
     if args.force {
         refuse_other_cluster(&args.to, repo.identity.system_id())?;
@@ -199,10 +206,10 @@ pub async fn restore(repo: &Repo, args: &RestoreRequest) -> Result<Restored> {
     let checker = manifest::parse(&manifest)
         .and_then(|m| m.for_system(repo.identity.system_id()))
         .and_then(manifest::Checker::new)
-        .map_err(|e| Fail::new(Code::Integrity, format!("backup {}: {e}", info.id)))?;
+        .map_err(|e| Fail::new(Code::Integrity, format!("backup {}: {e}", first.id)))?;
     let checker = Arc::new(checker);
     // Every archive downloads and unpacks at the same time.
-    let total = info.objects.iter().filter(|o| o.name.ends_with(".tar")).map(|o| o.bytes).sum();
+    let total = chain.iter().flat_map(|b| &b.objects).filter(|o| o.name.ends_with(".tar")).map(|o| o.bytes).sum();
     let progress = Progress::start(&format!("restore {}", info.id), total);
     let readers = match readers? {
         Some(r) => r,
@@ -213,7 +220,6 @@ pub async fn restore(repo: &Repo, args: &RestoreRequest) -> Result<Restored> {
         .zip(readers)
         .map(|(a, reader)| unpack(repo.keys.clone(), a, reader, checker.clone(), progress.clone()));
     let unpacked = futures::future::try_join_all(jobs).await;
-    progress.finish();
     // What was written so far must not pass for a restore.
     let incomplete = |e: Fail| {
         let to = args.to.display();
@@ -222,10 +228,22 @@ pub async fn restore(repo: &Repo, args: &RestoreRequest) -> Result<Restored> {
             format!("{}; {to} holds an incomplete restore: do not start it (restore again with --force)", e.message),
         )
     };
-    unpacked.map_err(incomplete)?;
-    let checked = checker.complete().map_err(|e| {
-        incomplete(Fail::new(Code::Integrity, format!("restored files do not match the backup manifest: {e}")))
+    let checked = unpacked.map_err(incomplete).and_then(|_| {
+        checker.complete().map_err(|e| {
+            incomplete(Fail::new(Code::Integrity, format!("restored files do not match the backup manifest: {e}")))
+        })
     })?;
+    let checked = match chain.len() {
+        1 => checked,
+        _ => {
+            let (more, mut manifests) =
+                chain::apply_rest(repo, &chain[1..], &args.to, &spaces, &progress).await.map_err(incomplete)?;
+            manifests.insert(0, manifest.to_vec());
+            chain::finish(&args.to, &spaces, &manifests).map_err(incomplete)?;
+            checked + more
+        }
+    };
+    progress.finish();
     link_tablespaces(&args.to, &spaces)?;
     // Durable before it is declared restored (one syncfs per file system).
     for dir in std::iter::once(&args.to).chain(spaces.iter().map(|(_, d)| d)) {

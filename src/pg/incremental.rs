@@ -134,7 +134,7 @@ pub struct Run {
 pub fn plan(name: &str, newest: &Header, older: &[Older], g: Geometry) -> Result<Vec<Run>, String> {
     let bs = g.block_size as u64;
     let trunc = newest.truncation_blocks;
-    let len = newest.blocks.last().map_or(trunc, |&b| trunc.max(b + 1));
+    let len = rebuilt_blocks(newest);
     let mut source: Vec<Option<(usize, u64)>> = vec![None; len as usize];
     for (i, &b) in newest.blocks.iter().enumerate() {
         source[b as usize] = Some((0, newest.header_len + i as u64 * bs));
@@ -168,6 +168,29 @@ pub fn plan(name: &str, newest: &Header, older: &[Older], g: Geometry) -> Result
         ));
     }
     Ok(runs(&source, bs))
+}
+
+/// The rebuilt segment's length in blocks (pure): the truncation length, or past the last
+/// block the file holds if that is further.
+pub fn rebuilt_blocks(h: &Header) -> u32 {
+    h.blocks.last().map_or(h.truncation_blocks, |&b| h.truncation_blocks.max(b + 1))
+}
+
+/// An incremental file as the server writes it (tests build chains with it).
+#[cfg(test)]
+pub(crate) fn encode(blocks: &[(u32, Vec<u8>)], truncation: u32, g: Geometry) -> Vec<u8> {
+    let mut f = Vec::new();
+    f.extend_from_slice(&INCREMENTAL_MAGIC.to_le_bytes());
+    f.extend_from_slice(&(blocks.len() as u32).to_le_bytes());
+    f.extend_from_slice(&truncation.to_le_bytes());
+    for (b, _) in blocks {
+        f.extend_from_slice(&b.to_le_bytes());
+    }
+    f.resize(header_len(blocks.len() as u32, g) as usize, 0);
+    for (_, data) in blocks {
+        f.extend_from_slice(data);
+    }
+    f
 }
 
 /// Consecutive blocks read consecutively from one copy become one run (pure).

@@ -4,20 +4,8 @@ use proptest::prelude::*;
 /// A tiny geometry keeps files small: 16-byte blocks, 64 blocks a segment.
 const G: Geometry = Geometry { block_size: 16, segment_blocks: 64 };
 
-/// An incremental file as the server writes it.
 fn incremental(blocks: &[(u32, Vec<u8>)], truncation: u32, g: Geometry) -> Vec<u8> {
-    let mut f = Vec::new();
-    f.extend_from_slice(&INCREMENTAL_MAGIC.to_le_bytes());
-    f.extend_from_slice(&(blocks.len() as u32).to_le_bytes());
-    f.extend_from_slice(&truncation.to_le_bytes());
-    for (b, _) in blocks {
-        f.extend_from_slice(&b.to_le_bytes());
-    }
-    f.resize(header_len(blocks.len() as u32, g) as usize, 0);
-    for (_, data) in blocks {
-        f.extend_from_slice(data);
-    }
-    f
+    encode(blocks, truncation, g)
 }
 
 fn parse(f: &[u8]) -> Result<Header, String> {

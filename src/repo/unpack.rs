@@ -11,6 +11,7 @@ use std::sync::Arc;
 use super::manifest::Checker;
 use crate::codec::{default_window, CodecError, Keyring, OpenReader, ParOpenReader, Spare};
 use crate::error::{Code, Fail, Result};
+use crate::pg::incremental;
 
 /// Bytes per piece (from the pool: an lz4 block or a chunk), and pieces queued.
 const PIECE: usize = 1 << 20;
@@ -151,6 +152,14 @@ fn write_tree(src: &mut impl Read, dest: &Path, prefix: &str, checker: &Checker)
         }
         let rel = safe_relative(&entry.path()?)?;
         let key = format!("{prefix}{}", rel.display());
+        if let Some(target) = incremental_target(&rel, &key) {
+            // Checked as stored (the manifest lists the incremental file), applied in place.
+            let size = entry.header().size()?;
+            let mut sum = checker.start(&key);
+            apply_incremental(&mut Summed { inner: &mut entry, sum: &mut sum }, &key, size, &dest.join(target))?;
+            checker.finish(&key, size, sum).map_err(Unpack::Mismatch)?;
+            continue;
+        }
         let path = dest.join(&rel);
         if let Some(parent) = path.parent() {
             if !parent.is_dir() {
@@ -174,6 +183,63 @@ fn write_tree(src: &mut impl Read, dest: &Path, prefix: &str, checker: &Checker)
         checker.finish(&key, size, sum).map_err(Unpack::Mismatch)?;
     }
     Ok(())
+}
+
+/// Where an incremental file's changes go: `dir/INCREMENTAL.name` is `dir/name`, for the
+/// relation directories only (elsewhere such a name is an ordinary file, as in
+/// pg_combinebackup).
+fn incremental_target(rel: &Path, key: &str) -> Option<PathBuf> {
+    let name = rel.file_name()?.to_str()?.strip_prefix(incremental::PREFIX)?;
+    let relation_dir = ["base/", "global/", "pg_tblspc/"].iter().any(|d| key.starts_with(d));
+    (relation_dir && !name.is_empty()).then(|| rel.with_file_name(name))
+}
+
+/// Rebuild `path` in place from its copy in the previous backup of the chain (restored
+/// already) and the incremental file `src`: what `incremental::plan` gives with that copy
+/// as the one older full copy. Blocks at or past the truncation length go (truncate), the
+/// file takes its new length (zeros where nothing is written), then the blocks the file
+/// holds are written where they belong.
+fn apply_incremental(src: &mut impl Read, name: &str, size: u64, path: &Path) -> std::result::Result<(), Unpack> {
+    let g = incremental::Geometry::default();
+    let bad = |m: String| Unpack::Mismatch(m);
+    let mut head = vec![0u8; 12];
+    src.read_exact(&mut head)?;
+    let fixed: &[u8; 12] = head[..].try_into().map_err(|_| bad(format!("{name}: short header")))?;
+    let need = incremental::needed(fixed, g).ok_or_else(|| bad(format!("{name}: more blocks than a segment holds")))?;
+    head.resize(need, 0);
+    src.read_exact(&mut head[12..])?;
+    let h = incremental::parse_header(name, &head, size, g).map_err(bad)?;
+    io::copy(&mut src.take(h.header_len - need as u64), &mut io::sink())?;
+    let file = std::fs::OpenOptions::new().write(true).open(path).map_err(|e| match e.kind() {
+        io::ErrorKind::NotFound => {
+            bad(format!("{name}: no earlier backup of the chain restored {} to apply it to", path.display()))
+        }
+        _ => Unpack::Io(e),
+    })?;
+    let bs = g.block_size as u64;
+    let current = file.metadata()?.len();
+    file.set_len(current.min(h.truncation_blocks as u64 * bs))?;
+    file.set_len(incremental::rebuilt_blocks(&h) as u64 * bs)?;
+    let mut block = vec![0u8; bs as usize];
+    for &b in &h.blocks {
+        src.read_exact(&mut block)?;
+        std::os::unix::fs::FileExt::write_all_at(&file, &block, b as u64 * bs)?;
+    }
+    Ok(())
+}
+
+/// A reader that feeds a manifest checksum with what passes.
+struct Summed<'a, R> {
+    inner: &'a mut R,
+    sum: &'a mut super::manifest::FileSum,
+}
+
+impl<R: Read> Read for Summed<'_, R> {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(out)?;
+        self.sum.update(&out[..n]);
+        Ok(n)
+    }
 }
 
 /// A tar member path that stays inside the destination.
@@ -285,6 +351,58 @@ mod tests {
             assert_eq!(e.code, Code::Integrity, "{e}");
             assert!(e.message.contains(obj) && e.message.contains("failed authentication"), "{e}");
         }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(128))]
+
+        /// Applied in place to the previous copy, an incremental file gives what the plan
+        /// of the chain (that copy as the one full copy) rebuilds.
+        #[test]
+        fn an_incremental_file_applied_in_place_matches_the_plan(
+            old_blocks in 0u32..24,
+            changed in proptest::collection::btree_set(0u32..32, 0..10),
+            truncation in 0u32..32,
+        ) {
+            let g = incremental::Geometry::default();
+            let bs = g.block_size as usize;
+            let old: Vec<u8> = (0..old_blocks as usize * bs).map(|i| (i / bs) as u8 ^ (i as u8)).collect();
+            let blocks: Vec<(u32, Vec<u8>)> = changed.iter().map(|&b| (b, vec![0xA0 ^ b as u8; bs])).collect();
+            let file = incremental::encode(&blocks, truncation, g);
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("16384");
+            std::fs::write(&path, &old).unwrap();
+            let name = "base/5/INCREMENTAL.16384";
+            apply_incremental(&mut &file[..], name, file.len() as u64, &path).map_err(|_| "apply failed").unwrap();
+            let h = incremental::parse_header(name, &file, file.len() as u64, g).unwrap();
+            let runs = incremental::plan(name, &h, &[incremental::Older::Full { size: old.len() as u64 }], g).unwrap();
+            let mut want = Vec::new();
+            for r in runs {
+                let n = (r.blocks.end - r.blocks.start) as usize * bs;
+                match r.from {
+                    incremental::Source::Zeros => want.resize(want.len() + n, 0),
+                    incremental::Source::Copy { copy, offset } => {
+                        let src = if copy == 0 { &file } else { &old };
+                        want.extend_from_slice(&src[offset as usize..offset as usize + n]);
+                    }
+                }
+            }
+            proptest::prop_assert!(std::fs::read(&path).unwrap() == want);
+        }
+    }
+
+    #[test]
+    fn an_incremental_file_needs_the_earlier_copy() {
+        let g = incremental::Geometry::default();
+        let file = incremental::encode(&[(0, vec![1; g.block_size as usize])], 1, g);
+        let dir = tempfile::tempdir().unwrap();
+        let name = "base/5/INCREMENTAL.16384";
+        match apply_incremental(&mut &file[..], name, file.len() as u64, &dir.path().join("16384")) {
+            Err(Unpack::Mismatch(m)) => assert!(m.contains("no earlier backup of the chain restored"), "{m}"),
+            _ => panic!("applied without the earlier copy"),
+        }
+        assert_eq!(incremental_target(Path::new("base/5/INCREMENTAL.16384"), name), Some("base/5/16384".into()));
+        assert_eq!(incremental_target(Path::new("INCREMENTAL.x"), "INCREMENTAL.x"), None, "not a relation directory");
     }
 
     #[test]
