@@ -134,7 +134,13 @@ pub async fn restore(repo: &Repo, args: &RestoreRequest) -> Result<Restored> {
     };
     // The backups it restores with: itself alone, or from the full backup it builds on.
     let chain = chain::chain_of(&all_backups, info)?;
-    let first = chain[0];
+    // A chain unpacks newest first, so every block is written once (`repo/unpack_chain.rs`).
+    let first = info;
+    let state = Arc::new(crate::repo::unpack::ChainState::default());
+    let layer = match chain.len() {
+        1 => archives::Layer::Alone,
+        _ => archives::Layer::Newest(state.clone()),
+    };
     let spaces = tablespace_destinations(info, &args.tablespace_map, args.tablespace_root.as_deref())?;
     for (oid, dir) in &spaces {
         check_target_dir(dir, args.force, &format!("tablespace {oid}: "))?;
@@ -218,7 +224,7 @@ pub async fn restore(repo: &Repo, args: &RestoreRequest) -> Result<Restored> {
     let jobs = archives
         .into_iter()
         .zip(readers)
-        .map(|(a, reader)| unpack(repo.keys.clone(), a, reader, checker.clone(), progress.clone()));
+        .map(|(a, reader)| unpack(repo.keys.clone(), a, reader, checker.clone(), layer.clone(), progress.clone()));
     let unpacked = futures::future::try_join_all(jobs).await;
     // What was written so far must not pass for a restore.
     let incomplete = |e: Fail| {
@@ -236,10 +242,10 @@ pub async fn restore(repo: &Repo, args: &RestoreRequest) -> Result<Restored> {
     let checked = match chain.len() {
         1 => checked,
         _ => {
-            let (more, mut manifests) =
-                chain::apply_rest(repo, &chain[1..], &args.to, &spaces, &progress).await.map_err(incomplete)?;
-            manifests.insert(0, manifest.to_vec());
-            chain::finish(&args.to, &spaces, &manifests).map_err(incomplete)?;
+            let older = &chain[..chain.len() - 1];
+            let more =
+                chain::apply_older(repo, older, &args.to, &spaces, &state, &progress).await.map_err(incomplete)?;
+            chain::finish(&args.to, &state).map_err(incomplete)?;
             checked + more
         }
     };

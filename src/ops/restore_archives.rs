@@ -7,6 +7,7 @@ use crate::error::{Code, Fail, Result};
 use crate::progress::Progress;
 use crate::repo::catalog::BackupInfo;
 use crate::repo::manifest;
+pub(super) use crate::repo::unpack::Layer;
 
 /// One archive of a backup and where it goes.
 pub(super) struct Archive {
@@ -43,10 +44,11 @@ pub(super) async fn unpack(
     a: Archive,
     reader: Box<dyn std::io::Read + Send>,
     checker: Arc<manifest::Checker>,
+    layer: Layer,
     progress: Progress,
 ) -> Result<()> {
     tokio::task::spawn_blocking(move || {
-        crate::repo::unpack::unpack(reader, keys, &a.obj, &a.dest, &a.prefix, checker, move |n| progress.add(n))
+        crate::repo::unpack::unpack(reader, keys, &a.obj, &a.dest, &a.prefix, checker, layer, move |n| progress.add(n))
     })
     .await
     .map_err(|e| Fail::new(Code::Internal, e.to_string()))?

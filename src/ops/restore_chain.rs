@@ -1,18 +1,17 @@
 //! Restoring an incremental backup: its chain, from the full backup it builds on to itself,
-//! unpacked in order into one directory. Each backup's files are checked against its own
-//! manifest as they are written; an `INCREMENTAL.<name>` file is applied in place to the
-//! copy the backups before it left (`repo/unpack.rs`). Then what the newest backup no longer
-//! has goes, and its `backup_label` loses the lines that make PostgreSQL refuse to start.
+//! unpacked newest first into one directory, so every block is written once, from the
+//! newest backup that has it (`repo/unpack_chain.rs`). Each backup's files are checked
+//! against its own manifest as they pass; `backup_label` then loses the lines that make
+//! PostgreSQL refuse to start.
 
-use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::archives::{archives, unpack};
+use super::archives::{archives, unpack, Layer};
 use crate::error::{Code, Fail, Result};
-use crate::pg::incremental::PREFIX;
 use crate::progress::Progress;
 use crate::repo::catalog::BackupInfo;
+use crate::repo::unpack::ChainState;
 use crate::repo::{layout, manifest, Repo};
 
 /// The chain `newest` restores with, oldest (the full backup) first (pure).
@@ -50,67 +49,42 @@ pub(super) async fn checker(repo: &Repo, b: &BackupInfo) -> Result<(Vec<u8>, man
     Ok((text.to_vec(), checker))
 }
 
-/// Unpack the backups after the chain's first, in order, over what it left in `to` (and the
-/// tablespace directories); returns the files checked and each backup's manifest.
-pub(super) async fn apply_rest(
+/// Unpack the chain's older backups over what the newest left in `to` (and the tablespace
+/// directories), newest of them first, each checked against its own manifest; each fills
+/// only blocks still missing (`repo/unpack_chain.rs`). Returns the files checked.
+pub(super) async fn apply_older(
     repo: &Repo,
-    rest: &[&BackupInfo],
+    older: &[&BackupInfo],
     to: &Path,
     spaces: &[(u32, PathBuf)],
+    state: &Arc<ChainState>,
     progress: &Progress,
-) -> Result<(usize, Vec<Vec<u8>>)> {
-    let (mut checked, mut manifests) = (0, Vec::new());
-    for b in rest {
-        tracing::info!("applying incremental backup {} (on {})", b.id, b.parent.as_deref().unwrap_or_default());
-        let (text, checker) = checker(repo, b).await?;
+) -> Result<usize> {
+    let mut checked = 0;
+    for b in older.iter().rev() {
+        tracing::info!("filling in from backup {}", b.id);
+        let (_, checker) = checker(repo, b).await?;
         let checker = Arc::new(checker);
         let jobs = archives(b, to, spaces)?.into_iter().map(|a| {
-            let (checker, progress) = (checker.clone(), progress.clone());
+            let (checker, progress, layer) = (checker.clone(), progress.clone(), Layer::Older(state.clone()));
             async move {
                 let reader = repo.reader(&a.obj, Some(a.stored_bytes)).await?;
-                unpack(repo.keys.clone(), a, reader, checker, progress).await
+                unpack(repo.keys.clone(), a, reader, checker, layer, progress).await
             }
         });
         futures::future::try_join_all(jobs).await?;
         checked += checker.complete().map_err(|e| {
             Fail::new(Code::Integrity, format!("backup {}: restored files do not match its manifest: {e}", b.id))
         })?;
-        manifests.push(text);
     }
-    Ok((checked, manifests))
+    Ok(checked)
 }
 
-/// After the whole chain: files an earlier backup had that the newest does not are removed
-/// (dropped tables), the data directory's `backup_manifest` (the full backup's, which no
-/// longer describes it) goes, and `backup_label` loses its INCREMENTAL FROM lines.
-pub(super) fn finish(to: &Path, spaces: &[(u32, PathBuf)], manifests: &[Vec<u8>]) -> Result<()> {
-    let paths = |text: &[u8]| -> Result<HashSet<String>> {
-        let m = manifest::parse(text).map_err(|e| Fail::new(Code::Integrity, e))?;
-        Ok(m.files.into_iter().filter_map(|f| f.path).map(|p| plain_name(&p)).collect())
-    };
-    let Some((newest, older)) = manifests.split_last() else { return Ok(()) };
-    let keep = paths(newest)?;
-    let mut gone = HashSet::new();
-    for m in older {
-        gone.extend(paths(m)?.into_iter().filter(|p| !keep.contains(p)));
-    }
-    // A visibility map rebuilt from incremental files cannot be trusted: PostgreSQL clears
-    // its bits without naming the block in WAL, so the summaries miss those changes and the
-    // rebuilt map may call a changed page all-visible (index-only scans would then return
-    // deleted rows). Without the fork every page counts as not all-visible, which is always
-    // safe; recovery and the next VACUUM set the bits again.
-    let newest_files = manifest::parse(newest).map_err(|e| Fail::new(Code::Integrity, e))?.files;
-    gone.extend(
-        newest_files.into_iter().filter_map(|f| f.path).filter(|p| rebuilt_visibility_map(p)).map(|p| plain_name(&p)),
-    );
-    for rel in gone {
-        let path = destination(to, spaces, &rel);
-        match std::fs::remove_file(&path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(Fail::new(Code::Storage, format!("cannot remove {}: {e}", path.display()))),
-        }
-    }
+/// After the whole chain: every block below a truncation length was found, the data
+/// directory's `backup_manifest` (the newest backup's, which lists incremental files) goes,
+/// and `backup_label` loses its INCREMENTAL FROM lines.
+pub(super) fn finish(to: &Path, state: &ChainState) -> Result<()> {
+    state.finish().map_err(|e| Fail::new(Code::Integrity, e))?;
     let local = |p: &Path, e: std::io::Error| Fail::new(Code::Storage, format!("{}: {e}", p.display()));
     let manifest_path = to.join("backup_manifest");
     std::fs::remove_file(&manifest_path).or_else(|e| match e.kind() {
@@ -121,30 +95,6 @@ pub(super) fn finish(to: &Path, spaces: &[(u32, PathBuf)], manifests: &[Vec<u8>]
     let text = std::fs::read_to_string(&label).map_err(|e| local(&label, e))?;
     std::fs::write(&label, full_label(&text)).map_err(|e| local(&label, e))?;
     Ok(())
-}
-
-/// A manifest path as the restored file is named: `dir/INCREMENTAL.name` is `dir/name` (pure).
-fn plain_name(p: &str) -> String {
-    match p.rsplit_once('/') {
-        Some((dir, name)) => format!("{dir}/{}", name.strip_prefix(PREFIX).unwrap_or(name)),
-        None => p.to_string(),
-    }
-}
-
-/// Is this manifest path a visibility map fork sent as an incremental file? (pure)
-fn rebuilt_visibility_map(p: &str) -> bool {
-    let name = p.rsplit('/').next().unwrap_or_default();
-    name.strip_prefix(PREFIX).is_some_and(|n| n.split('.').next().is_some_and(|fork| fork.ends_with("_vm")))
-}
-
-/// Where a manifest path lies: a tablespace's under its destination.
-fn destination(to: &Path, spaces: &[(u32, PathBuf)], rel: &str) -> PathBuf {
-    for (oid, dir) in spaces {
-        if let Some(rest) = rel.strip_prefix(&format!("pg_tblspc/{oid}/")) {
-            return dir.join(rest);
-        }
-    }
-    to.join(rel)
 }
 
 /// An incremental backup's label without the lines that tell PostgreSQL it still needs
@@ -184,18 +134,8 @@ mod tests {
     }
 
     #[test]
-    fn names_and_labels() {
-        assert_eq!(plain_name("base/5/INCREMENTAL.16384_vm"), "base/5/16384_vm");
-        assert_eq!(plain_name("global/pg_control"), "global/pg_control");
-        assert!(rebuilt_visibility_map("base/5/INCREMENTAL.16384_vm"));
-        assert!(rebuilt_visibility_map("pg_tblspc/1/PG_17/5/INCREMENTAL.16384_vm.1"));
-        assert!(!rebuilt_visibility_map("base/5/16384_vm"), "sent whole: as the server had it");
-        assert!(!rebuilt_visibility_map("base/5/INCREMENTAL.16384"));
-        assert!(!rebuilt_visibility_map("base/5/INCREMENTAL.16384_fsm"));
+    fn labels_lose_their_incremental_lines() {
         let label = "START WAL LOCATION: 0/2000028 (file 000000010000000000000002)\nINCREMENTAL FROM LSN: 0/1000028\nINCREMENTAL FROM TLI: 1\nLABEL: x\n";
         assert_eq!(full_label(label), "START WAL LOCATION: 0/2000028 (file 000000010000000000000002)\nLABEL: x\n");
-        let spaces = vec![(16400, PathBuf::from("/ts"))];
-        assert_eq!(destination(Path::new("/d"), &spaces, "pg_tblspc/16400/PG_17/5/1"), PathBuf::from("/ts/PG_17/5/1"));
-        assert_eq!(destination(Path::new("/d"), &spaces, "base/5/1"), PathBuf::from("/d/base/5/1"));
     }
 }

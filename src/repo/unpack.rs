@@ -11,7 +11,10 @@ use std::sync::Arc;
 use super::manifest::Checker;
 use crate::codec::{default_window, CodecError, Keyring, OpenReader, ParOpenReader, Spare};
 use crate::error::{Code, Fail, Result};
-use crate::pg::incremental;
+#[path = "unpack_chain.rs"]
+mod chain;
+pub use chain::ChainState;
+use chain::{incremental_target, newest_incremental, older_copy};
 
 /// Bytes per piece (from the pool: an lz4 block or a chunk), and pieces queued.
 const PIECE: usize = 1 << 20;
@@ -19,7 +22,9 @@ const QUEUE: usize = 8;
 
 /// Unpack the sealed tar archive `obj` read from `src` into `dest`; files are checked
 /// against `checker` under `prefix` (`""` for base.tar, `pg_tblspc/<oid>/` for a tablespace).
+/// `layer`: a backup alone, or which member of a chain (newest first).
 /// `count` is called with the plaintext bytes as they pass (progress).
+#[allow(clippy::too_many_arguments)]
 pub fn unpack(
     src: Box<dyn Read + Send>,
     keys: Keyring,
@@ -27,9 +32,10 @@ pub fn unpack(
     dest: &Path,
     prefix: &str,
     checker: Arc<Checker>,
+    layer: Layer,
     count: impl Fn(u64) + Send + 'static,
 ) -> Result<()> {
-    unpack_with(src, keys, obj, dest, prefix, checker, count, default_window())
+    unpack_with(src, keys, obj, dest, prefix, checker, layer, count, default_window())
 }
 
 /// [`unpack`], opened on the pool with `window` jobs per stage, or on one thread (`None`).
@@ -41,6 +47,7 @@ fn unpack_with(
     dest: &Path,
     prefix: &str,
     checker: Arc<Checker>,
+    layer: Layer,
     count: impl Fn(u64) + Send + 'static,
     window: Option<usize>,
 ) -> Result<()> {
@@ -77,7 +84,7 @@ fn unpack_with(
     // Spent pieces go back to the opener (none if it failed before its first piece).
     let spare = spare_rx.recv().ok().flatten();
     let mut queue = QueueReader { rx, cur: Vec::new(), pos: 0, spare };
-    let mut unpacked = write_tree(&mut queue, dest, prefix, &checker);
+    let mut unpacked = write_tree(&mut queue, dest, prefix, &checker, &layer);
     if unpacked.is_ok() {
         // Past the tar end marker: read to the object's end, where the opener checks the
         // last frame and the whole-archive digest.
@@ -138,94 +145,85 @@ impl From<io::Error> for Unpack {
     }
 }
 
+/// How an archive is unpacked: a backup alone, or one of a chain, newest first.
+#[derive(Clone)]
+pub enum Layer {
+    Alone,
+    Newest(Arc<ChainState>),
+    Older(Arc<ChainState>),
+}
+
 /// Regular files are written here (checked on the way); directories and links by `tar`.
-fn write_tree(src: &mut impl Read, dest: &Path, prefix: &str, checker: &Checker) -> std::result::Result<(), Unpack> {
+fn write_tree(
+    src: &mut impl Read,
+    dest: &Path,
+    prefix: &str,
+    checker: &Checker,
+    layer: &Layer,
+) -> std::result::Result<(), Unpack> {
     let mut archive = tar::Archive::new(src);
     archive.set_preserve_permissions(true);
     archive.set_overwrite(true);
-    let mut buf = vec![0u8; PIECE];
     for entry in archive.entries()? {
         let mut entry = entry?;
         if !matches!(entry.header().entry_type(), tar::EntryType::Regular | tar::EntryType::Continuous) {
-            entry.unpack_in(dest)?;
+            // The newest backup's directories and links are the ones the cluster has.
+            if !matches!(layer, Layer::Older(_)) {
+                entry.unpack_in(dest)?;
+            }
             continue;
         }
         let rel = safe_relative(&entry.path()?)?;
         let key = format!("{prefix}{}", rel.display());
-        if let Some(target) = incremental_target(&rel, &key) {
-            // Checked as stored (the manifest lists the incremental file), applied in place.
-            let size = entry.header().size()?;
-            let mut sum = checker.start(&key);
-            apply_incremental(&mut Summed { inner: &mut entry, sum: &mut sum }, &key, size, &dest.join(target))?;
-            checker.finish(&key, size, sum).map_err(Unpack::Mismatch)?;
-            continue;
-        }
-        let path = dest.join(&rel);
-        if let Some(parent) = path.parent() {
-            if !parent.is_dir() {
-                std::fs::create_dir_all(parent)?;
-            }
-        }
-        let mut file = std::fs::File::create(&path)?;
-        let mut sum = checker.start(&key);
-        let mut size = 0u64;
-        loop {
-            let n = entry.read(&mut buf)?;
-            if n == 0 {
-                break;
-            }
-            sum.update(&buf[..n]);
-            file.write_all(&buf[..n])?;
-            size += n as u64;
-        }
+        let size = entry.header().size()?;
         let mode = entry.header().mode().unwrap_or(0o600) & 0o7777;
-        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(mode))?;
+        let target = incremental_target(&rel, &key);
+        let path = dest.join(target.as_ref().unwrap_or(&rel));
+        let mut sum = checker.start(&key);
+        let mut src = Summed { inner: &mut entry, sum: &mut sum };
+        match (layer, target.is_some()) {
+            (Layer::Alone, false) => write_whole(&mut src, &path, mode)?,
+            (Layer::Newest(state), false) => {
+                write_whole(&mut src, &path, mode)?;
+                state.written(path);
+            }
+            (Layer::Alone, true) => {
+                return Err(Unpack::Mismatch(format!(
+                    "{key}: an incremental file, in a backup restored without its chain"
+                )))
+            }
+            (Layer::Newest(state), true) => newest_incremental(&mut src, &key, size, &path, mode, state)?,
+            (Layer::Older(state), incremental) => older_copy(&mut src, &key, size, &path, incremental, state)?,
+        }
+        // What was not written still counts for the manifest check.
+        io::copy(&mut src, &mut io::sink())?;
         checker.finish(&key, size, sum).map_err(Unpack::Mismatch)?;
     }
     Ok(())
 }
 
-/// Where an incremental file's changes go: `dir/INCREMENTAL.name` is `dir/name`, for the
-/// relation directories only (elsewhere such a name is an ordinary file, as in
-/// pg_combinebackup).
-fn incremental_target(rel: &Path, key: &str) -> Option<PathBuf> {
-    let name = rel.file_name()?.to_str()?.strip_prefix(incremental::PREFIX)?;
-    let relation_dir = ["base/", "global/", "pg_tblspc/"].iter().any(|d| key.starts_with(d));
-    (relation_dir && !name.is_empty()).then(|| rel.with_file_name(name))
+/// A new file, its directory made if need be.
+fn create_file(path: &Path, mode: u32) -> io::Result<std::fs::File> {
+    if let Some(parent) = path.parent() {
+        if !parent.is_dir() {
+            std::fs::create_dir_all(parent)?;
+        }
+    }
+    let file = std::fs::File::create(path)?;
+    std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(mode))?;
+    Ok(file)
 }
 
-/// Rebuild `path` in place from its copy in the previous backup of the chain (restored
-/// already) and the incremental file `src`: what `incremental::plan` gives with that copy
-/// as the one older full copy. Blocks at or past the truncation length go (truncate), the
-/// file takes its new length (zeros where nothing is written), then the blocks the file
-/// holds are written where they belong.
-fn apply_incremental(src: &mut impl Read, name: &str, size: u64, path: &Path) -> std::result::Result<(), Unpack> {
-    let g = incremental::Geometry::default();
-    let bad = |m: String| Unpack::Mismatch(m);
-    let mut head = vec![0u8; 12];
-    src.read_exact(&mut head)?;
-    let fixed: &[u8; 12] = head[..].try_into().map_err(|_| bad(format!("{name}: short header")))?;
-    let need = incremental::needed(fixed, g).ok_or_else(|| bad(format!("{name}: more blocks than a segment holds")))?;
-    head.resize(need, 0);
-    src.read_exact(&mut head[12..])?;
-    let h = incremental::parse_header(name, &head, size, g).map_err(bad)?;
-    io::copy(&mut src.take(h.header_len - need as u64), &mut io::sink())?;
-    let file = std::fs::OpenOptions::new().write(true).open(path).map_err(|e| match e.kind() {
-        io::ErrorKind::NotFound => {
-            bad(format!("{name}: no earlier backup of the chain restored {} to apply it to", path.display()))
+fn write_whole(src: &mut impl Read, path: &Path, mode: u32) -> io::Result<()> {
+    let mut file = create_file(path, mode)?;
+    let mut buf = vec![0u8; PIECE];
+    loop {
+        let n = src.read(&mut buf)?;
+        if n == 0 {
+            return Ok(());
         }
-        _ => Unpack::Io(e),
-    })?;
-    let bs = g.block_size as u64;
-    let current = file.metadata()?.len();
-    file.set_len(current.min(h.truncation_blocks as u64 * bs))?;
-    file.set_len(incremental::rebuilt_blocks(&h) as u64 * bs)?;
-    let mut block = vec![0u8; bs as usize];
-    for &b in &h.blocks {
-        src.read_exact(&mut block)?;
-        std::os::unix::fs::FileExt::write_all_at(&file, &block, b as u64 * bs)?;
+        file.write_all(&buf[..n])?;
     }
-    Ok(())
 }
 
 /// A reader that feeds a manifest checksum with what passes.
@@ -338,7 +336,7 @@ mod tests {
             let dir = tempfile::tempdir().unwrap();
             let checker = Arc::new(archive().2);
             let src = Box::new(io::Cursor::new(sealed.clone()));
-            unpack_with(src, keys.clone(), obj, dir.path(), "", checker.clone(), |_| {}, window).unwrap();
+            unpack_with(src, keys.clone(), obj, dir.path(), "", checker.clone(), Layer::Alone, |_| {}, window).unwrap();
             assert_eq!(checker.complete().unwrap(), files.len());
             for (path, data) in &files {
                 assert!(std::fs::read(dir.path().join(path)).unwrap() == *data, "{path}, window {window:?}");
@@ -346,63 +344,21 @@ mod tests {
             // A damaged chunk: an integrity failure naming the object, whichever way it opens.
             let dir = tempfile::tempdir().unwrap();
             let src = Box::new(io::Cursor::new(damaged.clone()));
-            let e =
-                unpack_with(src, keys.clone(), obj, dir.path(), "", Arc::new(archive().2), |_| {}, window).unwrap_err();
+            let e = unpack_with(
+                src,
+                keys.clone(),
+                obj,
+                dir.path(),
+                "",
+                Arc::new(archive().2),
+                Layer::Alone,
+                |_| {},
+                window,
+            )
+            .unwrap_err();
             assert_eq!(e.code, Code::Integrity, "{e}");
             assert!(e.message.contains(obj) && e.message.contains("failed authentication"), "{e}");
         }
-    }
-
-    proptest::proptest! {
-        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(128))]
-
-        /// Applied in place to the previous copy, an incremental file gives what the plan
-        /// of the chain (that copy as the one full copy) rebuilds.
-        #[test]
-        fn an_incremental_file_applied_in_place_matches_the_plan(
-            old_blocks in 0u32..24,
-            changed in proptest::collection::btree_set(0u32..32, 0..10),
-            truncation in 0u32..32,
-        ) {
-            let g = incremental::Geometry::default();
-            let bs = g.block_size as usize;
-            let old: Vec<u8> = (0..old_blocks as usize * bs).map(|i| (i / bs) as u8 ^ (i as u8)).collect();
-            let blocks: Vec<(u32, Vec<u8>)> = changed.iter().map(|&b| (b, vec![0xA0 ^ b as u8; bs])).collect();
-            let file = incremental::encode(&blocks, truncation, g);
-            let dir = tempfile::tempdir().unwrap();
-            let path = dir.path().join("16384");
-            std::fs::write(&path, &old).unwrap();
-            let name = "base/5/INCREMENTAL.16384";
-            apply_incremental(&mut &file[..], name, file.len() as u64, &path).map_err(|_| "apply failed").unwrap();
-            let h = incremental::parse_header(name, &file, file.len() as u64, g).unwrap();
-            let runs = incremental::plan(name, &h, &[incremental::Older::Full { size: old.len() as u64 }], g).unwrap();
-            let mut want = Vec::new();
-            for r in runs {
-                let n = (r.blocks.end - r.blocks.start) as usize * bs;
-                match r.from {
-                    incremental::Source::Zeros => want.resize(want.len() + n, 0),
-                    incremental::Source::Copy { copy, offset } => {
-                        let src = if copy == 0 { &file } else { &old };
-                        want.extend_from_slice(&src[offset as usize..offset as usize + n]);
-                    }
-                }
-            }
-            proptest::prop_assert!(std::fs::read(&path).unwrap() == want);
-        }
-    }
-
-    #[test]
-    fn an_incremental_file_needs_the_earlier_copy() {
-        let g = incremental::Geometry::default();
-        let file = incremental::encode(&[(0, vec![1; g.block_size as usize])], 1, g);
-        let dir = tempfile::tempdir().unwrap();
-        let name = "base/5/INCREMENTAL.16384";
-        match apply_incremental(&mut &file[..], name, file.len() as u64, &dir.path().join("16384")) {
-            Err(Unpack::Mismatch(m)) => assert!(m.contains("no earlier backup of the chain restored"), "{m}"),
-            _ => panic!("applied without the earlier copy"),
-        }
-        assert_eq!(incremental_target(Path::new("base/5/INCREMENTAL.16384"), name), Some("base/5/16384".into()));
-        assert_eq!(incremental_target(Path::new("INCREMENTAL.x"), "INCREMENTAL.x"), None, "not a relation directory");
     }
 
     #[test]
