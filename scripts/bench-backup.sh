@@ -32,11 +32,7 @@ fi
 start_cluster "$WORK/cluster" "archive_timeout = 60
 synchronous_commit = off
 max_wal_size = 4GB"
-as_pg "$TIDEWAL" keygen --output "$WORK/repo.key" 2>/dev/null
-mkdir -p "$WORK/repo" && give_pg "$WORK/repo"
-write_tidewal_config "$WORK/tidewal.toml" "file://$WORK/repo"
-tw() { as_pg "$TIDEWAL" --config "$WORK/tidewal.toml" -q "$@"; }
-tw init
+init_file_repo
 mkdir -p "$WORK/repo-aes" && give_pg "$WORK/repo-aes"
 write_tidewal_config "$WORK/aes.toml" "file://$WORK/repo-aes"
 as_pg "$TIDEWAL" --config "$WORK/aes.toml" -q init --cipher aes-256-gcm

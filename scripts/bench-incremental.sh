@@ -36,11 +36,7 @@ build_tidewal
 start_cluster "$WORK/cluster" "summarize_wal = on
 archive_timeout = 60
 max_wal_size = 4GB"
-as_pg "$TIDEWAL" keygen --output "$WORK/repo.key" 2>/dev/null
-mkdir -p "$WORK/repo" && give_pg "$WORK/repo"
-write_tidewal_config "$WORK/tidewal.toml" "file://$WORK/repo"
-tw() { as_pg "$TIDEWAL" --config "$WORK/tidewal.toml" -q "$@"; }
-tw init
+init_file_repo
 psql_c "ALTER SYSTEM SET archive_command = '$TIDEWAL --config $WORK/tidewal.toml -q wal-push %p'" >/dev/null
 psql_c "SELECT pg_reload_conf()" >/dev/null
 

@@ -135,6 +135,16 @@ CONF
     give_pg "$1"
 }
 
+# init_file_repo: a key and a file:// repository in $WORK/repo with its config
+# $WORK/tidewal.toml for the running cluster, initialised; `tw ARGS` runs tidewal on it.
+init_file_repo() {
+    as_pg "$TIDEWAL" keygen --output "$WORK/repo.key" 2>/dev/null
+    mkdir -p "$WORK/repo" && give_pg "$WORK/repo"
+    write_tidewal_config "$WORK/tidewal.toml" "file://$WORK/repo"
+    tw init
+}
+tw() { as_pg "$TIDEWAL" --config "$WORK/tidewal.toml" -q "$@"; }
+
 # cleanup_daemon_bench: the EXIT trap of the daemon benches: stop the daemon that
 # $daemon_pattern matches (if one was started), the cluster, and remove $WORK.
 daemon_pattern=
