@@ -221,3 +221,55 @@ fn a_chain_of_incremental_backups_restores_to_a_moment_after_each() {
     assert_eq!(r.psql("SELECT sum(v) FROM metrics"), sum1);
     assert_eq!(r.psql("SELECT count(*) FROM metrics_01"), "20000");
 }
+
+/// kill -9 of an incremental backup after it stored its data, while it waits for its WAL:
+/// it never counts, the next incremental backup builds on the last complete one, and the
+/// chain restores.
+#[test]
+fn an_incremental_backup_killed_before_it_completes_leaves_the_chain_whole() {
+    let a = Archiving::start_from("incr-kill", &major_bin(17), &[]);
+    let c = &a.cluster;
+    c.set("summarize_wal", "on");
+    c.psql("CREATE TABLE t AS SELECT g FROM generate_series(1, 100000) g");
+    let full = backup_id(&a.env.tidewal(&["backup"]));
+    c.psql("UPDATE t SET g = -g WHERE g % 10 = 0");
+
+    // Its WAL cannot be archived: the backup stores its data, then waits, and is killed.
+    c.set("archive_command", "/bin/false");
+    let pidfile = a.env.path().join("backup.pid");
+    let script = format!("echo $$ > {}; exec {} backup --incremental", pidfile.display(), a.env.command_line());
+    let mut child = as_pg("sh")
+        .args(["-c", &script])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let backups = a.repo_dir.as_ref().unwrap().join("backups");
+    wait_for("the incremental backup's archive", std::time::Duration::from_secs(60), || {
+        std::fs::read_dir(&backups).unwrap().flatten().any(|d| {
+            d.file_name().to_string_lossy() != full.as_str() && std::fs::read_dir(d.path()).unwrap().count() > 0
+        })
+    });
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert!(child.try_wait().unwrap().is_none(), "the backup ended before it could be killed");
+    let pid: i32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
+    let _ = child.wait();
+    c.set("archive_command", &format!("{} wal-push %p", a.env.command_line()));
+
+    let incr = backup_id(&a.env.tidewal(&["backup", "--incremental"]));
+    let listing: serde_json::Value = serde_json::from_str(&stdout(&a.env.tidewal(&["list", "--json"]))).unwrap();
+    let ids: Vec<&str> = listing["backups"].as_array().unwrap().iter().map(|b| b["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, [full.as_str(), incr.as_str()], "{listing}");
+    assert_eq!(listing["backups"][1]["parent"], full.as_str(), "{listing}");
+    let out = a.env.tidewal(&["verify"]);
+    assert_eq!(code(&out), 0, "{}\n{}", stdout(&out), stderr(&out));
+
+    c.psql("CREATE TABLE marks AS SELECT 'after' AS batch");
+    let sum = c.psql("SELECT sum(g) FROM t");
+    let last = c.switch_wal();
+    c.wait_archived(&last);
+    let r = restore_chain_and_start(&a, "restored", &[]);
+    assert_eq!(r.psql("SELECT sum(g) FROM t"), sum);
+    assert_eq!(r.psql("SELECT batch FROM marks"), "after");
+}

@@ -78,6 +78,7 @@ pub async fn verify(repo: &Repo, req: &VerifyRequest) -> Result<VerifyReport> {
             .ok_or_else(|| Fail::new(Code::NotFound, format!("no complete backup with id {id}")))?],
     };
     if req.backups {
+        report.problems.extend(chain_gaps(&all, &chosen));
         for b in &chosen {
             verify_backup(repo, b, req, &mut report).await?;
         }
@@ -92,6 +93,36 @@ pub async fn verify(repo: &Repo, req: &VerifyRequest) -> Result<VerifyReport> {
     report.problems.dedup();
     report.duration_seconds = started.elapsed().as_secs_f64();
     Ok(report)
+}
+
+/// Incremental backups that cannot be restored because a backup their chain builds on is
+/// not in the repository (pure).
+pub fn chain_gaps(all: &[BackupInfo], chosen: &[&BackupInfo]) -> Vec<Problem> {
+    let mut out = Vec::new();
+    for b in chosen {
+        let mut at = *b;
+        let mut steps = 0;
+        while let Some(parent) = at.parent.as_deref() {
+            match all.iter().find(|a| a.id == parent) {
+                Some(p) if steps < all.len() => (at, steps) = (p, steps + 1),
+                Some(_) => {
+                    out.push(problem(
+                        &layout::backup_object(&b.id, "backup.json"),
+                        "its chain of parent backups loops",
+                    ));
+                    break;
+                }
+                None => {
+                    out.push(problem(
+                        &layout::backup_object(&b.id, "backup.json"),
+                        format!("builds on backup {parent}, which is not in the repository: it cannot be restored"),
+                    ));
+                    break;
+                }
+            }
+        }
+    }
+    out
 }
 
 fn problem(object: &str, what: impl Into<String>) -> Problem {

@@ -158,3 +158,25 @@ fn damage_to_the_envelope_is_reported_before_the_content() {
     bytes.truncate(mid);
     assert!(matches!(open(bytes), Err(Bad::Damaged(_))));
 }
+
+#[test]
+fn an_incremental_backup_whose_chain_is_broken_is_a_problem() {
+    let full = backup(1, 0, 1);
+    let mut i1 = backup(1, 2, 3);
+    i1.parent = Some(full.id.clone());
+    let mut i2 = backup(1, 4, 5);
+    i2.parent = Some(i1.id.clone());
+    let whole = vec![full.clone(), i1.clone(), i2.clone()];
+    assert!(chain_gaps(&whole, &whole.iter().collect::<Vec<_>>()).is_empty());
+    // The full backup gone: both incremental backups name it, each in its own record.
+    let broken = vec![i1.clone(), i2.clone()];
+    let p = chain_gaps(&broken, &broken.iter().collect::<Vec<_>>());
+    assert_eq!(p.len(), 2, "{p:?}");
+    assert_eq!(p[0].object, "backups/b2/backup.json");
+    assert!(p[0].problem.contains("builds on backup b0, which is not in the repository"), "{p:?}");
+    assert!(p[1].problem.contains("builds on backup b0"), "the break two links down: {p:?}");
+    let mut looped = full;
+    looped.parent = Some(i2.id.clone());
+    let all = vec![looped, i1, i2];
+    assert!(chain_gaps(&all, &[&all[2]])[0].problem.contains("loops"));
+}
