@@ -61,6 +61,7 @@ struct DaemonSection {
     socket: Option<PathBuf>,
     spool: Option<PathBuf>,
     restore_test_interval: Option<String>,
+    full_every: Option<String>,
 }
 
 /// What `tidewal daemon` runs, and how often.
@@ -90,6 +91,9 @@ pub struct DaemonSettings {
     pub spool: PathBuf,
     /// How often the daemon runs a restore test (`verify --restore-test`); zero: never.
     pub restore_test_interval: Duration,
+    /// Scheduled backups are incremental (PostgreSQL 17+) until the chain's full backup is
+    /// this old; unset: every scheduled backup is full.
+    pub full_every: Option<Duration>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -403,6 +407,10 @@ fn daemon_settings(d: DaemonSection, env: &dyn Fn(&str) -> Option<String>, remot
         socket: env("TIDEWAL_SOCKET").map(PathBuf::from).or(d.socket),
         spool: env("TIDEWAL_SPOOL").map(PathBuf::from).or(d.spool).unwrap_or_else(|| default_spool(env)),
         restore_test_interval: dur("restore_test_interval", d.restore_test_interval, "7d")?,
+        full_every: match &d.full_every {
+            Some(v) => Some(dur("full_every", Some(v.clone()), "7d")?),
+            None => None,
+        },
     })
 }
 
@@ -425,7 +433,7 @@ const KNOWN_KEYS: &str = "repository url compression key_file read_key_files ret
     azure account access_key_file sas_token_file gcs service_account_file anonymous \
     postgres conninfo standby_conninfo restore prefetch retention window \
     daemon pgdata archive archive_parallel listen backup_interval backup_at prune_interval shutdown_timeout \
-    flush_interval stream slot socket spool restore_test_interval ignore_env verify sql database user pg_bin scratch_dir os_user timeout \
+    flush_interval stream slot socket spool restore_test_interval full_every ignore_env verify sql database user pg_bin scratch_dir os_user timeout \
     heapallindexed settings dump jobs format keep interval copy max_lag";
 
 /// A TOML error by position and key, without the source line toml would quote (it may hold

@@ -273,3 +273,43 @@ fn an_incremental_backup_killed_before_it_completes_leaves_the_chain_whole() {
     assert_eq!(r.psql("SELECT sum(g) FROM t"), sum);
     assert_eq!(r.psql("SELECT batch FROM marks"), "after");
 }
+
+/// `daemon.full_every`: the daemon's backups (scheduled, or asked for with `--via-daemon`
+/// as here) build on the chain's full backup until it is that old; on a server that cannot
+/// take an incremental backup it takes a full one and says why.
+#[test]
+fn the_daemon_takes_incremental_backups_between_full_ones() {
+    let a = Archiving::start_from("incr-daemon", &major_bin(17), &[]);
+    let c = &a.cluster;
+    c.psql("CREATE TABLE t AS SELECT g FROM generate_series(1, 50000) g");
+    let socket = a.env.path().join("daemon.sock");
+    let (port, log) = daemon_config(&a, &format!("socket = \"{}\"\nfull_every = \"1h\"", socket.display()));
+    let backups = || -> Vec<serde_json::Value> {
+        let listing: serde_json::Value = serde_json::from_str(&stdout(&a.env.tidewal(&["list", "--json"]))).unwrap();
+        listing["backups"].as_array().unwrap().clone()
+    };
+    let via_daemon = || {
+        let out = a.env.tidewal(&["backup", "--via-daemon"]);
+        expect_exit(&out, 0, &[]);
+    };
+    let d = Daemon::start(&a.env, port, &log);
+    // Without WAL summaries: full backups, and the reason in the log.
+    via_daemon();
+    via_daemon();
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("incremental backup not possible") && text.contains("summarize_wal"), "{text}");
+    assert!(backups().iter().all(|b| b["parent"].is_null()), "{:?}", backups());
+
+    // With them, from a full backup taken while they are on, two incremental ones.
+    c.set("summarize_wal", "on");
+    let full = backup_id(&a.env.tidewal(&["backup"]));
+    c.psql("UPDATE t SET g = -g WHERE g % 100 = 0");
+    via_daemon();
+    c.psql("UPDATE t SET g = -g WHERE g % 100 = 1");
+    via_daemon();
+    d.stop();
+    let all = backups();
+    let n = all.len();
+    assert_eq!(all[n - 1]["parent"], all[n - 2]["id"], "{all:?}");
+    assert_eq!(all[n - 2]["parent"], full.as_str(), "{all:?}");
+}

@@ -79,20 +79,42 @@ async fn take_backup(shared: &Shared, cancel: &CancellationToken) {
 pub async fn backup_once(shared: &Shared, cancel: &CancellationToken) -> Option<Result<String>> {
     let _one = shared.backup_lock.lock().await;
     super::lock(&shared.state).backup_running = true;
-    let args = crate::ops::backup::BackupRequest {
+    let incremental = match shared.settings.daemon.full_every {
+        Some(every) => match crate::repo::catalog::list_backups(&shared.repo).await {
+            Ok(backups) => crate::repo::catalog::incremental_due(&backups, SystemTime::now(), every),
+            Err(e) => {
+                tracing::warn!("cannot list the backups to choose full or incremental ({e}): taking a full backup");
+                false
+            }
+        },
+        None => false,
+    };
+    let mut args = crate::ops::backup::BackupRequest {
         conninfo: shared.settings.conninfo.clone(),
         standby_conninfo: shared.settings.standby_conninfo.clone(),
         label: Some("tidewal daemon".into()),
         spread_checkpoint: false,
         manifest_checksums: crate::ops::backup::ManifestChecksums::Crc32c,
         wal_timeout: Duration::from_secs(600),
-        incremental: false,
+        incremental,
     };
     let began = std::time::Instant::now();
-    let result = tokio::select! {
+    let mut result = tokio::select! {
         r = crate::ops::backup::take(&shared.repo, &args) => Some(r),
         _ = cancel.cancelled() => None,
     };
+    // A server that cannot take one (older than 17, summaries off or not reaching back to
+    // the parent) still gets its backup: a full one, with the reason in the log.
+    if let Some(Err(e)) = result.as_ref().filter(|_| args.incremental) {
+        if matches!(e.code, crate::error::Code::Usage | crate::error::Code::Postgres) {
+            tracing::warn!("incremental backup not possible ({e}); taking a full backup");
+            args.incremental = false;
+            result = tokio::select! {
+                r = crate::ops::backup::take(&shared.repo, &args) => Some(r),
+                _ = cancel.cancelled() => None,
+            };
+        }
+    }
     let outcome = {
         let mut st = super::lock(&shared.state);
         st.backup_running = false;

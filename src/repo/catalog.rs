@@ -71,6 +71,22 @@ pub async fn read_backups(repo: &Repo, names: &[String]) -> Result<Vec<BackupInf
     Ok(out)
 }
 
+/// Is the next scheduled backup incremental (pure)? Yes while the newest backup's chain
+/// starts with a full backup that finished less than `full_every` before `now`.
+pub fn incremental_due(backups: &[BackupInfo], now: SystemTime, full_every: std::time::Duration) -> bool {
+    let Some(mut at) = backups.last() else { return false };
+    for _ in 0..backups.len() {
+        match at.parent.as_deref() {
+            None => break,
+            Some(p) => match backups.iter().find(|b| b.id == p) {
+                Some(b) => at = b,
+                None => return false,
+            },
+        }
+    }
+    at.parent.is_none() && at.finished().is_some_and(|done| now.duration_since(done).is_ok_and(|age| age < full_every))
+}
+
 /// The objects a restore needs that `backup.json` does not list (pure): `base.tar`, the
 /// manifest, and each of its tablespaces' archives.
 pub fn unlisted_objects(info: &BackupInfo) -> Vec<String> {

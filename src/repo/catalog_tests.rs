@@ -197,3 +197,17 @@ fn abandoned_backups_are_old_and_incomplete() {
     );
     assert!(abandoned_backups(&listing, t0 + day / 2, day).is_empty());
 }
+
+#[test]
+fn the_daemon_takes_incremental_backups_until_the_full_one_is_old_enough() {
+    let day = std::time::Duration::from_secs(86_400);
+    let now = humantime::parse_rfc3339("2026-11-20T00:00:00Z").unwrap();
+    let full = info("f", "2026-11-15T00:00:00Z", "0/3000000");
+    let mut i1 = info("i1", "2026-11-16T00:00:00Z", "0/5000000");
+    i1.parent = Some("f".into());
+    assert!(!incremental_due(&[], now, 7 * day), "nothing to build on");
+    assert!(incremental_due(std::slice::from_ref(&full), now, 7 * day));
+    assert!(incremental_due(&[full.clone(), i1.clone()], now, 7 * day), "the chain's full backup is 5 days old");
+    assert!(!incremental_due(&[full.clone(), i1.clone()], now, 5 * day), "it is due again");
+    assert!(!incremental_due(&[i1], now, 7 * day), "a chain whose full backup is gone starts anew");
+}
