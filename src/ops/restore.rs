@@ -11,7 +11,7 @@ use crate::pg::lsn::{Lsn, SegmentId};
 use crate::pg::walfile::WalFile;
 use crate::progress::Progress;
 use crate::repo::catalog::{backup_wal_complete, choose, follow, list_backups, wal_coverage, BackupInfo, Target};
-use crate::repo::{layout, manifest, Repo};
+use crate::repo::{layout, Repo};
 use crate::store::ObjectInfo;
 
 #[path = "restore_archives.rs"]
@@ -209,11 +209,7 @@ pub async fn restore(repo: &Repo, args: &RestoreRequest) -> Result<Restored> {
     // The manifest comes first, so every file is checked as it is written.
     let manifest_path = args.to.join("backup_manifest");
     std::fs::write(&manifest_path, &manifest).map_err(|e| local(&manifest_path, e))?;
-    let checker = manifest::parse(&manifest)
-        .and_then(|m| m.for_system(repo.identity.system_id()))
-        .and_then(manifest::Checker::new)
-        .map_err(|e| Fail::new(Code::Integrity, format!("backup {}: {e}", first.id)))?;
-    let checker = Arc::new(checker);
+    let checker = chain::checker(repo, &first.id, &manifest)?;
     // Every archive downloads and unpacks at the same time.
     let total = chain.iter().flat_map(|b| &b.objects).filter(|o| o.name.ends_with(".tar")).map(|o| o.bytes).sum();
     let progress = Progress::start(&format!("restore {}", info.id), total);

@@ -39,14 +39,13 @@ pub(super) fn chain_of<'a>(all: &'a [BackupInfo], newest: &'a BackupInfo) -> Res
     Ok(chain)
 }
 
-/// A backup's manifest as stored, and its file checker for this cluster.
-pub(super) async fn checker(repo: &Repo, b: &BackupInfo) -> Result<(Vec<u8>, manifest::Checker)> {
-    let text = repo.open_bytes(&layout::backup_object(&b.id, "backup_manifest")).await?;
-    let checker = manifest::parse(&text)
+/// The file checker of backup `id`'s manifest `text`, for this repository's cluster.
+pub(super) fn checker(repo: &Repo, id: &str, text: &[u8]) -> Result<Arc<manifest::Checker>> {
+    manifest::parse(text)
         .and_then(|m| m.for_system(repo.identity.system_id()))
         .and_then(manifest::Checker::new)
-        .map_err(|e| Fail::new(Code::Integrity, format!("backup {}: {e}", b.id)))?;
-    Ok((text.to_vec(), checker))
+        .map(Arc::new)
+        .map_err(|e| Fail::new(Code::Integrity, format!("backup {id}: {e}")))
 }
 
 /// Unpack the chain's older backups over what the newest left in `to` (and the tablespace
@@ -63,8 +62,8 @@ pub(super) async fn apply_older(
     let mut checked = 0;
     for b in older.iter().rev() {
         tracing::info!("filling in from backup {}", b.id);
-        let (_, checker) = checker(repo, b).await?;
-        let checker = Arc::new(checker);
+        let text = repo.open_bytes(&layout::backup_object(&b.id, "backup_manifest")).await?;
+        let checker = checker(repo, &b.id, &text)?;
         let jobs = archives(b, to, spaces)?.into_iter().map(|a| {
             let (checker, progress, layer) = (checker.clone(), progress.clone(), Layer::Older(state.clone()));
             async move {
