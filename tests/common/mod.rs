@@ -101,9 +101,13 @@ impl TestEnv {
         tmp.disable_cleanup(std::env::var_os("TIDEWAL_KEEP_TMP").is_some());
         std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
         let bin = tmp.path().join("tidewal");
-        std::fs::copy(env!("CARGO_BIN_EXE_tidewal"), &bin).unwrap();
-        std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
-        wait_executable(&bin);
+        // A hard link costs no disk (a copy per test filled a small CI disk); a copy where
+        // the temp dir is on another file system.
+        if std::fs::hard_link(env!("CARGO_BIN_EXE_tidewal"), &bin).is_err() {
+            std::fs::copy(env!("CARGO_BIN_EXE_tidewal"), &bin).unwrap();
+            std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+            wait_executable(&bin);
+        }
         let config = tmp.path().join("tidewal.toml");
         chown_pg(tmp.path());
         TestEnv { tmp, bin, config }
