@@ -130,6 +130,11 @@ async fn without_wal_summaries_the_server_refuses_an_incremental_backup() {
 /// archiving off. (A chain's restore has no `backup_manifest` to check with
 /// pg_verifybackup: the full backup's no longer describes the directory.)
 fn restore_chain_and_start(a: &Archiving, name: &str, extra: &[&str]) -> Cluster {
+    restore_and_start(a, name, extra, true)
+}
+
+/// `chain`: the backup restored is incremental.
+fn restore_and_start(a: &Archiving, name: &str, extra: &[&str], chain: bool) -> Cluster {
     let dir = a.env.pg_dir(name);
     let data = dir.join("pgdata");
     let mut args = vec!["restore", "--to", data.to_str().unwrap(), "--target-action", "promote"];
@@ -137,7 +142,7 @@ fn restore_chain_and_start(a: &Archiving, name: &str, extra: &[&str]) -> Cluster
     let out = a.env.tidewal(&args);
     expect_exit(&out, 0, &[]);
     assert!(stdout(&out).contains("verified against the manifest"), "{}", stdout(&out));
-    assert!(!data.join("backup_manifest").exists());
+    assert_eq!(data.join("backup_manifest").exists(), !chain);
     let label = std::fs::read_to_string(data.join("backup_label")).unwrap();
     assert!(!label.contains("INCREMENTAL FROM"), "{label}");
     let mut r = Cluster::adopt(&dir, &data);
@@ -155,12 +160,13 @@ fn stored(listing: &serde_json::Value, id: &str) -> u64 {
 
 /// A database that is mostly cold partitions, as TimescaleDB keeps old chunks, with a hot
 /// one under updates: a full backup, two incremental ones (a partition dropped between
-/// them), and restores of the chain to a moment after each.
-#[test]
-fn a_chain_of_incremental_backups_restores_to_a_moment_after_each() {
-    let a = Archiving::start_from("incr-chain", &major_bin(17), &[]);
+/// them), and restores of the chain to a moment after each; `verify` passes, and a prune
+/// whose window holds only the newest backup keeps its chain.
+fn a_chain_restores_to_a_moment_after_each(a: Archiving, server_side: bool) {
     let c = &a.cluster;
-    c.set("summarize_wal", "on");
+    if server_side {
+        c.set("summarize_wal", "on");
+    }
     c.psql("CREATE TABLE metrics (day date, v int, pad text) PARTITION BY RANGE (day)");
     for m in 1..=10 {
         c.psql(&format!(
@@ -175,6 +181,10 @@ fn a_chain_of_incremental_backups_restores_to_a_moment_after_each() {
     c.psql("VACUUM FREEZE");
     c.psql("CHECKPOINT");
     let full = backup_id(&a.env.tidewal(&["backup"]));
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let mark0 = c.psql("SELECT to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')");
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let sum0 = c.psql("SELECT sum(v) FROM metrics");
 
     // Changes to the hot partition only, then the first incremental backup.
     c.psql("UPDATE metrics SET v = v + 1 WHERE day >= '2026-10-01' AND v % 10 = 0");
@@ -203,7 +213,21 @@ fn a_chain_of_incremental_backups_restores_to_a_moment_after_each() {
         let b = listing["backups"].as_array().unwrap().iter().find(|b| b["id"] == id).unwrap().clone();
         b["parent"].as_str().map(str::to_string)
     };
-    assert_eq!((parent_of(&full), parent_of(&incr1), parent_of(&incr2)), (None, Some(full.clone()), Some(incr1)));
+    assert_eq!(
+        (parent_of(&full), parent_of(&incr1), parent_of(&incr2)),
+        (None, Some(full.clone()), Some(incr1.clone()))
+    );
+    let how = listing["backups"].as_array().unwrap().iter().find(|b| b["id"] == incr2).unwrap()["increment"].clone();
+    assert_eq!(how, if server_side { "server" } else { "client" });
+    let out = a.env.tidewal(&["verify"]);
+    assert_eq!(code(&out), 0, "{}\n{}", stdout(&out), stderr(&out));
+
+    // A window that holds only the newest backup: its whole chain stays.
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    expect_exit(&a.env.tidewal(&["prune", "--window", "1s"]), 0, &[]);
+    let after: serde_json::Value = serde_json::from_str(&stdout(&a.env.tidewal(&["list", "--json"]))).unwrap();
+    let ids: Vec<&str> = after["backups"].as_array().unwrap().iter().map(|b| b["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, [full.as_str(), incr1.as_str(), incr2.as_str()], "{after}");
 
     // The newest chain to the end of the WAL: every change, the dropped partition gone.
     let r = restore_chain_and_start(&a, "to-end", &[]);
@@ -220,6 +244,24 @@ fn a_chain_of_incremental_backups_restores_to_a_moment_after_each() {
     assert_eq!(r.psql("SELECT string_agg(batch, ',') FROM marks"), "one");
     assert_eq!(r.psql("SELECT sum(v) FROM metrics"), sum1);
     assert_eq!(r.psql("SELECT count(*) FROM metrics_01"), "20000");
+    drop(r);
+
+    // To the moment after the full backup: the full backup alone.
+    let r = restore_and_start(&a, "to-mark0", &["--target-time", &mark0], false);
+    assert_eq!(r.psql("SELECT count(*) FROM marks"), "0");
+    assert_eq!(r.psql("SELECT sum(v) FROM metrics"), sum0);
+}
+
+#[test]
+fn server_side_incremental_backups_on_postgresql_17_restore_to_a_moment_after_each() {
+    a_chain_restores_to_a_moment_after_each(Archiving::start_from("incr-chain", &major_bin(17), &[]), true);
+}
+
+/// PostgreSQL 15 has no WAL summaries: tidewal compares what the server sends with the
+/// parent's file index and stores only what changed.
+#[test]
+fn client_side_incremental_backups_on_postgresql_15_restore_to_a_moment_after_each() {
+    a_chain_restores_to_a_moment_after_each(Archiving::start("incr-chain-15", RepoKind::File), false);
 }
 
 /// kill -9 of an incremental backup after it stored its data, while it waits for its WAL:
@@ -275,8 +317,8 @@ fn an_incremental_backup_killed_before_it_completes_leaves_the_chain_whole() {
 }
 
 /// `daemon.full_every`: the daemon's backups (scheduled, or asked for with `--via-daemon`
-/// as here) build on the chain's full backup until it is that old; on a server that cannot
-/// take an incremental backup it takes a full one and says why.
+/// as here) build on the chain's full backup until it is that old: client-side without WAL
+/// summaries, server-side with them.
 #[test]
 fn the_daemon_takes_incremental_backups_between_full_ones() {
     let a = Archiving::start_from("incr-daemon", &major_bin(17), &[]);
@@ -293,14 +335,17 @@ fn the_daemon_takes_incremental_backups_between_full_ones() {
         expect_exit(&out, 0, &[]);
     };
     let d = Daemon::start(&a.env, port, &log);
-    // Without WAL summaries: full backups, and the reason in the log.
+    // Without WAL summaries: a full backup, then a client-side incremental one on it.
     via_daemon();
+    c.psql("UPDATE t SET g = -g WHERE g % 100 = 2");
     via_daemon();
+    let first = backups();
+    assert!(first[0]["parent"].is_null(), "{first:?}");
+    assert_eq!((&first[1]["parent"], &first[1]["increment"]), (&first[0]["id"], &"client".into()), "{first:?}");
     let text = std::fs::read_to_string(&log).unwrap();
-    assert!(text.contains("incremental backup not possible") && text.contains("summarize_wal"), "{text}");
-    assert!(backups().iter().all(|b| b["parent"].is_null()), "{:?}", backups());
+    assert!(text.contains("client-side incremental on"), "{text}");
 
-    // With them, from a full backup taken while they are on, two incremental ones.
+    // With them, from a full backup taken while they are on, two server-side ones.
     c.set("summarize_wal", "on");
     let full = backup_id(&a.env.tidewal(&["backup"]));
     c.psql("UPDATE t SET g = -g WHERE g % 100 = 0");
@@ -312,4 +357,5 @@ fn the_daemon_takes_incremental_backups_between_full_ones() {
     let n = all.len();
     assert_eq!(all[n - 1]["parent"], all[n - 2]["id"], "{all:?}");
     assert_eq!(all[n - 2]["parent"], full.as_str(), "{all:?}");
+    assert_eq!(all[n - 1]["increment"], "server", "{all:?}");
 }

@@ -25,9 +25,10 @@ pub struct Args {
     /// How long to wait for the backup's WAL to reach the repository
     #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
     pub wal_timeout: Duration,
-    /// Send only the blocks changed since the newest backup, which this one then builds on
-    /// (PostgreSQL 17 or later with summarize_wal = on); restore rebuilds the files from
-    /// the chain
+    /// Store only what changed since an earlier backup, which this one then builds on: the
+    /// server sends only changed blocks (PostgreSQL 17 or later with summarize_wal = on), or
+    /// tidewal compares what it sends with the newest backup's file index; restore rebuilds
+    /// the files from the chain
     #[arg(long, conflicts_with = "via_daemon")]
     pub incremental: bool,
 }

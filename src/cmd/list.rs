@@ -291,7 +291,7 @@ pub async fn run(settings: &Settings, args: &Args) -> Result<()> {
             b.start_lsn,
             b.end_lsn,
             b.timeline,
-            b.parent.as_ref().map(|p| format!("  incremental on {p}")).unwrap_or_default(),
+            b.parent.as_ref().map(|p| format!("  incremental on {p}{}", increment_kind(b))).unwrap_or_default(),
             if backup_wal_complete(b, &cov, seg) { "" } else { "  (WAL incomplete: cannot be restored)" }
         );
         if let Some(p) = &l.objects_problem {
@@ -358,6 +358,14 @@ pub async fn run(settings: &Settings, args: &Args) -> Result<()> {
         println!("\nSPLIT: two clusters archive into this repository: {}", timelines::describe_split(&sp, seg));
     }
     Ok(())
+}
+
+/// How an incremental backup was taken, for a person.
+fn increment_kind(b: &BackupInfo) -> &'static str {
+    match b.increment {
+        Some(crate::repo::catalog::Increment::Client) => " (client-side)",
+        _ => " (server-side)",
+    }
 }
 
 #[cfg(test)]

@@ -4,6 +4,8 @@
 
 use std::time::{Duration, Instant, SystemTime};
 
+use super::backup_parent;
+use super::backup_parent::{Delta, Parent};
 use super::prune::{find_leftovers, remove_object};
 use crate::error::{Code, Fail, Result};
 use crate::pg::lsn::{Lsn, SegmentId};
@@ -11,8 +13,10 @@ use crate::pg::replication::{BackupEvent, ReplConn};
 use crate::pg::sql;
 use crate::pg::walfile::WalFile;
 use crate::progress::Progress;
-use crate::repo::catalog::BackupInfo;
+use crate::repo::catalog::{BackupInfo, Increment};
 use crate::repo::clock::bounded_now;
+use crate::repo::file_index::{self, FileIndex};
+use crate::repo::tar_delta::DeltaStats;
 use crate::repo::{layout, ObjectWriter, Repo, StoredObject};
 
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
@@ -33,7 +37,8 @@ pub struct BackupRequest {
     pub manifest_checksums: ManifestChecksums,
     /// How long to wait for the backup's WAL to reach the repository
     pub wal_timeout: Duration,
-    /// Only the blocks changed since the newest backup (PostgreSQL 17 and later)
+    /// Only what changed since an earlier backup: server-side on PostgreSQL 17 and later with
+    /// summarize_wal, client-side otherwise
     pub incremental: bool,
 }
 
@@ -75,16 +80,17 @@ async fn take_leased(repo: &Repo, args: &BackupRequest) -> Result<BackupInfo> {
         ManifestChecksums::Sha256 => "SHA256",
     };
     let parent = match args.incremental {
-        true => Some(incremental_parent(repo, &mut conn).await?),
+        true => Some(backup_parent::choose(repo, &mut conn).await?),
         false => None,
     };
-    let start = conn.start_base_backup(&label, !args.spread_checkpoint, checksums, parent.is_some()).await.map_err(
+    let server_side = parent.as_ref().is_some_and(|p| p.how == Increment::Server);
+    let start = conn.start_base_backup(&label, !args.spread_checkpoint, checksums, server_side).await.map_err(
         |e| match &parent {
             Some(p) if e.contains("WAL summar") => Fail::new(
                 Code::Postgres,
                 format!(
                     "{e}: the server cannot tell what changed since backup {}; take a full backup (without --incremental)",
-                    p.id
+                    p.info.id
                 ),
             ),
             _ => pg(e),
@@ -92,13 +98,18 @@ async fn take_leased(repo: &Repo, args: &BackupRequest) -> Result<BackupInfo> {
     )?;
     match &parent {
         Some(p) => tracing::info!(
-            "backup {id} (incremental on {}) started at {} on timeline {}",
-            p.id,
+            "backup {id} ({} incremental on {}) started at {} on timeline {}",
+            if server_side { "server-side" } else { "client-side" },
+            p.info.id,
             start.start_lsn,
             start.timeline
         ),
         None => tracing::info!("backup {id} started at {} on timeline {}", start.start_lsn, start.timeline),
     }
+    // Every archive is indexed (so later backups can build on this one) and, client-side,
+    // compared with the parent's index; a server-side increment cannot be indexed.
+    let parent_index = parent.as_ref().and_then(|p| p.index.clone());
+    let mut deltas = Vec::new();
 
     let progress = Progress::start(&format!("backup {id}"), start.estimated_bytes);
     let mut objects = Vec::new();
@@ -107,7 +118,10 @@ async fn take_leased(repo: &Repo, args: &BackupRequest) -> Result<BackupInfo> {
         match event {
             BackupEvent::Archive { name, .. } => {
                 finish(&mut current, &mut objects).await?;
-                current = Some(repo.create_stream(&layout::backup_object(&id, &name)));
+                let obj = layout::backup_object(&id, &name);
+                let delta = Delta::for_archive(&name, parent_index.as_ref()).filter(|_| !server_side);
+                current = Some(repo.create_stream_filtered(&obj, delta.as_ref().map(Delta::filter)));
+                deltas.extend(delta);
             }
             BackupEvent::Manifest => {
                 finish(&mut current, &mut objects).await?;
@@ -125,6 +139,9 @@ async fn take_leased(repo: &Repo, args: &BackupRequest) -> Result<BackupInfo> {
     }
     finish(&mut current, &mut objects).await?;
     progress.finish();
+    if !server_side {
+        objects.push(store_index(repo, &id, deltas, parent.as_ref()).await?);
+    }
     let (end_lsn, end_tli) = conn.finish_base_backup().await.map_err(pg)?;
     if from_standby {
         // A standby does not archive, and its stop position lies in a segment the primary
@@ -158,7 +175,8 @@ async fn take_leased(repo: &Repo, args: &BackupRequest) -> Result<BackupInfo> {
         duration_seconds: began.elapsed().as_secs_f64(),
         tablespaces: start.tablespaces.clone(),
         objects,
-        parent: parent.map(|p| p.id),
+        parent: parent.as_ref().map(|p| p.info.id.clone()),
+        increment: parent.map(|p| p.how),
     };
     // Every object as the repository has it now, before the record says it is there (a
     // clean-up elsewhere that took this backup for dead would show here).
@@ -171,47 +189,38 @@ async fn take_leased(repo: &Repo, args: &BackupRequest) -> Result<BackupInfo> {
     Ok(info)
 }
 
-/// The backup an incremental one builds on: the newest complete one, whose manifest the
-/// server is given to compare against. Refused, saying what to do, where the server cannot
-/// take one.
-async fn incremental_parent(repo: &Repo, conn: &mut ReplConn) -> Result<BackupInfo> {
-    let usage = |m: String| Fail::new(Code::Usage, m);
-    let major: u32 = conn.server_version.split(['.', ' ']).next().and_then(|m| m.parse().ok()).unwrap_or(0);
-    if major < 17 {
-        return Err(usage(format!(
-            "incremental backups need PostgreSQL 17 or later with summarize_wal = on; this server is {}: take a full backup (without --incremental)",
-            conn.server_version
-        )));
-    }
-    let show = async |conn: &mut ReplConn, name: &str| -> Result<String> {
-        let rows = conn.simple_query(&format!("SHOW {name}")).await.map_err(|e| Fail::new(Code::Postgres, e))?;
-        Ok(rows.first().and_then(|r| r.first()).cloned().flatten().unwrap_or_default())
-    };
-    if show(conn, "summarize_wal").await? != "on" {
-        return Err(usage(
-            "incremental backups need summarize_wal = on on the server (ALTER SYSTEM SET summarize_wal = on; SELECT pg_reload_conf()), then a full backup to build on".into(),
-        ));
-    }
-    // Rebuilding files from a chain assumes PostgreSQL's default block and segment sizes.
-    for (name, want) in [("block_size", "8192"), ("segment_size", "1GB")] {
-        let got = show(conn, name).await?;
-        if got != want {
-            return Err(usage(format!(
-                "incremental backups need the default {name} ({want}); this server was built with {got}: take full backups"
-            )));
+/// The file index of every archive, stored as one object; for a client-side increment, what
+/// was left out is logged.
+async fn store_index(repo: &Repo, id: &str, deltas: Vec<Delta>, parent: Option<&Parent>) -> Result<StoredObject> {
+    let mut index = FileIndex::default();
+    let mut stats = DeltaStats::default();
+    for d in deltas {
+        let (i, s) = d.finish()?;
+        index.extend(i);
+        for (sum, add) in [
+            (&mut stats.whole, s.whole),
+            (&mut stats.partial, s.partial),
+            (&mut stats.unchanged, s.unchanged),
+            (&mut stats.relation_bytes, s.relation_bytes),
+            (&mut stats.left_out, s.left_out),
+        ] {
+            *sum += add;
         }
     }
-    let parent = crate::repo::catalog::list_backups(repo).await?.pop().ok_or_else(|| {
-        usage(
-            "an incremental backup builds on an earlier one, and the repository has none: run tidewal backup first"
-                .into(),
-        )
-    })?;
-    let manifest = repo.open_bytes(&layout::backup_object(&parent.id, "backup_manifest")).await?;
-    conn.upload_manifest(&manifest).await.map_err(|e| {
-        Fail::new(Code::Postgres, format!("the server refused backup {}'s manifest to build on: {e}", parent.id))
-    })?;
-    Ok(parent)
+    if let Some(p) = parent {
+        tracing::info!(
+            "backup {id}: {} of {} MiB of relation files left out as backup {}'s: {} files unchanged, {} stored from their first changed MiB, {} whole",
+            stats.left_out >> 20,
+            stats.relation_bytes >> 20,
+            p.info.id,
+            stats.unchanged,
+            stats.partial,
+            stats.whole
+        );
+    }
+    let mut w = repo.create_stream(&layout::backup_object(id, file_index::NAME));
+    w.write(&index.encode()).await?;
+    w.finish().await
 }
 
 async fn finish(current: &mut Option<ObjectWriter>, objects: &mut Vec<StoredObject>) -> Result<()> {

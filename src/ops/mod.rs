@@ -3,6 +3,7 @@
 //! configuration, parses a command line or prints for a person.
 
 pub mod backup;
+mod backup_parent;
 pub mod copy;
 pub mod copy_sync;
 pub mod dump;

@@ -242,6 +242,7 @@ pub async fn restore(repo: &Repo, args: &RestoreRequest) -> Result<Restored> {
             let more =
                 chain::apply_older(repo, older, &args.to, &spaces, &state, &progress).await.map_err(incomplete)?;
             chain::finish(&args.to, &state).map_err(incomplete)?;
+            chain::check_rebuilt(&checker, &args.to, &spaces).await.map_err(incomplete)?;
             checked + more
         }
     };
@@ -599,6 +600,7 @@ mod tests {
             tablespaces,
             objects: vec![obj],
             parent: None,
+            increment: None,
         }
     }
 

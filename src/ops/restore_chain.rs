@@ -96,6 +96,40 @@ pub(super) fn finish(to: &Path, state: &ChainState) -> Result<()> {
     Ok(())
 }
 
+/// The files the newest backup stored as tidewal's increments (client-side), read back now
+/// that the chain has rebuilt them and checked against that backup's manifest, on all cores.
+/// (A server-side increment's manifest lists the increment, checked as it passed.)
+pub(super) async fn check_rebuilt(
+    checker: &Arc<manifest::Checker>,
+    to: &Path,
+    spaces: &[(u32, PathBuf)],
+) -> Result<()> {
+    let keys = checker.take_rebuilt();
+    let (checker, to, spaces) = (checker.clone(), to.to_path_buf(), spaces.to_vec());
+    let checked = tokio::task::spawn_blocking(move || {
+        use rayon::prelude::*;
+        keys.par_iter().try_for_each(|key| {
+            let path = match key.strip_prefix("pg_tblspc/").and_then(|k| k.split_once('/')) {
+                Some((oid, rest)) => match spaces.iter().find(|(o, _)| o.to_string() == oid) {
+                    Some((_, dir)) => dir.join(rest),
+                    None => return Err(format!("{key}: no such tablespace in the restore")),
+                },
+                None => to.join(key),
+            };
+            let mut file = std::fs::File::open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+            checker.check_rebuilt(key, &mut file)
+        })
+    })
+    .await
+    .map_err(|e| Fail::new(Code::Internal, e.to_string()))?;
+    checked.map_err(|e| {
+        Fail::new(
+            Code::Integrity,
+            format!("a file rebuilt from the chain does not match the newest backup's manifest: {e}"),
+        )
+    })
+}
+
 /// An incremental backup's label without the lines that tell PostgreSQL it still needs
 /// combining (pure), as pg_combinebackup writes it.
 fn full_label(text: &str) -> String {

@@ -22,6 +22,7 @@ fn backup(tli: u32, start: u64, end: u64) -> BackupInfo {
         tablespaces: vec![],
         objects: vec![],
         parent: None,
+        increment: None,
     }
 }
 

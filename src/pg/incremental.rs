@@ -176,17 +176,25 @@ pub fn rebuilt_blocks(h: &Header) -> u32 {
     h.blocks.last().map_or(h.truncation_blocks, |&b| h.truncation_blocks.max(b + 1))
 }
 
+/// The header of an incremental file holding `blocks` (ascending), as the server writes it
+/// (pure); tidewal's client-side incremental backups write the same format.
+pub fn encode_header(blocks: impl ExactSizeIterator<Item = u32>, truncation: u32, g: Geometry) -> Vec<u8> {
+    let n = blocks.len() as u32;
+    let mut f = Vec::with_capacity(header_len(n, g) as usize);
+    f.extend_from_slice(&INCREMENTAL_MAGIC.to_le_bytes());
+    f.extend_from_slice(&n.to_le_bytes());
+    f.extend_from_slice(&truncation.to_le_bytes());
+    for b in blocks {
+        f.extend_from_slice(&b.to_le_bytes());
+    }
+    f.resize(header_len(n, g) as usize, 0);
+    f
+}
+
 /// An incremental file as the server writes it (tests build chains with it).
 #[cfg(test)]
 pub(crate) fn encode(blocks: &[(u32, Vec<u8>)], truncation: u32, g: Geometry) -> Vec<u8> {
-    let mut f = Vec::new();
-    f.extend_from_slice(&INCREMENTAL_MAGIC.to_le_bytes());
-    f.extend_from_slice(&(blocks.len() as u32).to_le_bytes());
-    f.extend_from_slice(&truncation.to_le_bytes());
-    for (b, _) in blocks {
-        f.extend_from_slice(&b.to_le_bytes());
-    }
-    f.resize(header_len(blocks.len() as u32, g) as usize, 0);
+    let mut f = encode_header(blocks.iter().map(|(b, _)| *b), truncation, g);
     for (_, data) in blocks {
         f.extend_from_slice(data);
     }

@@ -34,6 +34,20 @@ pub struct BackupInfo {
     /// backup. Absent from records that predate incremental backups.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parent: Option<String>,
+    /// How an incremental backup was taken; records without it (and with a parent) are
+    /// server-side.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub increment: Option<Increment>,
+}
+
+/// How an incremental backup knows what changed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Increment {
+    /// PostgreSQL 17's WAL summaries: the server sent only changed blocks.
+    Server,
+    /// tidewal compared what the server sent with the parent's file index.
+    Client,
 }
 
 impl BackupInfo {

@@ -44,6 +44,7 @@ fn info(id: &str, finished: &str, end: &str) -> BackupInfo {
         tablespaces: vec![],
         objects: vec![],
         parent: None,
+        increment: None,
     }
 }
 

@@ -81,6 +81,9 @@ impl FileSum {
 pub struct Checker {
     files: HashMap<String, ManifestFile>,
     seen: Mutex<HashSet<String>>,
+    /// Files the manifest lists whole that arrived as tidewal's `INCREMENTAL.<name>`: only
+    /// the file rebuilt from the chain can be checked.
+    rebuilt: Mutex<Vec<String>>,
 }
 
 impl Checker {
@@ -100,7 +103,7 @@ impl Checker {
                 files.insert(p, f);
             }
         }
-        Ok(Checker { files, seen: Mutex::new(HashSet::new()) })
+        Ok(Checker { files, seen: Mutex::new(HashSet::new()), rebuilt: Mutex::new(Vec::new()) })
     }
 
     /// The checksum to compute for `path` while it is written.
@@ -115,7 +118,15 @@ impl Checker {
     /// A file was written in full: it must be what the manifest says. Files the manifest does
     /// not list (there are none in a PostgreSQL backup) pass.
     pub fn finish(&self, path: &str, size: u64, sum: FileSum) -> Result<(), String> {
-        let Some(f) = self.files.get(path) else { return Ok(()) };
+        let Some(f) = self.files.get(path) else {
+            // A client-side incremental backup stores `dir/INCREMENTAL.name` for the
+            // manifest's `dir/name` (a server-side one lists the incremental file itself).
+            if let Some(target) = stands_for(path).filter(|t| self.files.contains_key(t)) {
+                lock(&self.seen).insert(target.clone());
+                lock(&self.rebuilt).push(target);
+            }
+            return Ok(());
+        };
         if size != f.size {
             return Err(format!("{path}: {size} bytes, the manifest says {}", f.size));
         }
@@ -125,13 +136,35 @@ impl Checker {
                 return Err(format!("{path}: {algo} {got} does not match the manifest's {want}"));
             }
         }
-        self.seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(path.to_string());
+        lock(&self.seen).insert(path.to_string());
         Ok(())
+    }
+
+    /// The files that arrived as increments, to check once the chain has rebuilt them; each
+    /// is given once.
+    pub fn take_rebuilt(&self) -> Vec<String> {
+        std::mem::take(&mut *lock(&self.rebuilt))
+    }
+
+    /// A rebuilt file, read back in full, against the manifest.
+    pub fn check_rebuilt(&self, path: &str, file: &mut impl std::io::Read) -> Result<(), String> {
+        let mut sum = self.start(path);
+        let mut buf = vec![0u8; 1 << 20];
+        let mut size = 0u64;
+        loop {
+            let n = file.read(&mut buf).map_err(|e| format!("{path}: {e}"))?;
+            if n == 0 {
+                break;
+            }
+            sum.update(&buf[..n]);
+            size += n as u64;
+        }
+        self.finish(path, size, sum)
     }
 
     /// After every archive: nothing the manifest lists may be missing. Returns the file count.
     pub fn complete(&self) -> Result<usize, String> {
-        let seen = self.seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let seen = lock(&self.seen);
         let mut missing: Vec<&String> = self.files.keys().filter(|p| !seen.contains(*p)).collect();
         missing.sort();
         match missing.first() {
@@ -139,6 +172,17 @@ impl Checker {
             None => Ok(seen.len()),
         }
     }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// `dir/INCREMENTAL.name` → `dir/name` (pure).
+fn stands_for(path: &str) -> Option<String> {
+    let (dir, name) = path.rsplit_once('/')?;
+    let name = name.strip_prefix(crate::pg::incremental::PREFIX).filter(|n| !n.is_empty())?;
+    Some(format!("{dir}/{name}"))
 }
 
 #[cfg(test)]
@@ -179,6 +223,23 @@ mod tests {
         }
         let bad = Checker::new(manifest("SHA512", "00"));
         assert!(bad.err().unwrap().contains("SHA512"));
+    }
+
+    #[test]
+    fn an_increment_stands_for_its_file_until_the_file_is_rebuilt() {
+        let crc = hex::encode(crc32c::crc32c(b"15\n").to_le_bytes());
+        let text = format!(
+            r#"{{"PostgreSQL-Backup-Manifest-Version": 1, "Files": [
+                {{"Path": "base/5/1", "Size": 3, "Last-Modified": "x", "Checksum-Algorithm": "CRC32C", "Checksum": "{crc}"}}]}}"#
+        );
+        let c = Checker::new(parse(text.as_bytes()).unwrap()).unwrap();
+        feed(&c, "base/5/INCREMENTAL.1", b"anything").unwrap();
+        feed(&c, "base/5/INCREMENTAL.2", b"not listed").unwrap();
+        assert_eq!(c.complete().unwrap(), 1);
+        assert_eq!(c.take_rebuilt(), ["base/5/1"]);
+        assert!(c.take_rebuilt().is_empty());
+        assert!(c.check_rebuilt("base/5/1", &mut &b"16\n"[..]).unwrap_err().contains("does not match"));
+        c.check_rebuilt("base/5/1", &mut &b"15\n"[..]).unwrap();
     }
 
     #[test]

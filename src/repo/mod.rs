@@ -5,11 +5,13 @@ pub mod catalog;
 pub mod clock;
 pub mod dump_retention;
 pub mod dumps;
+pub mod file_index;
 pub mod identity_cache;
 pub mod layout;
 pub mod lease;
 pub mod manifest;
 pub mod retention;
+pub mod tar_delta;
 pub mod timelines;
 pub mod unpack;
 
@@ -426,6 +428,12 @@ impl Repo {
     /// Start a streamed object. Callers pick names that cannot exist yet (multipart uploads
     /// cannot be create-only).
     pub fn create_stream(&self, obj: &str) -> ObjectWriter {
+        self.create_stream_filtered(obj, None)
+    }
+
+    /// [`Repo::create_stream`] with the bytes rewritten by `filter` on the sealer's thread
+    /// before they are sealed (a client-side incremental backup's archives).
+    pub fn create_stream_filtered(&self, obj: &str, mut filter: Option<StreamFilter>) -> ObjectWriter {
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Option<Vec<u8>>>(WRITER_QUEUE);
         let (recycle, reuse) = std::sync::mpsc::channel::<Vec<u8>>();
         // Archives, manifests and dumps: every chunk is authenticated and (for a backup)
@@ -433,12 +441,28 @@ impl Repo {
         // tags rather than from hashing all the plaintext again.
         let opts = SealOptions { chain: true, ..self.seal_options(None) };
         let pending = self.sealed_upload(obj, opts, move |w| {
+            let mut rewritten = Vec::new();
             while let Some(item) = rx.blocking_recv() {
                 match item {
                     Some(group) => {
+                        let group = match filter.as_mut() {
+                            Some(f) => {
+                                f(&group, &mut rewritten)?;
+                                let mut group = group;
+                                group.clear();
+                                let _ = recycle.send(group);
+                                std::mem::take(&mut rewritten)
+                            }
+                            None => group,
+                        };
                         let mut spare = w.write_owned(group)?;
                         spare.clear();
-                        let _ = recycle.send(spare);
+                        match filter {
+                            Some(_) => rewritten = spare,
+                            None => {
+                                let _ = recycle.send(spare);
+                            }
+                        }
                     }
                     None => return Ok(()),
                 }
@@ -454,6 +478,9 @@ impl Repo {
         }
     }
 }
+
+/// Rewrites a stream's bytes into the buffer given (appending).
+pub type StreamFilter = Box<dyn FnMut(&[u8], &mut Vec<u8>) -> std::io::Result<()> + Send>;
 
 /// Small writes (a BASE_BACKUP message is 32 KiB) are copied into groups of one seal batch,
 /// which the sealer hands to the compressors as they are. The sealer thread is woken once

@@ -218,6 +218,7 @@ mod tests {
             tablespaces: vec![],
             objects: vec![],
             parent: None,
+            increment: None,
         }
     }
 

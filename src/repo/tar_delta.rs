@@ -1,0 +1,293 @@
+//! Client-side incremental backups, on any PostgreSQL version: a base backup's tar stream
+//! rewritten as it passes. Every relation file is cut into 1 MiB pieces and hashed (the new
+//! backup's file index). Where the parent backup's index has the same pieces, they are not
+//! stored again: the file becomes an `INCREMENTAL.<name>` entry in PostgreSQL 17's format,
+//! holding the blocks from its first changed piece to its end (none when nothing changed),
+//! and a chain restore takes the rest from older backups (`unpack_chain.rs`). Only the
+//! piece being compared is held. Without a parent, every file passes as it is and only the
+//! index is made. Pure: bytes in, bytes out.
+
+use std::sync::Arc;
+
+use super::file_index::{digest_of, Digest, FileIndex, CHUNK};
+use crate::pg::incremental::{self, Geometry};
+
+const BLOCK: u64 = 8192;
+const TAR_BLOCK: u64 = 512;
+
+/// What a rewrite did, for the log and the bench.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DeltaStats {
+    /// Relation files stored whole, from a changed piece on, or not at all.
+    pub whole: u64,
+    pub partial: u64,
+    pub unchanged: u64,
+    /// Relation files' bytes received, and those left out as the parent's.
+    pub relation_bytes: u64,
+    pub left_out: u64,
+}
+
+pub struct TarDelta {
+    /// Prepended to entry names to give the manifest's names (`pg_tblspc/<oid>/`).
+    prefix: String,
+    parent: Option<Arc<FileIndex>>,
+    index: FileIndex,
+    stats: DeltaStats,
+    state: State,
+    head: Vec<u8>,
+    /// The last entry was a long-name or pax header: the next header's name is not its own.
+    extended: bool,
+}
+
+enum State {
+    Header,
+    /// Bytes copied as they are (an entry not compared, padding included).
+    Pass(u64),
+    File(Box<Rel>),
+    /// Input padding after a compared file.
+    Skip(u64),
+    /// After the end-of-archive blocks.
+    End,
+}
+
+struct Rel {
+    key: String,
+    header: tar::Header,
+    size: u64,
+    at: u64,
+    hasher: blake3::Hasher,
+    in_piece: usize,
+    pieces: Vec<Digest>,
+    mode: Mode,
+}
+
+enum Mode {
+    /// Every piece so far is the parent's; the current one is held until it is compared.
+    Holding(Vec<u8>),
+    /// The entry is being written; its length, for the padding.
+    Writing(u64),
+}
+
+fn padded(n: u64) -> u64 {
+    n.div_ceil(TAR_BLOCK) * TAR_BLOCK
+}
+
+fn pad(out: &mut Vec<u8>, entry: u64) {
+    out.resize(out.len() + (padded(entry) - entry) as usize, 0);
+}
+
+/// `<digits>[_fsm|_init][.<segment>]`: a relation file whose blocks are PostgreSQL's pages.
+/// A visibility map goes whole (it is small, and chain restores leave out a map sent in
+/// part).
+fn relation_file(name: &str) -> bool {
+    let base = name.split_once('.').map_or(name, |(b, seg)| {
+        if seg.is_empty() || !seg.bytes().all(|c| c.is_ascii_digit()) {
+            ""
+        } else {
+            b
+        }
+    });
+    let oid = base.strip_suffix("_fsm").or_else(|| base.strip_suffix("_init")).unwrap_or(base);
+    !oid.is_empty() && oid.bytes().all(|c| c.is_ascii_digit())
+}
+
+impl TarDelta {
+    pub fn new(prefix: &str, parent: Option<Arc<FileIndex>>) -> TarDelta {
+        TarDelta {
+            prefix: prefix.to_string(),
+            parent,
+            index: FileIndex::default(),
+            stats: DeltaStats::default(),
+            state: State::Header,
+            head: Vec::with_capacity(TAR_BLOCK as usize),
+            extended: false,
+        }
+    }
+
+    /// Rewrite the next bytes of the archive into `out`.
+    pub fn feed(&mut self, mut input: &[u8], out: &mut Vec<u8>) -> Result<(), String> {
+        while !input.is_empty() {
+            match &mut self.state {
+                State::Header => {
+                    let n = (TAR_BLOCK as usize - self.head.len()).min(input.len());
+                    self.head.extend_from_slice(&input[..n]);
+                    input = &input[n..];
+                    if self.head.len() == TAR_BLOCK as usize {
+                        self.on_header(out)?;
+                        self.head.clear();
+                    }
+                }
+                State::Pass(left) | State::Skip(left) => {
+                    let n = (*left).min(input.len() as u64) as usize;
+                    *left -= n as u64;
+                    let done = *left == 0;
+                    if matches!(self.state, State::Pass(_)) {
+                        out.extend_from_slice(&input[..n]);
+                    }
+                    input = &input[n..];
+                    if done {
+                        self.state = State::Header;
+                    }
+                }
+                State::End => {
+                    out.extend_from_slice(input);
+                    input = &[];
+                }
+                State::File(rel) => {
+                    let n = ((rel.size - rel.at) as usize).min(CHUNK - rel.in_piece).min(input.len());
+                    let data = &input[..n];
+                    input = &input[n..];
+                    rel.hasher.update(data);
+                    rel.in_piece += n;
+                    rel.at += n as u64;
+                    match &mut rel.mode {
+                        Mode::Holding(buf) => buf.extend_from_slice(data),
+                        Mode::Writing(_) => out.extend_from_slice(data),
+                    }
+                    if rel.in_piece == CHUNK || rel.at == rel.size {
+                        self.piece_done(out);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn on_header(&mut self, out: &mut Vec<u8>) -> Result<(), String> {
+        if self.head.iter().all(|&b| b == 0) {
+            out.extend_from_slice(&self.head);
+            self.state = State::End;
+            return Ok(());
+        }
+        let header = tar::Header::from_byte_slice(&self.head).clone();
+        let size = header.size().map_err(|e| format!("a tar header in the server's archive: {e}"))?;
+        let kind = header.entry_type();
+        let extended = std::mem::replace(&mut self.extended, kind.is_gnu_longname() || kind.is_pax_local_extensions());
+        let path = String::from_utf8(header.path_bytes().into_owned()).ok();
+        let key = path.as_deref().map(|p| format!("{}{p}", self.prefix));
+        let eligible = kind.is_file()
+            && !extended
+            && key.as_deref().is_some_and(|k| ["base/", "global/", "pg_tblspc/"].iter().any(|d| k.starts_with(d)))
+            && path.as_deref().and_then(|p| p.rsplit('/').next()).is_some_and(relation_file)
+            && path.as_deref().is_some_and(|p| p.len() + incremental::PREFIX.len() <= 100)
+            && header.as_ustar().is_some_and(|u| u.prefix.iter().all(|&b| b == 0))
+            && size > 0
+            && size % BLOCK == 0
+            && size / BLOCK <= Geometry::default().segment_blocks as u64;
+        let (Some(key), true) = (key, eligible) else {
+            out.extend_from_slice(&self.head);
+            self.state = match padded(size) {
+                0 => State::Header,
+                n => State::Pass(n),
+            };
+            return Ok(());
+        };
+        self.stats.relation_bytes += size;
+        let known = self.parent.as_ref().is_some_and(|p| p.chunks(&key).is_some());
+        let mode = if known {
+            Mode::Holding(Vec::new())
+        } else {
+            out.extend_from_slice(&self.head);
+            self.stats.whole += 1;
+            Mode::Writing(size)
+        };
+        self.state = State::File(Box::new(Rel {
+            key,
+            header,
+            size,
+            at: 0,
+            hasher: blake3::Hasher::new(),
+            in_piece: 0,
+            pieces: Vec::new(),
+            mode,
+        }));
+        Ok(())
+    }
+
+    /// A piece is complete: compare it while holding, and at the file's end close the entry.
+    fn piece_done(&mut self, out: &mut Vec<u8>) {
+        let State::File(rel) = &mut self.state else { return };
+        let k = rel.pieces.len();
+        rel.pieces.push(digest_of(&rel.hasher));
+        rel.hasher.reset();
+        rel.in_piece = 0;
+        let ended = rel.at == rel.size;
+        if let Mode::Holding(held) = &mut rel.mode {
+            let parents = self.parent.as_ref().and_then(|p| p.chunks(&rel.key));
+            let same = parents.and_then(|p| p.get(k)) == rel.pieces.last();
+            let blocks = (rel.size / BLOCK) as u32;
+            if same && ended {
+                // Unchanged: an incremental entry with no blocks.
+                let head = incremental::encode_header(std::iter::empty(), blocks, Geometry::default());
+                write_header(out, &rel.header, head.len() as u64);
+                out.extend_from_slice(&head);
+                pad(out, head.len() as u64);
+                self.stats.unchanged += 1;
+                self.stats.left_out += rel.size;
+            } else if same {
+                held.clear();
+            } else if k == 0 {
+                out.extend_from_slice(rel.header.as_bytes());
+                out.extend_from_slice(held);
+                rel.mode = Mode::Writing(rel.size);
+                self.stats.whole += 1;
+            } else {
+                let from = (k * CHUNK) as u64;
+                let first = (from / BLOCK) as u32;
+                let head = incremental::encode_header(first..blocks, blocks, Geometry::default());
+                let len = head.len() as u64 + rel.size - from;
+                write_header(out, &rel.header, len);
+                out.extend_from_slice(&head);
+                out.extend_from_slice(held);
+                rel.mode = Mode::Writing(len);
+                self.stats.partial += 1;
+                self.stats.left_out += from;
+            }
+        }
+        if ended {
+            if let Mode::Writing(len) = rel.mode {
+                pad(out, len);
+            }
+            let rel = match std::mem::replace(&mut self.state, State::Header) {
+                State::File(rel) => rel,
+                _ => unreachable!(),
+            };
+            if padded(rel.size) > rel.size {
+                self.state = State::Skip(padded(rel.size) - rel.size);
+            }
+            self.index.insert(rel.key, rel.pieces);
+        }
+    }
+
+    /// The archive ended: it must have ended between entries. The index of its relation
+    /// files and what was left out.
+    pub fn finish(self) -> Result<(FileIndex, DeltaStats), String> {
+        match self.state {
+            State::End => {}
+            State::Header if self.head.is_empty() => {}
+            _ => return Err("the server's archive ended inside an entry".into()),
+        }
+        Ok((self.index, self.stats))
+    }
+}
+
+/// The header of `INCREMENTAL.<name>` for the original entry, `len` bytes long.
+fn write_header(out: &mut Vec<u8>, original: &tar::Header, len: u64) {
+    let mut h = original.clone();
+    let path = original.path_bytes().into_owned();
+    let (dir, name) = match path.iter().rposition(|&c| c == b'/') {
+        Some(i) => path.split_at(i + 1),
+        None => (&[][..], &path[..]),
+    };
+    let bytes = h.as_mut_bytes();
+    bytes[..100].fill(0);
+    let new = [dir, incremental::PREFIX.as_bytes(), name].concat();
+    bytes[..new.len()].copy_from_slice(&new);
+    h.set_size(len);
+    h.set_cksum();
+    out.extend_from_slice(h.as_bytes());
+}
+
+#[cfg(test)]
+#[path = "tar_delta_tests.rs"]
+mod tests;
