@@ -9,8 +9,10 @@
 # each step's wall time, the bytes the server sent (plaintext of the archives) and the bytes
 # stored, as fractions of the full backup's; then restoring the full backup alone against
 # restoring the chain (full + two incremental backups), REPS (default 3) times each, medians.
-# PostgreSQL 17 server binaries (PG17_BIN, default /opt/tidewal-pg/17/bin, from
-# scripts/install-pg-servers.sh) with summarize_wal = on; client tools from PostgreSQL 15.
+# PG=17 (default): PostgreSQL 17 server binaries (PG17_BIN, default /opt/tidewal-pg/17/bin,
+# from scripts/install-pg-servers.sh) with summarize_wal = on: server-side increments.
+# PG=15: Debian's PostgreSQL 15, which has no WAL summaries: client-side increments (the
+# server sends everything; tidewal stores what changed). Client tools from PostgreSQL 15.
 set -euo pipefail
 cd "$(dirname "$0")"
 . ./lib.sh
@@ -19,9 +21,14 @@ COLD=${COLD:-9}
 ROWS=${ROWS:-150000}
 CHANGE=${CHANGE:-20}
 REPS=${REPS:-3}
+PG=${PG:-17}
 CLIENT_BIN=$PGBIN
-PGBIN=${PG17_BIN:-/opt/tidewal-pg/17/bin}
-[ -x "$PGBIN/postgres" ] || { echo "PostgreSQL 17 not found in $PGBIN: run scripts/install-pg-servers.sh (or set PG17_BIN)" >&2; exit 2; }
+case $PG in
+    15) SUMMARIZE=off ;;
+    17) PGBIN=${PG17_BIN:-/opt/tidewal-pg/17/bin} SUMMARIZE=on ;;
+    *) echo "PG must be 15 or 17" >&2; exit 2 ;;
+esac
+[ -x "$PGBIN/postgres" ] || { echo "PostgreSQL $PG not found in $PGBIN: run scripts/install-pg-servers.sh (or set PG17_BIN)" >&2; exit 2; }
 psql_c() {
     as_pg "$CLIENT_BIN/psql" -X -At -v ON_ERROR_STOP=1 -h "$PGSOCK" -p "$PGPORT_NUM" -U postgres -d postgres -c "$1"
 }
@@ -33,7 +40,7 @@ cleanup() {
 trap cleanup EXIT
 
 build_tidewal
-start_cluster "$WORK/cluster" "summarize_wal = on
+start_cluster "$WORK/cluster" "$([ "$SUMMARIZE" = on ] && echo "summarize_wal = on")
 archive_timeout = 60
 max_wal_size = 4GB"
 init_file_repo
@@ -89,7 +96,7 @@ done
 
 echo
 echo "a partitioned table, $COLD cold partitions and one hot, $ROWS rows each ($((size / 1048576)) MiB database);"
-echo "$CHANGE% of the hot partition's rows updated before each incremental backup; PostgreSQL 17, $(nproc) cores"
+echo "$CHANGE% of the hot partition's rows updated before each incremental backup; PostgreSQL $PG, $(nproc) cores"
 python3 - "$results" "$WORK/list.json" <<'PY'
 import json, statistics as st, sys
 times = {}
@@ -98,7 +105,11 @@ for line in open(sys.argv[1]):
     times.setdefault(name, []).append(int(ms) / 1000)
 backups = json.load(open(sys.argv[2]))["backups"]
 full = backups[0]
-def sent(b): return sum(o["bytes"] for o in b["objects"] if o["name"].endswith(".tar"))
+# Client-side increments read everything from the server; server-side ones what it sent.
+def sent(b):
+    if b.get("increment") == "client":
+        return sent(full)
+    return sum(o["bytes"] for o in b["objects"] if o["name"].endswith(".tar"))
 def stored(b): return sum(o["stored_bytes"] for o in b["objects"])
 print(f"{'backup':<14}{'seconds':>9}{'vs full':>9}{'read MB':>10}{'vs full':>9}{'stored MB':>11}{'vs full':>9}")
 for name, b in zip(("full", "incremental1", "incremental2"), backups):

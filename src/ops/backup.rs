@@ -197,15 +197,7 @@ async fn store_index(repo: &Repo, id: &str, deltas: Vec<Delta>, parent: Option<&
     for d in deltas {
         let (i, s) = d.finish()?;
         index.extend(i);
-        for (sum, add) in [
-            (&mut stats.whole, s.whole),
-            (&mut stats.partial, s.partial),
-            (&mut stats.unchanged, s.unchanged),
-            (&mut stats.relation_bytes, s.relation_bytes),
-            (&mut stats.left_out, s.left_out),
-        ] {
-            *sum += add;
-        }
+        stats.add(s);
     }
     if let Some(p) = parent {
         tracing::info!(

@@ -27,6 +27,16 @@ pub struct DeltaStats {
     pub left_out: u64,
 }
 
+impl DeltaStats {
+    pub fn add(&mut self, o: DeltaStats) {
+        self.whole += o.whole;
+        self.partial += o.partial;
+        self.unchanged += o.unchanged;
+        self.relation_bytes += o.relation_bytes;
+        self.left_out += o.left_out;
+    }
+}
+
 pub struct TarDelta {
     /// Prepended to entry names to give the manifest's names (`pg_tblspc/<oid>/`).
     prefix: String,
