@@ -186,10 +186,14 @@ fn a_chain_restores_to_a_moment_after_each(a: Archiving, server_side: bool) {
     std::thread::sleep(std::time::Duration::from_millis(1100));
     let sum0 = c.psql("SELECT sum(v) FROM metrics");
 
-    // Changes to the hot partition only, then the first incremental backup.
+    // Changes to the hot partition only, then the first incremental backup, taken while
+    // pgbench updates the hot partition.
     c.psql("UPDATE metrics SET v = v + 1 WHERE day >= '2026-10-01' AND v % 10 = 0");
     c.psql("INSERT INTO marks VALUES ('one')");
+    let hot = "\\set v random(1, 20000)\nUPDATE metrics SET v = v + 1 WHERE day = '2026-10-15' AND v = :v;\n";
+    let load = faults::InsertLoad::script(c, &a.env.pg_dir("load"), 50, hot);
     let out = a.env.tidewal(&["backup", "--incremental"]);
+    load.stop();
     let incr1 = backup_id(&out);
     std::thread::sleep(std::time::Duration::from_millis(1100));
     let mark1 = c.psql("SELECT to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')");
@@ -358,4 +362,40 @@ fn the_daemon_takes_incremental_backups_between_full_ones() {
     assert_eq!(all[n - 1]["parent"], all[n - 2]["id"], "{all:?}");
     assert_eq!(all[n - 2]["parent"], full.as_str(), "{all:?}");
     assert_eq!(all[n - 1]["increment"], "server", "{all:?}");
+}
+
+/// Client-side increments inside a tablespace, and a tablespace dropped between the full
+/// backup and the incremental one: the chain restores, the kept tablespace where mapped
+/// (its files rebuilt from both backups and checked), nothing of the dropped one.
+#[test]
+fn a_chain_restores_across_tablespaces_kept_and_dropped() {
+    let a = Archiving::start("incr-tblspc", RepoKind::File);
+    let c = &a.cluster;
+    let (keep, gone) = (a.env.pg_dir("keep"), a.env.pg_dir("gone"));
+    c.psql(&format!("CREATE TABLESPACE keep LOCATION '{}'", keep.display()));
+    c.psql(&format!("CREATE TABLESPACE gone LOCATION '{}'", gone.display()));
+    c.psql("CREATE TABLE kept (n int, pad text) TABLESPACE keep");
+    c.psql("INSERT INTO kept SELECT g, repeat('k', 200) FROM generate_series(1, 40000) g");
+    c.psql("CREATE TABLE dropped (n int) TABLESPACE gone");
+    c.psql("INSERT INTO dropped SELECT generate_series(1, 1000)");
+    c.psql("CHECKPOINT");
+    let full = backup_id(&a.env.tidewal(&["backup"]));
+    c.psql("DROP TABLE dropped");
+    c.psql("DROP TABLESPACE gone");
+    c.psql("UPDATE kept SET n = -n WHERE n > 39000");
+    let incr = backup_id(&a.env.tidewal(&["backup", "--incremental"]));
+    let sum = c.psql("SELECT sum(n) FROM kept");
+    let last = c.switch_wal();
+    c.wait_archived(&last);
+    let listing: serde_json::Value = serde_json::from_str(&stdout(&a.env.tidewal(&["list", "--json"]))).unwrap();
+    assert_eq!(listing["backups"][1]["parent"], full.as_str(), "{listing}");
+    assert_eq!(listing["backups"][1]["id"], incr.as_str(), "{listing}");
+
+    let oid = listing["backups"][1]["tablespaces"][0][0].as_u64().unwrap();
+    let mapped = a.env.pg_dir("keep-restored");
+    let map = format!("{oid}={}", mapped.display());
+    let r = restore_chain_and_start(&a, "restored", &["--tablespace-map", &map]);
+    assert_eq!(r.psql("SELECT sum(n) FROM kept"), sum);
+    assert_eq!(r.psql("SELECT count(*) FROM pg_tablespace WHERE spcname = 'gone'"), "0");
+    assert!(std::fs::read_dir(&mapped).unwrap().next().is_some(), "the kept tablespace is where it was mapped");
 }

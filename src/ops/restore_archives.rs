@@ -21,15 +21,47 @@ pub(super) struct Archive {
 /// The backup's archives: `base.tar` into the data directory, each tablespace's into its
 /// destination.
 pub(super) fn archives(info: &BackupInfo, to: &Path, spaces: &[(u32, PathBuf)]) -> Result<Vec<Archive>> {
+    archives_of(info, to, spaces, false)
+}
+
+/// An older member of a chain's archives: a tablespace the restored (newest) backup does
+/// not have was dropped since, and nothing of it is needed; its files are taken off the
+/// member's manifest check.
+pub(super) fn older_archives(
+    info: &BackupInfo,
+    to: &Path,
+    spaces: &[(u32, PathBuf)],
+    checker: &manifest::Checker,
+) -> Result<Vec<Archive>> {
+    for o in &info.objects {
+        let file = o.name.rsplit('/').next().unwrap_or_default();
+        if let Some(oid) = file.strip_suffix(".tar").filter(|&f| f != "base") {
+            if !spaces.iter().any(|(s, _)| s.to_string() == oid) {
+                tracing::info!("backup {}: tablespace {oid} was dropped since, not restored", info.id);
+                checker.leave_out(&format!("pg_tblspc/{oid}/"));
+            }
+        }
+    }
+    archives_of(info, to, spaces, true)
+}
+
+fn archives_of(info: &BackupInfo, to: &Path, spaces: &[(u32, PathBuf)], older: bool) -> Result<Vec<Archive>> {
     let mut out = Vec::new();
     for obj in &info.objects {
         let file = obj.name.rsplit('/').next().unwrap_or_default();
         let (dest, prefix) = if file == "base.tar" {
             (to.to_path_buf(), String::new())
         } else if let Some(oid) = file.strip_suffix(".tar") {
-            let dir = spaces.iter().find(|(o, _)| o.to_string() == oid).map(|(_, d)| d.clone()).ok_or_else(|| {
-                Fail::new(Code::Integrity, format!("backup {} has {oid}.tar but no such tablespace", info.id))
-            })?;
+            let dir = match spaces.iter().find(|(o, _)| o.to_string() == oid) {
+                Some((_, d)) => d.clone(),
+                None if older => continue,
+                None => {
+                    return Err(Fail::new(
+                        Code::Integrity,
+                        format!("backup {} has {oid}.tar but no such tablespace", info.id),
+                    ))
+                }
+            };
             (dir, format!("pg_tblspc/{oid}/"))
         } else {
             continue;

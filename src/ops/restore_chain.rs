@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::archives::{archives, unpack, Layer};
+use super::archives::{older_archives, unpack, Layer};
 use crate::error::{Code, Fail, Result};
 use crate::progress::Progress;
 use crate::repo::catalog::BackupInfo;
@@ -64,7 +64,7 @@ pub(super) async fn apply_older(
         tracing::info!("filling in from backup {}", b.id);
         let text = repo.open_bytes(&layout::backup_object(&b.id, "backup_manifest")).await?;
         let checker = checker(repo, &b.id, &text)?;
-        let jobs = archives(b, to, spaces)?.into_iter().map(|a| {
+        let jobs = older_archives(b, to, spaces, &checker)?.into_iter().map(|a| {
             let (checker, progress, layer) = (checker.clone(), progress.clone(), Layer::Older(state.clone()));
             async move {
                 let reader = repo.reader(&a.obj, Some(a.stored_bytes)).await?;

@@ -130,8 +130,13 @@ pub struct InsertLoad {
 impl InsertLoad {
     pub fn start(c: &Cluster, dir: &Path, rate: u32) -> InsertLoad {
         c.psql("CREATE TABLE IF NOT EXISTS ticks (v bigint NOT NULL)");
+        Self::script(c, dir, rate, "\\set v random(1, 1000000)\nINSERT INTO ticks VALUES (:v);\n")
+    }
+
+    /// pgbench running the transaction `script` at `rate` per second.
+    pub fn script(c: &Cluster, dir: &Path, rate: u32, text: &str) -> InsertLoad {
         let script = dir.join("tick.sql");
-        std::fs::write(&script, "\\set v random(1, 1000000)\nINSERT INTO ticks VALUES (:v);\n").unwrap();
+        std::fs::write(&script, text).unwrap();
         super::chown_pg(&script);
         let command = format!(
             "{} -h {} -p {} -U postgres -n -R {rate} -T 100000 -f {} postgres",
