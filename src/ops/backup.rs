@@ -201,7 +201,7 @@ async fn store_index(repo: &Repo, id: &str, deltas: Vec<Delta>, parent: Option<&
     }
     if let Some(p) = parent {
         tracing::info!(
-            "backup {id}: {} of {} MiB of relation files left out as backup {}'s: {} files unchanged, {} stored from their first changed MiB, {} whole",
+            "backup {id}: {} of {} MiB of relation files left out as backup {}'s: {} files unchanged, {} stored in part, {} whole",
             stats.left_out >> 20,
             stats.relation_bytes >> 20,
             p.info.id,

@@ -2,10 +2,11 @@
 //! rewritten as it passes. Every relation file is cut into 1 MiB pieces and hashed (the new
 //! backup's file index). Where the parent backup's index has the same pieces, they are not
 //! stored again: the file becomes an `INCREMENTAL.<name>` entry in PostgreSQL 17's format,
-//! holding the blocks from its first changed piece to its end (none when nothing changed),
-//! and a chain restore takes the rest from older backups (`unpack_chain.rs`). Only the
-//! piece being compared is held. Without a parent, every file passes as it is and only the
-//! index is made. Pure: bytes in, bytes out.
+//! holding the blocks of its changed pieces (none when nothing changed), and a chain restore
+//! takes the rest from older backups (`unpack_chain.rs`). The entry's header lists its
+//! blocks before them, so changed pieces are held until the file ends; past 16 MiB of
+//! them, everything from there to the file's end goes into the entry as it comes. Without a
+//! parent, every file passes as it is and only the index is made. Pure: bytes in, bytes out.
 
 use std::sync::Arc;
 
@@ -47,6 +48,8 @@ pub struct TarDelta {
     head: Vec<u8>,
     /// The last entry was a long-name or pax header: the next header's name is not its own.
     extended: bool,
+    /// Bytes of changed pieces a file may hold (`HOLD`; smaller in tests).
+    budget: usize,
 }
 
 enum State {
@@ -72,11 +75,15 @@ struct Rel {
 }
 
 enum Mode {
-    /// Every piece so far is the parent's; the current one is held until it is compared.
-    Holding(Vec<u8>),
+    /// Comparing: the pieces that differ from the parent's so far (number, bytes) are held
+    /// until the file ends or they pass the budget, and the current one until it is compared.
+    Holding { changed: Vec<(usize, Vec<u8>)>, current: Vec<u8> },
     /// The entry is being written; its length, for the padding.
     Writing(u64),
 }
+
+/// Changed pieces held per archive before the rest of a file is written as it comes.
+const HOLD: usize = 16 * CHUNK;
 
 fn padded(n: u64) -> u64 {
     n.div_ceil(TAR_BLOCK) * TAR_BLOCK
@@ -111,6 +118,7 @@ impl TarDelta {
             state: State::Header,
             head: Vec::with_capacity(TAR_BLOCK as usize),
             extended: false,
+            budget: HOLD,
         }
     }
 
@@ -151,7 +159,7 @@ impl TarDelta {
                     rel.in_piece += n;
                     rel.at += n as u64;
                     match &mut rel.mode {
-                        Mode::Holding(buf) => buf.extend_from_slice(data),
+                        Mode::Holding { current, .. } => current.extend_from_slice(data),
                         Mode::Writing(_) => out.extend_from_slice(data),
                     }
                     if rel.in_piece == CHUNK || rel.at == rel.size {
@@ -195,7 +203,7 @@ impl TarDelta {
         self.stats.relation_bytes += size;
         let known = self.parent.as_ref().is_some_and(|p| p.chunks(&key).is_some());
         let mode = if known {
-            Mode::Holding(Vec::new())
+            Mode::Holding { changed: Vec::new(), current: Vec::new() }
         } else {
             out.extend_from_slice(&self.head);
             self.stats.whole += 1;
@@ -222,36 +230,50 @@ impl TarDelta {
         rel.hasher.reset();
         rel.in_piece = 0;
         let ended = rel.at == rel.size;
-        if let Mode::Holding(held) = &mut rel.mode {
+        if let Mode::Holding { changed, current } = &mut rel.mode {
             let parents = self.parent.as_ref().and_then(|p| p.chunks(&rel.key));
-            let same = parents.and_then(|p| p.get(k)) == rel.pieces.last();
-            let blocks = (rel.size / BLOCK) as u32;
-            if same && ended {
-                // Unchanged: an incremental entry with no blocks.
-                let head = incremental::encode_header(std::iter::empty(), blocks, Geometry::default());
-                write_header(out, &rel.header, head.len() as u64);
-                out.extend_from_slice(&head);
-                pad(out, head.len() as u64);
-                self.stats.unchanged += 1;
-                self.stats.left_out += rel.size;
-            } else if same {
-                held.clear();
-            } else if k == 0 {
-                out.extend_from_slice(rel.header.as_bytes());
-                out.extend_from_slice(held);
-                rel.mode = Mode::Writing(rel.size);
-                self.stats.whole += 1;
+            if parents.and_then(|p| p.get(k)) == rel.pieces.last() {
+                current.clear();
             } else {
-                let from = (k * CHUNK) as u64;
-                let first = (from / BLOCK) as u32;
-                let head = incremental::encode_header(first..blocks, blocks, Geometry::default());
-                let len = head.len() as u64 + rel.size - from;
-                write_header(out, &rel.header, len);
-                out.extend_from_slice(&head);
-                out.extend_from_slice(held);
-                rel.mode = Mode::Writing(len);
-                self.stats.partial += 1;
-                self.stats.left_out += from;
+                changed.push((k, std::mem::take(current)));
+            }
+            let held: usize = changed.iter().map(|(_, p)| p.len()).sum();
+            let blocks = (rel.size / BLOCK) as u32;
+            let per_piece = (CHUNK as u64 / BLOCK) as u32;
+            let all_changed = changed.len() == rel.pieces.len();
+            if ended || held > self.budget {
+                // Every piece changed so far: the file goes whole. Otherwise an increment of
+                // the changed pieces and, when over the budget, of all that follows.
+                let len = if all_changed {
+                    out.extend_from_slice(rel.header.as_bytes());
+                    self.stats.whole += 1;
+                    rel.size
+                } else {
+                    let rest_from = (!ended).then_some(((k + 1) * CHUNK) as u64);
+                    let mut list: Vec<u32> = changed
+                        .iter()
+                        .flat_map(|&(j, _)| j as u32 * per_piece..((j as u32 + 1) * per_piece).min(blocks))
+                        .collect();
+                    list.extend(rest_from.map_or(0..0, |from| (from / BLOCK) as u32..blocks));
+                    let head = incremental::encode_header(list.into_iter(), blocks, Geometry::default());
+                    let tail = rest_from.map_or(0, |from| rel.size - from);
+                    let len = head.len() as u64 + held as u64 + tail;
+                    write_header(out, &rel.header, len);
+                    out.extend_from_slice(&head);
+                    match changed.is_empty() {
+                        true => self.stats.unchanged += 1,
+                        false => self.stats.partial += 1,
+                    }
+                    self.stats.left_out += rel.size - held as u64 - tail;
+                    len
+                };
+                for (_, p) in changed.drain(..) {
+                    out.extend_from_slice(&p);
+                }
+                match ended {
+                    true => pad(out, len),
+                    false => rel.mode = Mode::Writing(len),
+                }
             }
         }
         if ended {

@@ -19,7 +19,18 @@ fn tar_of(files: &Files) -> Vec<u8> {
 
 /// The archive rewritten against `parent`, fed in pieces of `step` bytes.
 fn rewrite(tar: &[u8], parent: Option<FileIndex>, step: usize) -> (Vec<u8>, FileIndex, DeltaStats) {
+    rewrite_holding(tar, parent, step, HOLD)
+}
+
+/// The same, holding at most `budget` bytes of changed pieces.
+fn rewrite_holding(
+    tar: &[u8],
+    parent: Option<FileIndex>,
+    step: usize,
+    budget: usize,
+) -> (Vec<u8>, FileIndex, DeltaStats) {
     let mut d = TarDelta::new("", parent.map(Arc::new));
+    d.budget = budget;
     let mut out = Vec::new();
     for piece in tar.chunks(step.max(1)) {
         d.feed(piece, &mut out).unwrap();
@@ -89,7 +100,9 @@ proptest::proptest! {
         sizes in proptest::collection::vec(1usize..400, 1..4),
         changes in proptest::collection::vec((0usize..3, 0usize..400, 0usize..3), 0..8),
         step in 1usize..70_000,
+        budget_pieces in 0usize..4,
     ) {
+        let budget = budget_pieces * CHUNK;
         let mut versions: Vec<Files> = Vec::new();
         let mut current = Files::new();
         for (i, &n) in sizes.iter().enumerate() {
@@ -114,7 +127,7 @@ proptest::proptest! {
         let mut parent = None;
         for v in &versions {
             let tar = tar_of(v);
-            let (out, idx, _) = rewrite(&tar, parent.take(), step);
+            let (out, idx, _) = rewrite_holding(&tar, parent.take(), step, budget);
             let (_, whole_idx, _) = rewrite(&tar, None, step);
             proptest::prop_assert_eq!(&idx, &whole_idx);
             stored.push(entries(&out));
@@ -128,34 +141,66 @@ proptest::proptest! {
 }
 
 #[test]
-fn unchanged_files_are_left_out_and_changed_ones_kept_from_the_first_changed_piece() {
+fn only_changed_pieces_are_stored() {
     let piece = CHUNK / BLOCK as usize;
     let mut v0 = Files::new();
-    v0.insert("base/5/1".into(), file(3 * piece, 1));
-    v0.insert("base/5/2".into(), file(3 * piece, 2));
-    v0.insert("base/5/3".into(), file(3 * piece, 3));
+    for (name, seed) in [("1", 1), ("2", 2), ("3", 3), ("4", 4)] {
+        v0.insert(format!("base/5/{name}"), file(3 * piece, seed));
+    }
     v0.insert("base/5/3_vm".into(), file(1, 3));
     v0.insert("base/5/pg_filenode.map".into(), vec![0; 512]);
     let (_, idx, stats) = rewrite(&tar_of(&v0), None, 100_000);
-    assert_eq!((stats.whole, stats.partial, stats.unchanged), (3, 0, 0));
+    assert_eq!((stats.whole, stats.partial, stats.unchanged), (4, 0, 0));
     let mut v1 = v0.clone();
     v1.get_mut("base/5/2").unwrap()[2 * CHUNK + 5] = 0xaa;
     v1.get_mut("base/5/3").unwrap()[5] = 0xaa;
+    for p in 0..3 {
+        v1.get_mut("base/5/4").unwrap()[p * CHUNK] = 0xaa;
+    }
     let (out, _, stats) = rewrite(&tar_of(&v1), Some(idx), 100_000);
-    assert_eq!((stats.whole, stats.partial, stats.unchanged), (1, 1, 1));
-    assert_eq!(stats.left_out, 3 * CHUNK as u64 + 2 * CHUNK as u64);
+    assert_eq!((stats.whole, stats.partial, stats.unchanged), (1, 2, 1));
+    assert_eq!(stats.left_out, 3 * CHUNK as u64 + 2 * 2 * CHUNK as u64);
     let got = entries(&out);
     let names: Vec<&str> = got.keys().map(String::as_str).collect();
     assert_eq!(
         names,
-        ["base/5/3", "base/5/3_vm", "base/5/INCREMENTAL.1", "base/5/INCREMENTAL.2", "base/5/pg_filenode.map"]
+        [
+            "base/5/3_vm",
+            "base/5/4",
+            "base/5/INCREMENTAL.1",
+            "base/5/INCREMENTAL.2",
+            "base/5/INCREMENTAL.3",
+            "base/5/pg_filenode.map"
+        ]
     );
     assert_eq!(got["base/5/INCREMENTAL.1"].len(), 12, "no blocks");
-    let h =
-        parse_header("i", &got["base/5/INCREMENTAL.2"], got["base/5/INCREMENTAL.2"].len() as u64, Geometry::default())
-            .unwrap();
-    assert_eq!(h.blocks, (2 * piece as u32..3 * piece as u32).collect::<Vec<_>>());
-    assert!(out.len() < 2 * CHUNK + 4 * CHUNK, "{} bytes stored", out.len());
+    let blocks = |name: &str| {
+        let f = &got[name];
+        parse_header("i", f, f.len() as u64, Geometry::default()).unwrap().blocks
+    };
+    let p = piece as u32;
+    assert_eq!(blocks("base/5/INCREMENTAL.2"), (2 * p..3 * p).collect::<Vec<_>>());
+    assert_eq!(blocks("base/5/INCREMENTAL.3"), (0..p).collect::<Vec<_>>(), "the first piece only");
+    assert!(out.len() < 6 * CHUNK, "{} bytes stored", out.len());
+}
+
+#[test]
+fn past_the_budget_the_rest_of_a_file_is_stored_as_it_comes() {
+    let p = (CHUNK / BLOCK as usize) as u32;
+    let mut v0 = Files::new();
+    v0.insert("base/5/1".into(), file(5 * p as usize, 1));
+    let (_, idx, _) = rewrite(&tar_of(&v0), None, 100_000);
+    let mut v1 = v0.clone();
+    for piece in [0, 2] {
+        v1.get_mut("base/5/1").unwrap()[piece * CHUNK] = 0xaa;
+    }
+    // One piece may be held: at the second changed piece, it and all after it are stored.
+    let (out, _, stats) = rewrite_holding(&tar_of(&v1), Some(idx), 100_000, CHUNK);
+    assert_eq!((stats.partial, stats.left_out), (1, CHUNK as u64));
+    let f = &entries(&out)["base/5/INCREMENTAL.1"];
+    let h = parse_header("i", f, f.len() as u64, Geometry::default()).unwrap();
+    assert_eq!(h.blocks, (0..p).chain(2 * p..5 * p).collect::<Vec<_>>());
+    assert_eq!(rebuild(&[entries(&out), v0]), v1);
 }
 
 #[test]
