@@ -261,6 +261,16 @@ fn server_side_incremental_backups_on_postgresql_17_restore_to_a_moment_after_ea
     a_chain_restores_to_a_moment_after_each(Archiving::start_from("incr-chain", &major_bin(17), &[]), true);
 }
 
+#[test]
+fn server_side_incremental_backups_on_postgresql_18_restore_to_a_moment_after_each() {
+    a_chain_restores_to_a_moment_after_each(Archiving::start_from("incr-chain-18", &major_bin(18), &[]), true);
+}
+
+#[test]
+fn client_side_incremental_backups_on_postgresql_16_restore_to_a_moment_after_each() {
+    a_chain_restores_to_a_moment_after_each(Archiving::start_from("incr-chain-16", &major_bin(16), &[]), false);
+}
+
 /// PostgreSQL 15 has no WAL summaries: tidewal compares what the server sends with the
 /// parent's file index and stores only what changed.
 #[test]
