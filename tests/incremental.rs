@@ -233,6 +233,20 @@ fn a_chain_restores_to_a_moment_after_each(a: Archiving, server_side: bool) {
     let ids: Vec<&str> = after["backups"].as_array().unwrap().iter().map(|b| b["id"].as_str().unwrap()).collect();
     assert_eq!(ids, [full.as_str(), incr1.as_str(), incr2.as_str()], "{after}");
 
+    // The restore test of the newest backup, its chain rebuilt: recovered, every index and
+    // table checked with amcheck, and the marks all there.
+    let config = std::fs::read_to_string(&a.env.config).unwrap();
+    a.env.write_config(&format!(
+        "{config}\n[verify]\npg_bin = \"{}\"\nsql = [\"SELECT string_agg(batch, ',' ORDER BY batch) = 'one,three,two' FROM marks\"]\n",
+        c.bin.display()
+    ));
+    let out = a.env.tidewal(&["verify", "--restore-test", "--json"]);
+    assert_eq!(code(&out), 0, "restore test:\n{}\n{}", stdout(&out), stderr(&out));
+    let report: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!((&report["success"], &report["heap_checked"]), (&true.into(), &true.into()), "{report}");
+    assert_eq!(report["backup"], incr2.as_str(), "{report}");
+    assert_eq!(report["sql_checks"][0]["passed"], true, "{report}");
+
     // The newest chain to the end of the WAL: every change, the dropped partition gone.
     let r = restore_chain_and_start(&a, "to-end", &[]);
     assert_eq!(r.psql("SELECT string_agg(batch, ',' ORDER BY batch) FROM marks"), "one,three,two");
