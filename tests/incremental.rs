@@ -386,6 +386,13 @@ fn the_daemon_takes_incremental_backups_between_full_ones() {
     assert_eq!(all[n - 1]["parent"], all[n - 2]["id"], "{all:?}");
     assert_eq!(all[n - 2]["parent"], full.as_str(), "{all:?}");
     assert_eq!(all[n - 1]["increment"], "server", "{all:?}");
+
+    // Client-side on request, summaries or not: on the newest backup with a file index (a
+    // server-side increment has none).
+    c.psql("UPDATE t SET g = -g WHERE g % 100 = 3");
+    let forced = backup_id(&a.env.tidewal(&["backup", "--incremental", "--client-side"]));
+    let last = backups().pop().unwrap();
+    assert_eq!((&last["id"], &last["parent"], &last["increment"]), (&forced.into(), &full.into(), &"client".into()));
 }
 
 /// Client-side increments inside a tablespace, and a tablespace dropped between the full

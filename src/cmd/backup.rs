@@ -31,6 +31,10 @@ pub struct Args {
     /// the files from the chain
     #[arg(long, conflicts_with = "via_daemon")]
     pub incremental: bool,
+    /// With --incremental: compare on the client even where the server could send only
+    /// changed blocks (content compared byte for byte, no reliance on WAL summaries)
+    #[arg(long, requires = "incremental")]
+    pub client_side: bool,
 }
 
 pub async fn run(settings: &Settings, args: &Args) -> Result<()> {
@@ -62,6 +66,7 @@ pub async fn run(settings: &Settings, args: &Args) -> Result<()> {
         manifest_checksums: args.manifest_checksums,
         wal_timeout: args.wal_timeout,
         incremental: args.incremental,
+        client_side: args.client_side,
     };
     let info = take(&repo, &req).await?;
     let total: u64 = info.objects.iter().map(|o| o.bytes).sum();

@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime};
 use tokio_util::sync::CancellationToken;
 
 use super::Shared;
-use crate::error::Result;
+use crate::error::{Code, Result};
 
 const DAY: u64 = 86400;
 
@@ -97,23 +97,31 @@ pub async fn backup_once(shared: &Shared, cancel: &CancellationToken) -> Option<
         manifest_checksums: crate::ops::backup::ManifestChecksums::Crc32c,
         wal_timeout: Duration::from_secs(600),
         incremental,
+        client_side: false,
     };
     let began = std::time::Instant::now();
-    let mut result = tokio::select! {
-        r = crate::ops::backup::take(&shared.repo, &args) => Some(r),
-        _ = cancel.cancelled() => None,
+    let take = async |args: &crate::ops::backup::BackupRequest| {
+        tokio::select! {
+            r = crate::ops::backup::take(&shared.repo, args) => Some(r),
+            _ = cancel.cancelled() => None,
+        }
     };
-    // A server that cannot take one (older than 17, summaries off or not reaching back to
-    // the parent) still gets its backup: a full one, with the reason in the log.
-    if let Some(Err(e)) = result.as_ref().filter(|_| args.incremental) {
-        if matches!(e.code, crate::error::Code::Usage | crate::error::Code::Postgres) {
+    let mut result = take(&args).await;
+    // An incremental backup that cannot be taken: compared client-side when the server's
+    // WAL summaries do not reach back to the parent, then (no backup with a file index, a
+    // non-default block size) a full one; each time with the reason in the log.
+    for full in [false, true] {
+        let Some(Err(e)) = result.as_ref().filter(|_| args.incremental) else { break };
+        if !full && e.code == Code::Postgres && e.message.contains("WAL summar") {
+            tracing::warn!("server-side incremental backup not possible ({e}); comparing client-side");
+            args.client_side = true;
+        } else if full && matches!(e.code, Code::Usage | Code::Postgres) {
             tracing::warn!("incremental backup not possible ({e}); taking a full backup");
             args.incremental = false;
-            result = tokio::select! {
-                r = crate::ops::backup::take(&shared.repo, &args) => Some(r),
-                _ = cancel.cancelled() => None,
-            };
+        } else {
+            continue;
         }
+        result = take(&args).await;
     }
     let outcome = {
         let mut st = super::lock(&shared.state);

@@ -40,6 +40,8 @@ pub struct BackupRequest {
     /// Only what changed since an earlier backup: server-side on PostgreSQL 17 and later with
     /// summarize_wal, client-side otherwise
     pub incremental: bool,
+    /// Incremental backups compared by tidewal even where the server could send changed blocks
+    pub client_side: bool,
 }
 
 /// Take a base backup; shared with the daemon's scheduler. One at a time per repository,
@@ -80,7 +82,7 @@ async fn take_leased(repo: &Repo, args: &BackupRequest) -> Result<BackupInfo> {
         ManifestChecksums::Sha256 => "SHA256",
     };
     let parent = match args.incremental {
-        true => Some(backup_parent::choose(repo, &mut conn).await?),
+        true => Some(backup_parent::choose(repo, &mut conn, args.client_side).await?),
         false => None,
     };
     let server_side = parent.as_ref().is_some_and(|p| p.how == Increment::Server);
@@ -89,7 +91,7 @@ async fn take_leased(repo: &Repo, args: &BackupRequest) -> Result<BackupInfo> {
             Some(p) if e.contains("WAL summar") => Fail::new(
                 Code::Postgres,
                 format!(
-                    "{e}: the server cannot tell what changed since backup {}; take a full backup (without --incremental)",
+                    "{e}: the server cannot tell what changed since backup {}; take a full backup (without --incremental), or a client-side incremental one (--incremental --client-side)",
                     p.info.id
                 ),
             ),

@@ -21,7 +21,8 @@ pub(super) struct Parent {
 }
 
 /// The parent of an incremental backup, refused (saying what to do) where none can be taken.
-pub(super) async fn choose(repo: &Repo, conn: &mut ReplConn) -> Result<Parent> {
+/// `client_side`: compare on the client even where the server could send changed blocks.
+pub(super) async fn choose(repo: &Repo, conn: &mut ReplConn, client_side: bool) -> Result<Parent> {
     let usage = |m: String| Fail::new(Code::Usage, m);
     let major: u32 = conn.server_version.split(['.', ' ']).next().and_then(|m| m.parse().ok()).unwrap_or(0);
     // Rebuilding files from a chain assumes PostgreSQL's default block size.
@@ -31,8 +32,10 @@ pub(super) async fn choose(repo: &Repo, conn: &mut ReplConn) -> Result<Parent> {
             "incremental backups need the default block_size (8192); this server was built with {block_size}: take full backups"
         )));
     }
-    let server_side =
-        major >= 17 && show(conn, "summarize_wal").await? == "on" && show(conn, "segment_size").await? == "1GB";
+    let server_side = !client_side
+        && major >= 17
+        && show(conn, "summarize_wal").await? == "on"
+        && show(conn, "segment_size").await? == "1GB";
     let backups = crate::repo::catalog::list_backups(repo).await?;
     if server_side {
         let info = backups.last().cloned().ok_or_else(|| {
