@@ -16,6 +16,7 @@ use crate::progress::Progress;
 use crate::repo::catalog::{BackupInfo, Increment};
 use crate::repo::clock::bounded_now;
 use crate::repo::file_index::{self, FileIndex};
+use crate::repo::manifest::FileSum;
 use crate::repo::tar_delta::DeltaStats;
 use crate::repo::{layout, ObjectWriter, Repo, StoredObject};
 
@@ -108,10 +109,16 @@ async fn take_leased(repo: &Repo, args: &BackupRequest) -> Result<BackupInfo> {
         ),
         None => tracing::info!("backup {id} started at {} on timeline {}", start.start_lsn, start.timeline),
     }
-    // Every archive is indexed (so later backups can build on this one) and, client-side,
-    // compared with the parent's index; a server-side increment cannot be indexed.
+    // Every archive is summed for the manifest check and indexed (so later backups can
+    // build on this one) and, client-side, compared with the parent's index; a server-side
+    // increment cannot be indexed.
     let parent_index = parent.as_ref().and_then(|p| p.index.clone());
+    let new_sum: fn() -> FileSum = match args.manifest_checksums {
+        ManifestChecksums::Crc32c => || FileSum::Crc32c(0),
+        ManifestChecksums::Sha256 => || FileSum::Sha256(Box::default()),
+    };
     let mut deltas = Vec::new();
+    let mut manifest: Option<Vec<u8>> = None;
 
     let progress = Progress::start(&format!("backup {id}"), start.estimated_bytes);
     let mut objects = Vec::new();
@@ -121,17 +128,21 @@ async fn take_leased(repo: &Repo, args: &BackupRequest) -> Result<BackupInfo> {
             BackupEvent::Archive { name, .. } => {
                 finish(&mut current, &mut objects).await?;
                 let obj = layout::backup_object(&id, &name);
-                let delta = Delta::for_archive(&name, parent_index.as_ref()).filter(|_| !server_side);
+                let delta = Delta::for_archive(&name, parent_index.as_ref(), new_sum);
                 current = Some(repo.create_stream_filtered(&obj, delta.as_ref().map(Delta::filter)));
                 deltas.extend(delta);
             }
             BackupEvent::Manifest => {
                 finish(&mut current, &mut objects).await?;
                 current = Some(repo.create_stream(&layout::backup_object(&id, "backup_manifest")));
+                manifest = Some(Vec::new());
             }
             BackupEvent::Data(b) => match current.as_mut() {
                 Some(w) => {
                     progress.add(b.len() as u64);
+                    if let Some(m) = manifest.as_mut() {
+                        m.extend_from_slice(&b);
+                    }
                     w.write(&b).await?
                 }
                 None => return Err(pg("BASE_BACKUP sent data before naming an archive".into())),
@@ -141,8 +152,19 @@ async fn take_leased(repo: &Repo, args: &BackupRequest) -> Result<BackupInfo> {
     }
     finish(&mut current, &mut objects).await?;
     progress.finish();
+    let mut index = FileIndex::default();
+    let mut stats = DeltaStats::default();
+    let mut sums = Vec::new();
+    for d in deltas {
+        let r = d.finish()?;
+        index.extend(r.index);
+        stats.add(r.stats);
+        sums.extend(r.sums);
+    }
+    let manifest = manifest.ok_or_else(|| pg("the server sent no backup manifest".into()))?;
+    check_sent(repo, &id, &manifest, sums)?;
     if !server_side {
-        objects.push(store_index(repo, &id, deltas, parent.as_ref()).await?);
+        objects.push(store_index(repo, &id, &index, stats, parent.as_ref()).await?);
     }
     let (end_lsn, end_tli) = conn.finish_base_backup().await.map_err(pg)?;
     if from_standby {
@@ -191,16 +213,32 @@ async fn take_leased(repo: &Repo, args: &BackupRequest) -> Result<BackupInfo> {
     Ok(info)
 }
 
+/// What the server sent, as it arrived (before any rewrite), against the server's own
+/// manifest: every file's size and checksum, and nothing missing. A backup that fails is
+/// not recorded, so damage on the way in never passes for a backup.
+fn check_sent(repo: &Repo, id: &str, manifest: &[u8], sums: Vec<(String, u64, FileSum)>) -> Result<()> {
+    let bad = |e: String| {
+        Fail::new(
+            Code::Integrity,
+            format!("backup {id}: what the server sent does not match its backup manifest ({e}); the backup is not recorded: take it again"),
+        )
+    };
+    let checker = crate::repo::manifest::checker(manifest, repo.identity.system_id()).map_err(bad)?;
+    for (key, size, sum) in sums {
+        checker.finish(&key, size, sum).map_err(bad)?;
+    }
+    checker.complete().map(|_| ()).map_err(bad)
+}
+
 /// The file index of every archive, stored as one object; for a client-side increment, what
 /// was left out is logged.
-async fn store_index(repo: &Repo, id: &str, deltas: Vec<Delta>, parent: Option<&Parent>) -> Result<StoredObject> {
-    let mut index = FileIndex::default();
-    let mut stats = DeltaStats::default();
-    for d in deltas {
-        let (i, s) = d.finish()?;
-        index.extend(i);
-        stats.add(s);
-    }
+async fn store_index(
+    repo: &Repo,
+    id: &str,
+    index: &FileIndex,
+    stats: DeltaStats,
+    parent: Option<&Parent>,
+) -> Result<StoredObject> {
     if let Some(p) = parent {
         tracing::info!(
             "backup {id}: {} of {} MiB of relation files left out as backup {}'s: {} files unchanged, {} stored in part, {} whole",

@@ -10,7 +10,8 @@ use crate::error::{Code, Fail, Result};
 use crate::pg::replication::ReplConn;
 use crate::repo::catalog::{BackupInfo, Increment};
 use crate::repo::file_index::{self, FileIndex};
-use crate::repo::tar_delta::{DeltaStats, TarDelta};
+use crate::repo::manifest::FileSum;
+use crate::repo::tar_delta::{Rewritten, TarDelta};
 use crate::repo::{layout, Repo, StreamFilter};
 
 pub(super) struct Parent {
@@ -80,12 +81,12 @@ pub(super) struct Delta(Arc<Mutex<TarDelta>>);
 
 impl Delta {
     /// For an archive the server announced, unless it is not a tar archive.
-    pub fn for_archive(name: &str, parent: Option<&Arc<FileIndex>>) -> Option<Delta> {
+    pub fn for_archive(name: &str, parent: Option<&Arc<FileIndex>>, new_sum: fn() -> FileSum) -> Option<Delta> {
         let prefix = match name {
             "base.tar" => String::new(),
             n => format!("pg_tblspc/{}/", n.strip_suffix(".tar")?),
         };
-        Some(Delta(Arc::new(Mutex::new(TarDelta::new(&prefix, parent.cloned())))))
+        Some(Delta(Arc::new(Mutex::new(TarDelta::new(&prefix, parent.cloned(), new_sum)))))
     }
 
     pub fn filter(&self) -> StreamFilter {
@@ -95,7 +96,7 @@ impl Delta {
         })
     }
 
-    pub fn finish(self) -> Result<(FileIndex, DeltaStats)> {
+    pub fn finish(self) -> Result<Rewritten> {
         let inner = Arc::try_unwrap(self.0)
             .map_err(|_| Fail::new(Code::Internal, "an archive's rewrite is still in use"))?
             .into_inner()

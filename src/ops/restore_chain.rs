@@ -41,9 +41,7 @@ pub(super) fn chain_of<'a>(all: &'a [BackupInfo], newest: &'a BackupInfo) -> Res
 
 /// The file checker of backup `id`'s manifest `text`, for this repository's cluster.
 pub(super) fn checker(repo: &Repo, id: &str, text: &[u8]) -> Result<Arc<manifest::Checker>> {
-    manifest::parse(text)
-        .and_then(|m| m.for_system(repo.identity.system_id()))
-        .and_then(manifest::Checker::new)
+    manifest::checker(text, repo.identity.system_id())
         .map(Arc::new)
         .map_err(|e| Fail::new(Code::Integrity, format!("backup {id}: {e}")))
 }

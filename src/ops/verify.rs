@@ -140,7 +140,7 @@ async fn verify_backup(repo: &Repo, b: &BackupInfo, req: &VerifyRequest, report:
     let manifest_obj = layout::backup_object(&b.id, "backup_manifest");
     let system = repo.identity.system_id();
     let checker = match open_small(repo, &manifest_obj).await? {
-        Ok(text) => match manifest::parse(&text).and_then(|m| m.for_system(system)).and_then(Checker::new) {
+        Ok(text) => match manifest::checker(&text, system) {
             Ok(c) => Some(Arc::new(c)),
             Err(e) => {
                 report.problems.push(problem(&manifest_obj, e));

@@ -51,6 +51,11 @@ pub fn parse(text: &[u8]) -> Result<Manifest, String> {
     serde_json::from_slice(text).map_err(|e| format!("backup_manifest is not a valid manifest: {e}"))
 }
 
+/// The checker of manifest `text`, which must be of database system `system_identifier`.
+pub fn checker(text: &[u8], system_identifier: u64) -> Result<Checker, String> {
+    parse(text).and_then(|m| m.for_system(system_identifier)).and_then(Checker::new)
+}
+
 /// A running checksum in one of the manifest's algorithms.
 pub enum FileSum {
     None,
@@ -68,7 +73,7 @@ impl FileSum {
     }
 
     /// Hex as PostgreSQL writes it (CRC32C: the value's bytes in little-endian order).
-    fn hex(self) -> Option<String> {
+    pub fn hex(self) -> Option<String> {
         match self {
             FileSum::None => None,
             FileSum::Crc32c(c) => Some(hex::encode(c.to_le_bytes())),

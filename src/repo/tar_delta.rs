@@ -11,6 +11,7 @@
 use std::sync::Arc;
 
 use super::file_index::{digest_of, Digest, FileIndex, CHUNK};
+use super::manifest::FileSum;
 use crate::pg::incremental::{self, Geometry};
 
 const BLOCK: u64 = 8192;
@@ -38,9 +39,20 @@ impl DeltaStats {
     }
 }
 
+/// What the rewrite of one archive found.
+pub struct Rewritten {
+    pub index: FileIndex,
+    pub stats: DeltaStats,
+    /// Every regular file as the server sent it (manifest name, size, checksum in the
+    /// manifest's algorithm), to check against the manifest that follows the archives.
+    pub sums: Vec<(String, u64, FileSum)>,
+}
+
 pub struct TarDelta {
     /// Prepended to entry names to give the manifest's names (`pg_tblspc/<oid>/`).
     prefix: String,
+    new_sum: fn() -> FileSum,
+    sums: Vec<(String, u64, FileSum)>,
     parent: Option<Arc<FileIndex>>,
     index: FileIndex,
     stats: DeltaStats,
@@ -56,6 +68,13 @@ enum State {
     Header,
     /// Bytes copied as they are (an entry not compared, padding included).
     Pass(u64),
+    /// A regular file not compared: copied, and summed for the manifest check.
+    Plain {
+        key: String,
+        size: u64,
+        left: u64,
+        sum: FileSum,
+    },
     File(Box<Rel>),
     /// Input padding after a compared file.
     Skip(u64),
@@ -71,6 +90,7 @@ struct Rel {
     hasher: blake3::Hasher,
     in_piece: usize,
     pieces: Vec<Digest>,
+    sum: FileSum,
     mode: Mode,
 }
 
@@ -109,9 +129,12 @@ fn relation_file(name: &str) -> bool {
 }
 
 impl TarDelta {
-    pub fn new(prefix: &str, parent: Option<Arc<FileIndex>>) -> TarDelta {
+    /// `new_sum`: a running checksum in the manifest's algorithm.
+    pub fn new(prefix: &str, parent: Option<Arc<FileIndex>>, new_sum: fn() -> FileSum) -> TarDelta {
         TarDelta {
             prefix: prefix.to_string(),
+            new_sum,
+            sums: Vec::new(),
             parent,
             index: FileIndex::default(),
             stats: DeltaStats::default(),
@@ -151,11 +174,29 @@ impl TarDelta {
                     out.extend_from_slice(input);
                     input = &[];
                 }
+                State::Plain { left, sum, .. } => {
+                    let n = (*left).min(input.len() as u64) as usize;
+                    out.extend_from_slice(&input[..n]);
+                    sum.update(&input[..n]);
+                    input = &input[n..];
+                    *left -= n as u64;
+                    if *left == 0 {
+                        let State::Plain { key, size, sum, .. } = std::mem::replace(&mut self.state, State::Header)
+                        else {
+                            unreachable!()
+                        };
+                        if padded(size) > size {
+                            self.state = State::Pass(padded(size) - size);
+                        }
+                        self.sums.push((key, size, sum));
+                    }
+                }
                 State::File(rel) => {
                     let n = ((rel.size - rel.at) as usize).min(CHUNK - rel.in_piece).min(input.len());
                     let data = &input[..n];
                     input = &input[n..];
                     rel.hasher.update(data);
+                    rel.sum.update(data);
                     rel.in_piece += n;
                     rel.at += n as u64;
                     match &mut rel.mode {
@@ -192,13 +233,25 @@ impl TarDelta {
             && size > 0
             && size % BLOCK == 0
             && size / BLOCK <= Geometry::default().segment_blocks as u64;
-        let (Some(key), true) = (key, eligible) else {
-            out.extend_from_slice(&self.head);
-            self.state = match padded(size) {
-                0 => State::Header,
-                n => State::Pass(n),
-            };
-            return Ok(());
+        let key = match (key, eligible) {
+            (Some(key), true) => key,
+            (Some(key), false) if kind.is_file() && size > 0 => {
+                out.extend_from_slice(&self.head);
+                self.state = State::Plain { key, size, left: size, sum: (self.new_sum)() };
+                return Ok(());
+            }
+            (key, _) => {
+                if kind.is_file() {
+                    // An empty file, or one whose name is not UTF-8 (which the check reports).
+                    self.sums.extend(key.map(|k| (k, 0, (self.new_sum)())));
+                }
+                out.extend_from_slice(&self.head);
+                self.state = match padded(size) {
+                    0 => State::Header,
+                    n => State::Pass(n),
+                };
+                return Ok(());
+            }
         };
         self.stats.relation_bytes += size;
         let known = self.parent.as_ref().is_some_and(|p| p.chunks(&key).is_some());
@@ -217,6 +270,7 @@ impl TarDelta {
             hasher: blake3::Hasher::new(),
             in_piece: 0,
             pieces: Vec::new(),
+            sum: (self.new_sum)(),
             mode,
         }));
         Ok(())
@@ -287,19 +341,20 @@ impl TarDelta {
             if padded(rel.size) > rel.size {
                 self.state = State::Skip(padded(rel.size) - rel.size);
             }
+            self.sums.push((rel.key.clone(), rel.size, rel.sum));
             self.index.insert(rel.key, rel.pieces);
         }
     }
 
     /// The archive ended: it must have ended between entries. The index of its relation
     /// files and what was left out.
-    pub fn finish(self) -> Result<(FileIndex, DeltaStats), String> {
+    pub fn finish(self) -> Result<Rewritten, String> {
         match self.state {
             State::End => {}
             State::Header if self.head.is_empty() => {}
             _ => return Err("the server's archive ended inside an entry".into()),
         }
-        Ok((self.index, self.stats))
+        Ok(Rewritten { index: self.index, stats: self.stats, sums: self.sums })
     }
 }
 

@@ -29,14 +29,14 @@ fn rewrite_holding(
     step: usize,
     budget: usize,
 ) -> (Vec<u8>, FileIndex, DeltaStats) {
-    let mut d = TarDelta::new("", parent.map(Arc::new));
+    let mut d = TarDelta::new("", parent.map(Arc::new), || FileSum::Crc32c(0));
     d.budget = budget;
     let mut out = Vec::new();
     for piece in tar.chunks(step.max(1)) {
         d.feed(piece, &mut out).unwrap();
     }
-    let (idx, stats) = d.finish().unwrap();
-    (out, idx, stats)
+    let r = d.finish().unwrap();
+    (out, r.index, r.stats)
 }
 
 fn entries(tar: &[u8]) -> Files {
@@ -208,9 +208,9 @@ fn an_archive_cut_inside_an_entry_is_an_error() {
     let mut v = Files::new();
     v.insert("base/5/1".into(), file(2, 1));
     let tar = tar_of(&v);
-    let mut d = TarDelta::new("", None);
+    let mut d = TarDelta::new("", None, || FileSum::None);
     d.feed(&tar[..700], &mut Vec::new()).unwrap();
-    assert!(d.finish().unwrap_err().contains("ended inside an entry"));
+    assert!(d.finish().err().unwrap().contains("ended inside an entry"));
     assert!(relation_file("16384") && relation_file("16384_fsm.2") && relation_file("1_init"));
     assert!(
         !relation_file("16384_vm")
@@ -218,4 +218,29 @@ fn an_archive_cut_inside_an_entry_is_an_error() {
             && !relation_file("16384.")
             && !relation_file("x1")
     );
+}
+
+#[test]
+fn every_regular_file_is_summed_as_the_server_sent_it() {
+    let piece = CHUNK / BLOCK as usize;
+    let mut v0 = Files::new();
+    v0.insert("base/5/1".into(), file(2 * piece, 1));
+    v0.insert("base/5/PG_VERSION".into(), b"15\n".to_vec());
+    v0.insert("global/empty".into(), Vec::new());
+    let (_, idx, _) = rewrite(&tar_of(&v0), None, 4096);
+    let mut v1 = v0.clone();
+    v1.get_mut("base/5/1").unwrap()[CHUNK] = 0xaa;
+    let mut d = TarDelta::new("pg_tblspc/7/", Some(Arc::new(idx)), || FileSum::Crc32c(0));
+    let mut out = Vec::new();
+    d.feed(&tar_of(&v1), &mut out).unwrap();
+    let sums: Vec<(String, u64, Option<String>)> =
+        d.finish().ok().unwrap().sums.into_iter().map(|(k, n, s)| (k, n, s.hex())).collect();
+    let want: Vec<(String, u64, Option<String>)> = v1
+        .iter()
+        .map(|(k, data)| {
+            let crc = hex::encode(crc32c::crc32c(data).to_le_bytes());
+            (format!("pg_tblspc/7/{k}"), data.len() as u64, Some(crc))
+        })
+        .collect();
+    assert_eq!(sums, want, "the changed file's sum is of the whole file, not the stored increment");
 }
