@@ -239,8 +239,9 @@ pub async fn restore(repo: &Repo, args: &RestoreRequest) -> Result<Restored> {
         1 => checked,
         _ => {
             let older = &chain[..chain.len() - 1];
-            let more =
-                chain::apply_older(repo, older, &args.to, &spaces, &state, &progress).await.map_err(incomplete)?;
+            let more = chain::apply_older(repo, &checker, older, &args.to, &spaces, &state, &progress)
+                .await
+                .map_err(incomplete)?;
             chain::finish(&args.to, &state).map_err(incomplete)?;
             chain::check_rebuilt(&checker, &args.to, &spaces).await.map_err(incomplete)?;
             checked + more

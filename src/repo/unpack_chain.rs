@@ -18,6 +18,9 @@ use crate::pg::incremental::{self, Geometry, Header};
 #[derive(Default)]
 pub struct ChainState {
     files: Mutex<HashMap<PathBuf, Fill>>,
+    /// Files (manifest names) the last older backup wrote whole, every block from its copy:
+    /// the file is that copy, which its own manifest check saw.
+    copied_whole: Mutex<Vec<String>>,
 }
 
 enum Fill {
@@ -37,6 +40,9 @@ impl Bits {
     fn get(&self, b: u32) -> bool {
         self.0.get(b as usize / 64).is_some_and(|w| w & (1 << (b % 64)) != 0)
     }
+    fn is_empty(&self) -> bool {
+        self.0.iter().all(|&w| w == 0)
+    }
     fn set(&mut self, b: u32) {
         if let Some(w) = self.0.get_mut(b as usize / 64) {
             *w |= 1 << (b % 64);
@@ -52,6 +58,11 @@ impl ChainState {
     /// A file the newest backup has whole.
     pub(super) fn written(&self, path: PathBuf) {
         self.lock().insert(path, Fill::Complete);
+    }
+
+    /// The files the older backup just unpacked wrote whole; each is given once.
+    pub fn take_copied_whole(&self) -> Vec<String> {
+        std::mem::take(&mut *self.copied_whole.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
     }
 
     /// After the last (full) backup: every block below a truncation length must have been
@@ -179,10 +190,14 @@ pub(super) fn older_copy(
         }
         Fill::Partial { truncation, filled }
     } else {
+        let untouched = filled.is_empty();
         let have = (size / BLOCK).min(truncation as u64) as u32;
         for b in 0..have {
             src.read_exact(&mut block)?;
             fill(b, &block, &mut filled)?;
+        }
+        if untouched && size == truncation as u64 * BLOCK {
+            state.copied_whole.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(name.to_string());
         }
         Fill::Complete
     };
@@ -279,6 +294,27 @@ mod tests {
         assert!(!vm.exists());
         older_copy(&mut &older[..], "o", BLOCK, &vm, false, &state).map_err(|_| "older").unwrap();
         assert!(!vm.exists());
+        state.finish().unwrap();
+    }
+
+    #[test]
+    fn a_file_copied_whole_from_one_older_backup_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = ChainState::default();
+        let g = Geometry::default();
+        let full = vec![7u8; 2 * BLOCK as usize];
+        let (whole, mixed) = (dir.path().join("base/5/1"), dir.path().join("base/5/2"));
+        let empty = encode(&[], 2, g);
+        for p in [&whole, &mixed] {
+            newest_incremental(&mut &empty[..], "n", empty.len() as u64, p, 0o600, &state).map_err(|_| "n").unwrap();
+        }
+        let one = encode(&[(1, vec![1; BLOCK as usize])], 2, g);
+        older_copy(&mut &one[..], "base/5/2", one.len() as u64, &mixed, true, &state).map_err(|_| "o").unwrap();
+        assert!(state.take_copied_whole().is_empty());
+        for (key, p) in [("base/5/1", &whole), ("base/5/2", &mixed)] {
+            older_copy(&mut &full[..], key, full.len() as u64, p, false, &state).map_err(|_| "f").unwrap();
+        }
+        assert_eq!(state.take_copied_whole(), ["base/5/1"], "the second file has a block from elsewhere");
         state.finish().unwrap();
     }
 
