@@ -118,6 +118,8 @@ fn read_header(src: &mut impl Read, name: &str, size: u64) -> Result<Header, Unp
 }
 
 const BLOCK: u64 = 8192;
+/// Blocks of a whole older copy read at a time.
+const RUN: u32 = 128;
 
 /// The newest backup's incremental file `name` for `path`: the file at its rebuilt length,
 /// its blocks where they belong, the rest to come from older backups. A visibility map is
@@ -192,9 +194,29 @@ pub(super) fn older_copy(
     } else {
         let untouched = filled.is_empty();
         let have = (size / BLOCK).min(truncation as u64) as u32;
-        for b in 0..have {
-            src.read_exact(&mut block)?;
-            fill(b, &block, &mut filled)?;
+        // A run of blocks read at a time, each stretch still missing written with one call
+        // (a write per block made a chain restore a quarter slower than a full one).
+        let mut buf = vec![0u8; RUN as usize * BLOCK as usize];
+        let mut at = 0;
+        while at < have {
+            let n = RUN.min(have - at);
+            let data = &mut buf[..n as usize * BLOCK as usize];
+            src.read_exact(data)?;
+            let mut i = 0;
+            while i < n {
+                let start = i;
+                while i < n && !filled.get(at + i) {
+                    filled.set(at + i);
+                    i += 1;
+                }
+                if i > start {
+                    let bytes = &data[start as usize * BLOCK as usize..i as usize * BLOCK as usize];
+                    std::os::unix::fs::FileExt::write_all_at(&file, bytes, (at + start) as u64 * BLOCK)?;
+                } else {
+                    i += 1;
+                }
+            }
+            at += n;
         }
         if untouched && size == truncation as u64 * BLOCK {
             state.copied_whole.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(name.to_string());
@@ -231,9 +253,9 @@ mod tests {
         /// Newest first, each block written once, the chain gives what its plan rebuilds.
         #[test]
         fn newest_first_matches_the_plan(
-            full_blocks in 0u32..20,
+            full_blocks in 0u32..300,
             increments in proptest::collection::vec(
-                (proptest::collection::btree_set(0u32..24, 0..8), 0u32..24), 1..4),
+                (proptest::collection::btree_set(0u32..300, 0..8), 0u32..300), 1..4),
         ) {
             let g = Geometry::default();
             let bs = BLOCK as usize;
@@ -244,7 +266,7 @@ mod tests {
                 .enumerate()
                 .map(|(k, (blocks, trunc))| {
                     let blocks: Vec<(u32, Vec<u8>)> =
-                        blocks.iter().map(|&b| (b, vec![(k as u8 + 1) * 16 + b as u8; bs])).collect();
+                        blocks.iter().map(|&b| (b, vec![((k as u8 + 1) * 16).wrapping_add(b as u8); bs])).collect();
                     encode(&blocks, *trunc, g)
                 })
                 .collect();
