@@ -26,8 +26,9 @@ pub struct ChainState {
 enum Fill {
     /// Written whole (or, for a visibility map rebuilt from increments, left out on purpose).
     Complete,
-    /// Blocks below `truncation` not yet in `filled` come from older backups.
-    Partial { truncation: u32, filled: Bits },
+    /// Blocks below `truncation` not yet in `filled` come from older backups. `pending`: the
+    /// file is not made yet (the newest backup had none of its blocks), with this mode.
+    Partial { truncation: u32, filled: Bits, pending: Option<u32> },
 }
 
 /// A set of block numbers.
@@ -73,7 +74,7 @@ impl ChainState {
             .iter()
             .filter(|(_, f)| match f {
                 Fill::Complete => false,
-                Fill::Partial { truncation, filled } => (0..*truncation).any(|b| !filled.get(b)),
+                Fill::Partial { truncation, filled, .. } => (0..*truncation).any(|b| !filled.get(b)),
             })
             .map(|(p, _)| p)
             .collect();
@@ -140,6 +141,12 @@ pub(super) fn newest_incremental(
         state.written(path.to_path_buf());
         return Ok(());
     }
+    if h.blocks.is_empty() && h.truncation_blocks > 0 {
+        // Made by the older backup that has its blocks: one file creation, not two opens.
+        let (truncation, filled) = (h.truncation_blocks, Bits::new(h.truncation_blocks));
+        state.lock().insert(path.to_path_buf(), Fill::Partial { truncation, filled, pending: Some(mode) });
+        return Ok(());
+    }
     let file = super::create_file(path, mode)?;
     let len = incremental::rebuilt_blocks(&h);
     file.set_len(len as u64 * BLOCK)?;
@@ -150,7 +157,7 @@ pub(super) fn newest_incremental(
         std::os::unix::fs::FileExt::write_all_at(&file, &block, b as u64 * BLOCK)?;
         filled.set(b);
     }
-    state.lock().insert(path.to_path_buf(), Fill::Partial { truncation: h.truncation_blocks, filled });
+    state.lock().insert(path.to_path_buf(), Fill::Partial { truncation: h.truncation_blocks, filled, pending: None });
     Ok(())
 }
 
@@ -167,15 +174,30 @@ pub(super) fn older_copy(
 ) -> Result<(), Unpack> {
     // Taken out while it is worked on, so other archives' threads are not held up.
     let taken = state.lock().remove(path);
-    let (truncation, mut filled) = match taken {
-        Some(Fill::Partial { truncation, filled }) => (truncation, filled),
+    let (truncation, mut filled, pending) = match taken {
+        Some(Fill::Partial { truncation, filled, pending }) => (truncation, filled, pending),
         Some(Fill::Complete) => {
             state.written(path.to_path_buf());
             return Ok(());
         }
         None => return Ok(()),
     };
-    let file = std::fs::OpenOptions::new().write(true).open(path)?;
+    let header = match incremental {
+        true => Some(read_header(src, name, size)?),
+        false => None,
+    };
+    if header.as_ref().is_some_and(|h| h.blocks.is_empty()) {
+        state.lock().insert(path.to_path_buf(), Fill::Partial { truncation, filled, pending });
+        return Ok(());
+    }
+    let file = match pending {
+        Some(mode) => {
+            let f = super::create_file(path, mode)?;
+            f.set_len(truncation as u64 * BLOCK)?;
+            f
+        }
+        None => std::fs::OpenOptions::new().write(true).open(path)?,
+    };
     let mut block = vec![0u8; BLOCK as usize];
     let fill = |b: u32, block: &[u8], filled: &mut Bits| -> io::Result<()> {
         if b < truncation && !filled.get(b) {
@@ -184,13 +206,12 @@ pub(super) fn older_copy(
         }
         Ok(())
     };
-    let done = if incremental {
-        let h = read_header(src, name, size)?;
+    let done = if let Some(h) = header {
         for &b in &h.blocks {
             src.read_exact(&mut block)?;
             fill(b, &block, &mut filled)?;
         }
-        Fill::Partial { truncation, filled }
+        Fill::Partial { truncation, filled, pending: None }
     } else {
         let untouched = filled.is_empty();
         let have = (size / BLOCK).min(truncation as u64) as u32;
