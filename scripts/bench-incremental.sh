@@ -87,11 +87,17 @@ until [ "$(psql_c "SELECT coalesce(last_archived_wal, '') >= '$last' FROM pg_sta
 tw list --json >"$WORK/list.json"
 full_id=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["backups"][0]["id"])' "$WORK/list.json")
 mkdir -p "$WORK/r" && give_pg "$WORK/r"
-for _ in $(seq "$REPS"); do
+restore_full() {
     step restore-full "$TIDEWAL" --config "$WORK/tidewal.toml" -q restore --backup "$full_id" --to "$WORK/r/full"
     rm -rf "$WORK/r/full"
+}
+restore_chain() {
     step restore-chain "$TIDEWAL" --config "$WORK/tidewal.toml" -q restore --to "$WORK/r/chain"
     rm -rf "$WORK/r/chain"
+}
+# Taking turns, each first every other time, so neither always follows the other's clean-up.
+for i in $(seq "$REPS"); do
+    if [ $((i % 2)) = 1 ]; then restore_full; restore_chain; else restore_chain; restore_full; fi
 done
 
 echo
