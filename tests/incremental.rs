@@ -153,6 +153,14 @@ fn restore_and_start(a: &Archiving, name: &str, extra: &[&str], chain: bool) -> 
     r
 }
 
+/// A recovery target (UTC, whole seconds) with no commit in the second before or after it.
+fn quiet_moment(c: &Cluster) -> String {
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let at = c.psql("SELECT to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')");
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    at
+}
+
 fn stored(listing: &serde_json::Value, id: &str) -> u64 {
     let b = listing["backups"].as_array().unwrap().iter().find(|b| b["id"] == id).unwrap();
     b["objects"].as_array().unwrap().iter().map(|o| o["stored_bytes"].as_u64().unwrap()).sum()
@@ -181,9 +189,7 @@ fn a_chain_restores_to_a_moment_after_each(a: Archiving, server_side: bool) {
     c.psql("VACUUM FREEZE");
     c.psql("CHECKPOINT");
     let full = backup_id(&a.env.tidewal(&["backup"]));
-    std::thread::sleep(std::time::Duration::from_millis(1100));
-    let mark0 = c.psql("SELECT to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')");
-    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let mark0 = quiet_moment(c);
     let sum0 = c.psql("SELECT sum(v) FROM metrics");
 
     // Changes to the hot partition only, then the first incremental backup, taken while
@@ -195,9 +201,7 @@ fn a_chain_restores_to_a_moment_after_each(a: Archiving, server_side: bool) {
     let out = a.env.tidewal(&["backup", "--incremental"]);
     load.stop();
     let incr1 = backup_id(&out);
-    std::thread::sleep(std::time::Duration::from_millis(1100));
-    let mark1 = c.psql("SELECT to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')");
-    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let mark1 = quiet_moment(c);
     let sum1 = c.psql("SELECT sum(v) FROM metrics");
 
     // A cold partition dropped, more hot changes, the second incremental backup, then more.
