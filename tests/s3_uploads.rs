@@ -44,8 +44,10 @@ fn prune_aborts_interrupted_multipart_uploads() {
     // activity now.
     let old_backup = format!("cluster1/backups/{OLD_ID}/base.tar");
     let recent_backup = format!("cluster1/backups/{RECENT_ID}/base.tar");
-    let old_wal = "cluster1/wal/00000001/000000010000000000000009".to_string();
-    let recent_wal = "cluster1/wal/00000001/00000001000000000000000A".to_string();
+    // Segments far past what the load writes: moto refuses an unsigned request on a key
+    // that exists, and the archiver stores the first segments while the test runs.
+    let old_wal = "cluster1/wal/00000001/000000010000004200000009".to_string();
+    let recent_wal = "cluster1/wal/00000001/00000001000000420000000A".to_string();
     let elsewhere = format!("cluster2/backups/{OLD_ID}/base.tar");
     moto.start_upload(&old_backup, false);
     moto.start_upload(&recent_backup, true);
