@@ -299,11 +299,11 @@ fn client_side_incremental_backups_on_postgresql_15_restore_to_a_moment_after_ea
 /// kill -9 of an incremental backup after it stored its data, while it waits for its WAL:
 /// it never counts, the next incremental backup builds on the last complete one, and the
 /// chain restores.
-#[test]
-fn an_incremental_backup_killed_before_it_completes_leaves_the_chain_whole() {
-    let a = Archiving::start_from("incr-kill", &major_bin(17), &[]);
+fn an_incremental_backup_killed_before_it_completes_leaves_the_chain_whole(a: Archiving, server_side: bool) {
     let c = &a.cluster;
-    c.set("summarize_wal", "on");
+    if server_side {
+        c.set("summarize_wal", "on");
+    }
     c.psql("CREATE TABLE t AS SELECT g FROM generate_series(1, 100000) g");
     let full = backup_id(&a.env.tidewal(&["backup"]));
     c.psql("UPDATE t SET g = -g WHERE g % 10 = 0");
@@ -336,6 +336,8 @@ fn an_incremental_backup_killed_before_it_completes_leaves_the_chain_whole() {
     let ids: Vec<&str> = listing["backups"].as_array().unwrap().iter().map(|b| b["id"].as_str().unwrap()).collect();
     assert_eq!(ids, [full.as_str(), incr.as_str()], "{listing}");
     assert_eq!(listing["backups"][1]["parent"], full.as_str(), "{listing}");
+    let how = if server_side { "server" } else { "client" };
+    assert_eq!(listing["backups"][1]["increment"], how, "{listing}");
     let out = a.env.tidewal(&["verify"]);
     assert_eq!(code(&out), 0, "{}\n{}", stdout(&out), stderr(&out));
 
@@ -346,6 +348,18 @@ fn an_incremental_backup_killed_before_it_completes_leaves_the_chain_whole() {
     let r = restore_chain_and_start(&a, "restored", &[]);
     assert_eq!(r.psql("SELECT sum(g) FROM t"), sum);
     assert_eq!(r.psql("SELECT batch FROM marks"), "after");
+}
+
+#[test]
+fn a_server_side_incremental_backup_killed_before_it_completes_leaves_the_chain_whole() {
+    let a = Archiving::start_from("incr-kill-17", &major_bin(17), &[]);
+    an_incremental_backup_killed_before_it_completes_leaves_the_chain_whole(a, true);
+}
+
+#[test]
+fn a_client_side_incremental_backup_killed_before_it_completes_leaves_the_chain_whole() {
+    let a = Archiving::start("incr-kill-15", RepoKind::File);
+    an_incremental_backup_killed_before_it_completes_leaves_the_chain_whole(a, false);
 }
 
 /// `daemon.full_every`: the daemon's backups (scheduled, or asked for with `--via-daemon`
