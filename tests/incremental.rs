@@ -391,8 +391,20 @@ fn the_daemon_takes_incremental_backups_between_full_ones() {
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(text.contains("client-side incremental on"), "{text}");
 
-    // With them, from a full backup taken while they are on, two server-side ones.
+    // Summaries on, but none reach back to the newest backup (they start at the newest
+    // checkpoint): the server refuses, and the daemon compares client-side instead, on the
+    // newest backup with a file index.
+    c.psql("UPDATE t SET g = -g WHERE g % 100 = 4");
+    c.psql("CHECKPOINT");
     c.set("summarize_wal", "on");
+    let newest = backups().pop().unwrap();
+    via_daemon();
+    let fell_back = backups().pop().unwrap();
+    assert_eq!((&fell_back["parent"], &fell_back["increment"]), (&newest["id"], &"client".into()), "{fell_back}");
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("server-side incremental backup not possible"), "{text}");
+
+    // With them, from a full backup taken while they are on, two server-side ones.
     let full = backup_id(&a.env.tidewal(&["backup"]));
     c.psql("UPDATE t SET g = -g WHERE g % 100 = 0");
     via_daemon();
