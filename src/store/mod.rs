@@ -199,9 +199,8 @@ impl Store {
             return Ok(Created::AlreadyExists);
         }
         let mode = if conditional { PutMode::Create } else { PutMode::Overwrite };
-        let opts = PutOptions { mode, ..Default::default() };
-        match self.inner.put_opts(&loc, PutPayload::from_bytes(data), opts).await {
-            Ok(_) => Ok(Created::Written),
+        match self.put_small(&loc, data, mode).await {
+            Ok(()) => Ok(Created::Written),
             Err(object_store::Error::AlreadyExists { .. }) => Ok(Created::AlreadyExists),
             Err(e) => Err(self.unavailable("write", path, e)),
         }
@@ -209,11 +208,27 @@ impl Store {
 
     /// Replace an object (used only for objects that are meant to change, such as probes).
     pub async fn put(&self, path: &str, data: Bytes) -> Result<(), StoreError> {
-        self.inner
-            .put(&ObjPath::from(path), PutPayload::from_bytes(data))
+        self.put_small(&ObjPath::from(path), data, PutMode::Overwrite)
             .await
-            .map(|_| ())
             .map_err(|e| self.unavailable("write", path, e))
+    }
+
+    /// One small object written whole. In a local repository a delete that empties a
+    /// directory removes it (so removed backups leave no directories behind), and another
+    /// process writing into it at that moment fails on the vanished directory before its
+    /// object exists (leases and clock probes share `locks/`): such a write is tried again.
+    async fn put_small(&self, loc: &ObjPath, data: Bytes, mode: PutMode) -> Result<(), object_store::Error> {
+        let mut tries = 0;
+        loop {
+            let opts = PutOptions { mode: mode.clone(), ..Default::default() };
+            match self.inner.put_opts(loc, PutPayload::from_bytes(data.clone()), opts).await {
+                Err(e) if tries < 10 && self.local_root.is_some() && directory_vanished(&e) => {
+                    tries += 1;
+                    tracing::debug!("writing {loc}: its directory was removed beside it ({e}); writing again");
+                }
+                r => return r.map(|_| ()),
+            }
+        }
     }
 
     pub async fn exists(&self, path: &str) -> Result<bool, StoreError> {
@@ -432,6 +447,22 @@ fn walk_staging(root: &std::path::Path) -> std::io::Result<Vec<ObjectInfo>> {
     Ok(out)
 }
 
+/// A local write that failed because a directory on its way was not there (not an object
+/// that was not found, nor one that exists).
+fn directory_vanished(e: &object_store::Error) -> bool {
+    if matches!(e, object_store::Error::NotFound { .. } | object_store::Error::AlreadyExists { .. }) {
+        return false;
+    }
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cause {
+        if c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::NotFound) {
+            return true;
+        }
+        cause = c.source();
+    }
+    false
+}
+
 #[cfg(test)]
 #[path = "remote_tests.rs"]
 mod remote_tests;
@@ -451,6 +482,33 @@ mod tests {
         // An incomplete S3 upload.
         assert!(is_staging_name(&upload_name("backups/x/base.tar", "2~x/y")));
         assert!(!is_staging_file(&upload_name("backups/x/base.tar", "1")));
+    }
+
+    /// Two processes write and delete small objects in one directory (leases and clock
+    /// probes in `locks/`): a delete that empties it removes it, while the other is making
+    /// it again for its own write. Every write still succeeds.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn writes_survive_a_directory_emptied_and_removed_beside_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = dir.path().to_str().unwrap().to_string();
+        let run = |who: &'static str| {
+            let store = Store::open(&url, &StoreOptions::default()).unwrap();
+            tokio::spawn(async move {
+                for i in 0..1500 {
+                    let name = format!("locks/{who}-{i}");
+                    if i % 2 == 0 {
+                        store.put(&name, Bytes::from_static(b"probe")).await?;
+                    } else {
+                        store.create(&name, Bytes::from_static(b"lease"), true).await?;
+                    }
+                    store.delete(&name).await?;
+                }
+                Ok::<(), StoreError>(())
+            })
+        };
+        let (a, b) = (run("a"), run("b"));
+        a.await.unwrap().unwrap();
+        b.await.unwrap().unwrap();
     }
 
     #[tokio::test]
