@@ -12,7 +12,7 @@ use common::*;
 
 /// Hidden setting (read by `repo::lease::configured_timeout`): leases go stale after this,
 /// so a test sees a takeover in seconds instead of minutes.
-const LEASE_TIMEOUT: &str = "4s";
+const LEASE_TIMEOUT: &str = "8s";
 
 /// A `tidewal daemon` process, signalled by its own pid (not runuser's).
 struct Daemon {

@@ -133,6 +133,8 @@ fn swap(a: &Path, b: &Path) {
 fn build() -> Fixture {
     let a = Archiving::start("damage", RepoKind::File);
     let c = &a.cluster;
+    // No segment is archived but those the test switches: the repository is copied live.
+    c.set("archive_timeout", "0");
     c.psql("CREATE TABLE t (n int)");
     c.psql("INSERT INTO t SELECT generate_series(1, 20000)");
     let id = backup_id(&a.env.tidewal(&["backup"]));

@@ -381,6 +381,7 @@ fn the_daemon_takes_incremental_backups_between_full_ones() {
         expect_exit(&out, 0, &[]);
     };
     let d = Daemon::start(&a.env, port, &log);
+    wait_for("the daemon's socket", std::time::Duration::from_secs(30), || socket.exists());
     // Without WAL summaries: a full backup, then a client-side incremental one on it.
     via_daemon();
     c.psql("UPDATE t SET g = -g WHERE g % 100 = 2");

@@ -219,14 +219,23 @@ fn restore_test_recovers_checks_and_cleans_up() {
         pid_file = dirs.iter().map(|d| d.join("data/postmaster.pid")).find(|p| p.exists());
         pid_file.is_some()
     });
-    let mut postmaster = 0;
-    wait_for("the postmaster's pid", std::time::Duration::from_secs(30), || {
+    // postmaster.pid: the pid, then (lines 4 and 5) the port and the socket directory.
+    let mut lines = Vec::new();
+    wait_for("the postmaster's pid, port and socket", std::time::Duration::from_secs(30), || {
         let text = std::fs::read_to_string(pid_file.as_ref().unwrap()).unwrap_or_default();
-        postmaster = text.lines().next().and_then(|l| l.trim().parse().ok()).unwrap_or(0);
-        postmaster > 0
+        lines = text.lines().map(str::to_string).collect();
+        lines.len() >= 5 && !lines[4].is_empty()
     });
-    // Inside the sleeping check: amcheck is done.
-    std::thread::sleep(std::time::Duration::from_secs(3));
+    let postmaster: i32 = lines[0].trim().parse().unwrap();
+    // Inside the sleeping check: recovery and amcheck are done.
+    wait_for("the sleeping check to run", std::time::Duration::from_secs(120), || {
+        let out = as_pg(pg_bin("psql"))
+            .args(["-X", "-A", "-t", "-h", lines[4].trim(), "-p", lines[3].trim(), "-U", PG_USER, "-d", "postgres"])
+            .args(["-c", "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%FROM pg_sleep(600)%' AND pid <> pg_backend_pid()"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim() == "1"
+    });
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
     let status = child.wait().unwrap();
     assert_eq!(std::os::unix::process::ExitStatusExt::signal(&status), Some(libc::SIGINT), "{status}");
