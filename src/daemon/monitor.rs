@@ -65,6 +65,7 @@ pub async fn run(shared: Arc<Shared>, cancel: CancellationToken) -> Result<()> {
     let mut trimmed = std::time::Instant::now();
     // The archiver's last durable position, kept for when its last file names no segment.
     let mut archiver_saw = (0u32, Lsn(0));
+    let mut quiet = Quiet::default();
     loop {
         let row = client
             .query_one(
@@ -103,6 +104,9 @@ pub async fn run(shared: Arc<Shared>, cancel: CancellationToken) -> Result<()> {
         if let Some((_, end)) = *super::lock(&shared.streamed) {
             durable = durable.max(end);
         }
+        if quiet.check(&shared, durable, current, tli, seg).await {
+            durable = current;
+        }
         let (secs, bytes) = tracker.lag(durable, now);
         metrics::gauge!("tidewal_wal_archive_lag_seconds").set(secs);
         metrics::gauge!("tidewal_wal_archive_lag_bytes").set(bytes as f64);
@@ -125,6 +129,38 @@ pub async fn run(shared: Arc<Shared>, cancel: CancellationToken) -> Result<()> {
             _ = cancel.cancelled() => return Ok(()),
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
         }
+    }
+}
+
+/// Whether the WAL between the durable position (a segment's start) and the server's
+/// write position holds only running-transactions records (`pg::wal_records`): read from
+/// the server's `pg_wal` when it is on this host, once per pair of positions.
+#[derive(Default)]
+struct Quiet {
+    last: Option<((Lsn, Lsn), bool)>,
+}
+
+impl Quiet {
+    async fn check(&mut self, shared: &Shared, durable: Lsn, current: Lsn, tli: u32, seg: u64) -> bool {
+        const PAGE: u64 = 8192;
+        let Some(pg_wal) = &shared.local_pg_wal else { return false };
+        if current <= durable || durable.0 % seg != 0 || current.0 - durable.0 > PAGE {
+            return false;
+        }
+        if let Some((_, answer)) = self.last.filter(|(at, _)| *at == (durable, current)) {
+            return answer;
+        }
+        let path = pg_wal.join(SegmentId { tli, segno: durable.0 / seg }.file_name(seg));
+        let len = (current.0 - durable.0) as usize;
+        let read = async {
+            use tokio::io::AsyncReadExt;
+            let mut buf = vec![0u8; len];
+            tokio::fs::File::open(&path).await?.read_exact(&mut buf).await?;
+            Ok::<_, std::io::Error>(buf)
+        };
+        let answer = read.await.is_ok_and(|b| crate::pg::wal_records::only_standby_snapshots(&b, durable.0));
+        self.last = Some(((durable, current), answer));
+        answer
     }
 }
 

@@ -8,4 +8,5 @@ pub mod lsn;
 pub mod replication;
 pub mod sql;
 pub mod tls;
+pub mod wal_records;
 pub mod walfile;
