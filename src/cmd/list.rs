@@ -94,8 +94,8 @@ struct Listing<'a> {
 struct Lag {
     /// `daemon`: the running daemon's backup lag (the age of the oldest WAL byte the server
     /// wrote that is not yet durable; 0 when all is). `repository`: no daemon answered, so
-    /// the age of the newest WAL object instead (on a quiet cluster that grows up to
-    /// archive_timeout with nothing missing).
+    /// the age of the newest WAL object instead (with nothing missing it grows up to
+    /// archive_timeout while anything is written, and on with no bound while nothing is).
     source: &'static str,
     seconds: Option<f64>,
     /// WAL written but not yet durable (from the daemon only).
