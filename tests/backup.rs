@@ -430,7 +430,7 @@ fn backup_from_a_standby() {
     a.env.write_config(
         &config.replace("[postgres]\n", &format!("[postgres]\nstandby_conninfo = \"{}\"\n", standby.conninfo())),
     );
-    let out = a.env.tidewal(&["backup", "--wal-timeout", "30s"]);
+    let out = a.env.tidewal(&["backup", "--wal-timeout", "120s"]);
     let id = backup_id(&out);
     assert!(stderr(&out).contains("the primary switched away from WAL segment"), "{}", stderr(&out));
     c.psql("INSERT INTO t SELECT generate_series(201, 300)");

@@ -390,10 +390,16 @@ fn s3s_binary() -> PathBuf {
 impl S3Server {
     pub fn start(root: &Path) -> S3Server {
         std::fs::create_dir_all(root.join(S3_BUCKET)).unwrap();
-        let port = free_port();
-        let mut s = S3Server { child: Self::spawn(root, port), port, root: root.to_path_buf() };
-        s.wait_ready();
-        s
+        // Another process may take the free port first: then the server exits, and another
+        // port is tried.
+        for _ in 0..5 {
+            let port = free_port();
+            let mut s = S3Server { child: Self::spawn(root, port), port, root: root.to_path_buf() };
+            if s.wait_ready() {
+                return s;
+            }
+        }
+        panic!("s3s-fs exited five times at start")
     }
 
     fn spawn(root: &Path, port: u16) -> Child {
@@ -407,11 +413,15 @@ impl S3Server {
             .expect("start s3s-fs")
     }
 
-    fn wait_ready(&mut self) {
+    /// Listening (true), or exited (false): what answers on the port is then not this server.
+    fn wait_ready(&mut self) -> bool {
         let port = self.port;
+        let mut exited = false;
         wait_for("the S3 server to listen", Duration::from_secs(30), || {
-            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+            exited = self.child.try_wait().unwrap().is_some();
+            exited || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
         });
+        !exited
     }
 
     pub fn stop(&mut self) {
@@ -422,7 +432,7 @@ impl S3Server {
     pub fn restart(&mut self) {
         self.stop();
         self.child = Self::spawn(&self.root, self.port);
-        self.wait_ready();
+        assert!(self.wait_ready(), "s3s-fs exited at restart: port {} was taken meanwhile", self.port);
     }
 
     /// The `[repository]` settings for this server.
