@@ -12,6 +12,8 @@ use common::*;
 fn copy_to_a_second_store_and_restore_from_it() {
     let a = Archiving::start("copy", RepoKind::File);
     let c = &a.cluster;
+    // Only the test's own switches archive: a second copy must find nothing new.
+    c.set("archive_timeout", "0");
     c.psql("CREATE TABLE marks (batch text, n int)");
     c.psql("INSERT INTO marks SELECT 'before', g FROM generate_series(1, 300) g");
     backup_id(&a.env.tidewal(&["backup"]));
