@@ -20,7 +20,10 @@ const CRC_OFFSET: usize = 20;
 /// `bytes`: a segment from its first byte up to the server's write position, the segment
 /// starting at WAL location `start`. True only when the first page (its long header for
 /// `start`, no record continued from the previous segment) holds running-transactions
-/// records, each whole with its CRC right, that end exactly at the write position.
+/// records, each whole with its CRC right and linked to the one before (the first to the
+/// previous segment), that end exactly at the write position. The links keep out a
+/// recycled segment's old records, which a copy written only part of the way (a standby's)
+/// still holds beyond its own write position.
 pub fn only_standby_snapshots(bytes: &[u8], start: u64) -> bool {
     if bytes.len() <= LONG_HEADER_LEN {
         return false;
@@ -29,12 +32,14 @@ pub fn only_standby_snapshots(bytes: &[u8], start: u64) -> bool {
     let u32_at = |o: usize| u32::from_le_bytes(bytes[o..o + 4].try_into().expect("4 bytes"));
     let u64_at = |o: usize| u64::from_le_bytes(bytes[o..o + 8].try_into().expect("8 bytes"));
     let page_size = u32_at(36) as usize;
+    let seg_size = u32_at(32) as u64;
     let long = u16_at(2) & XLP_LONG_HEADER != 0;
     // xlp_pageaddr: not a recycled segment's old page; xlp_rem_len: no record carried over.
     if !long || u64_at(8) != start || u32_at(16) != 0 || bytes.len() > page_size {
         return false;
     }
     let mut at = LONG_HEADER_LEN;
+    let mut previous: Option<u64> = None;
     while at < bytes.len() {
         let Some(header) = bytes.get(at..at + RECORD_HEADER_LEN) else { return false };
         let total = u32_at(at) as usize;
@@ -45,6 +50,15 @@ pub fn only_standby_snapshots(bytes: &[u8], start: u64) -> bool {
         if rmid != RM_STANDBY_ID || info & !XLR_INFO_MASK != XLOG_RUNNING_XACTS {
             return false;
         }
+        let prev = u64_at(at + 8);
+        let linked = match previous {
+            Some(p) => prev == p,
+            None => prev < start && prev >= start.saturating_sub(seg_size),
+        };
+        if !linked {
+            return false;
+        }
+        previous = Some(start + at as u64);
         // PostgreSQL's record CRC: the data after the header, then the header up to xl_crc.
         let crc =
             crc32c::crc32c_append(crc32c::crc32c(&bytes[at + RECORD_HEADER_LEN..at + total]), &header[..CRC_OFFSET]);
@@ -62,7 +76,7 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    const START: u64 = 0x0200_0000;
+    const START: u64 = 0x0A00_0000;
 
     fn page() -> Vec<u8> {
         let mut p = vec![0u8; LONG_HEADER_LEN];
@@ -75,11 +89,32 @@ mod tests {
         p
     }
 
-    /// A record as PostgreSQL writes it: header, data, CRC, padding to 8 bytes.
+    /// Where the last record of the segment before ends up: what the first one links to.
+    const BEFORE: u64 = START - 0x48;
+
+    /// A record as PostgreSQL writes it: header, data, CRC, padding to 8 bytes; linked to
+    /// the record before it on the page, or to `BEFORE` as the first.
     fn record(out: &mut Vec<u8>, rmid: u8, info: u8, data: &[u8]) {
+        let prev = last_record(out).unwrap_or(BEFORE);
+        record_linked(out, rmid, info, data, prev);
+    }
+
+    /// Where the page's last record starts.
+    fn last_record(page: &[u8]) -> Option<u64> {
+        let mut at = LONG_HEADER_LEN;
+        let mut last = None;
+        while at < page.len() {
+            last = Some(START + at as u64);
+            at += (u32::from_le_bytes(page[at..at + 4].try_into().unwrap()) as usize).next_multiple_of(8);
+        }
+        last
+    }
+
+    fn record_linked(out: &mut Vec<u8>, rmid: u8, info: u8, data: &[u8], prev: u64) {
         let total = RECORD_HEADER_LEN + data.len();
         let mut h = vec![0u8; RECORD_HEADER_LEN];
         h[0..4].copy_from_slice(&(total as u32).to_le_bytes());
+        h[8..16].copy_from_slice(&prev.to_le_bytes());
         h[16] = info;
         h[17] = rmid;
         let crc = crc32c::crc32c_append(crc32c::crc32c(data), &h[..CRC_OFFSET]);
@@ -132,6 +167,23 @@ mod tests {
         assert!(!only_standby_snapshots(&carried, START));
         assert!(!only_standby_snapshots(&page(), START));
         assert!(!only_standby_snapshots(&[], START));
+    }
+
+    /// A recycled segment's old records, valid in themselves, where a copy written only part
+    /// of the way has not overwritten them: their links point elsewhere.
+    #[test]
+    fn records_not_linked_to_the_ones_before_count() {
+        let old_range = START - 3 * (16 << 20);
+        let mut p = page();
+        record(&mut p, RM_STANDBY_ID, XLOG_RUNNING_XACTS, &SNAPSHOT);
+        record_linked(&mut p, RM_STANDBY_ID, XLOG_RUNNING_XACTS, &SNAPSHOT, old_range + 0x28);
+        assert!(!only_standby_snapshots(&p, START));
+        let mut first = page();
+        record_linked(&mut first, RM_STANDBY_ID, XLOG_RUNNING_XACTS, &SNAPSHOT, old_range + 0x60);
+        assert!(!only_standby_snapshots(&first, START));
+        let mut ahead = page();
+        record_linked(&mut ahead, RM_STANDBY_ID, XLOG_RUNNING_XACTS, &SNAPSHOT, START + 0x28);
+        assert!(!only_standby_snapshots(&ahead, START));
     }
 
     proptest! {
