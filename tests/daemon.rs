@@ -244,14 +244,8 @@ fn streaming_loses_at_most_the_last_flush_interval() {
     // The newest commit just before the kill: what is lost is measured from it, not from
     // the kill, so a writer held up on a busy machine does not count as loss.
     let newest = c.psql("SELECT to_char(max(at) AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') FROM t");
-    let pm: i32 =
-        std::fs::read_to_string(c.data.join("postmaster.pid")).unwrap().lines().next().unwrap().parse().unwrap();
-    let children = std::fs::read_to_string(format!("/proc/{pm}/task/{pm}/children")).unwrap_or_default();
     let killed_at = std::time::SystemTime::now();
-    // A backend may have exited since the list was read: each is killed on its own.
-    for pid in std::iter::once(pm).chain(children.split_whitespace().map(|p| p.parse().unwrap())) {
-        unsafe { libc::kill(pid, libc::SIGKILL) };
-    }
+    c.kill_hard();
     let mut writer = writer;
     let _ = writer.wait();
     for e in std::fs::read_dir(c.data.join("pg_wal")).unwrap().flatten() {

@@ -299,6 +299,18 @@ impl Cluster {
         self.running = true;
     }
 
+    /// kill -9 of the postmaster and its children at once, as a crash of the host would
+    /// leave them (a backend that exited since the list was read is skipped).
+    pub fn kill_hard(&self) {
+        let pm: i32 =
+            std::fs::read_to_string(self.data.join("postmaster.pid")).unwrap().lines().next().unwrap().parse().unwrap();
+        let children = std::fs::read_to_string(format!("/proc/{pm}/task/{pm}/children")).unwrap_or_default();
+        for pid in std::iter::once(pm).chain(children.split_whitespace().map(|p| p.parse().unwrap())) {
+            // SAFETY: kill has no memory preconditions.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+    }
+
     pub fn stop_immediate(&mut self) {
         if self.running {
             let _ = as_pg(self.bin.join("pg_ctl"))
