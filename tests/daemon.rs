@@ -136,7 +136,9 @@ fn daemon_archives_ahead_backs_up_and_reports() {
     // SIGHUP: the configuration is read again and the tasks start over with it.
     d.signal(1);
     wait_for("the reload", Duration::from_secs(30), || {
-        std::fs::read_to_string(&log).unwrap().contains("configuration reloaded") && d.get("/healthz").is_some()
+        std::fs::read_to_string(&log).unwrap().contains("configuration reloaded")
+            && d.get("/healthz").is_some()
+            && a.env.path().join("tidewal.sock").exists()
     });
 
     // A backup on demand, taken by the daemon.
