@@ -99,12 +99,8 @@ fn cross_version(major: u32) {
     let counted = c.psql("SELECT count(*) || ' ' || pg_current_wal_lsn() FROM t");
     let (mark_rows, mark_lsn) = counted.split_once(' ').unwrap();
     let mark_rows: i64 = mark_rows.parse().unwrap();
-    // The slot moves once the repository has the WAL: every row counted above is stored.
-    wait_for("the receiver to store the mark", Duration::from_secs(60), || {
-        c.psql(&format!(
-            "SELECT restart_lsn >= '{mark_lsn}' FROM pg_replication_slots WHERE slot_name = 'tidewal_pgver'"
-        )) == "t"
-    });
+    // Every row counted above is in the repository.
+    c.wait_slot_past("tidewal_pgver", mark_lsn);
     std::thread::sleep(Duration::from_secs(1));
     c.kill_hard();
     let _ = writer.wait();

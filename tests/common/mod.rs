@@ -299,6 +299,15 @@ impl Cluster {
         self.running = true;
     }
 
+    /// Wait until replication slot `slot` has moved past `lsn`: a tidewal receiver confirms
+    /// a position only once the repository has the WAL up to it.
+    pub fn wait_slot_past(&self, slot: &str, lsn: &str) {
+        wait_for(&format!("slot {slot} to pass {lsn}"), Duration::from_secs(60), || {
+            self.psql(&format!("SELECT restart_lsn >= '{lsn}' FROM pg_replication_slots WHERE slot_name = '{slot}'"))
+                == "t"
+        });
+    }
+
     /// kill -9 of the postmaster and its children at once, as a crash of the host would
     /// leave them (a backend that exited since the list was read is skipped).
     pub fn kill_hard(&self) {
