@@ -492,3 +492,46 @@ fn an_idle_servers_own_snapshots_are_no_lag() {
     });
     d.stop();
 }
+
+/// SIGHUP while a base backup runs: the backup goes on and completes, and the configuration
+/// read takes effect once it has (restarting the tasks at once would abandon it).
+#[test]
+fn a_reload_waits_for_the_running_base_backup() {
+    let a = Archiving::start("daemon-reload-backup", RepoKind::File);
+    let c = &a.cluster;
+    let (port, log) = daemon_config(&a, "archive = false");
+    let d = Daemon::start(&a.env, port, &log);
+    wait_for("the first base backup", Duration::from_secs(120), || d.metric("tidewal_repo_backups") == Some(1.0));
+    let first = std::fs::read_dir(a.repo_dir.as_ref().unwrap().join("backups")).unwrap().count();
+    assert_eq!(first, 1);
+
+    // Its WAL cannot be archived: the next backup stores its data, then waits for it.
+    c.set("archive_command", "/bin/false");
+    d.signal(10);
+    let backups = a.repo_dir.as_ref().unwrap().join("backups");
+    wait_for("the second backup's archive", Duration::from_secs(60), || {
+        std::fs::read_dir(&backups).unwrap().flatten().any(|b| {
+            std::fs::read_dir(b.path()).unwrap().flatten().any(|o| o.file_name() == "base.tar")
+                && !b.path().join("backup.json").exists()
+        })
+    });
+    let text = || std::fs::read_to_string(&log).unwrap();
+    d.signal(1);
+    wait_for("the reload to be put off", Duration::from_secs(30), || {
+        text().contains("it takes effect when the running base backup ends")
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(!text().contains("abandoned"), "{}", text());
+    assert!(!text().contains("configuration reloaded"), "{}", text());
+
+    // Archiving again: the backup completes, then the configuration is reloaded.
+    c.set("archive_command", &format!("{} wal-push %p", a.env.command_line()));
+    wait_for("the reload", Duration::from_secs(180), || text().contains("configuration reloaded"));
+    let t = text();
+    let done = t.rfind("complete in").expect("the backup completed");
+    assert!(done < t.find("configuration reloaded").unwrap(), "{t}");
+    let listing: serde_json::Value = serde_json::from_str(&stdout(&a.env.tidewal(&["list", "--json"]))).unwrap();
+    assert_eq!(listing["backups"].as_array().unwrap().len(), 2, "{listing}");
+    wait_for("the new generation", Duration::from_secs(30), || d.get("/healthz").is_some());
+    d.stop();
+}

@@ -133,7 +133,14 @@ async fn serve(
         tracing::info!("tidewal daemon running (repository {})", settings.repo_url);
         let mut ping = tokio::time::interval(if watchdog.is_zero() { Duration::from_secs(3600) } else { watchdog });
         let mut lost = None;
+        // Settings read while a base backup runs: restarting the tasks would abandon it (hours
+        // of work, for ever if reloads come often), so they take effect when it ends.
+        let mut deferred = None;
+        let mut backup_ended = tokio::time::interval(Duration::from_secs(1));
         let next = loop {
+            if deferred.is_some() && !lock(&generation.shared.state).backup_running {
+                break deferred.take();
+            }
             tokio::select! {
                 _ = term.recv() => break None,
                 _ = int.recv() => break None,
@@ -146,9 +153,14 @@ async fn serve(
                     Ok(s) if socket::RepoIdentity::of(&s).url != socket::RepoIdentity::of(&settings).url => {
                         tracing::error!("configuration not reloaded: the repository changed; restart the daemon to move it")
                     }
+                    Ok(s) if lock(&generation.shared.state).backup_running => {
+                        tracing::info!("configuration read; it takes effect when the running base backup ends");
+                        deferred = Some(s);
+                    }
                     Ok(s) => break Some(s),
                     Err(e) => tracing::error!("configuration not reloaded: {e}"),
                 },
+                _ = backup_ended.tick(), if deferred.is_some() => {}
                 _ = usr1.recv() => generation.shared.backup_now.notify_one(),
                 _ = ping.tick() => if !watchdog.is_zero() {
                     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Watchdog]);
