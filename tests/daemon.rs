@@ -518,7 +518,7 @@ fn a_reload_waits_for_the_running_base_backup() {
     let text = || std::fs::read_to_string(&log).unwrap();
     d.signal(1);
     wait_for("the reload to be put off", Duration::from_secs(30), || {
-        text().contains("it takes effect when the running base backup ends")
+        text().contains("it takes effect when the running base backup")
     });
     std::thread::sleep(Duration::from_secs(2));
     assert!(!text().contains("abandoned"), "{}", text());

@@ -133,12 +133,13 @@ async fn serve(
         tracing::info!("tidewal daemon running (repository {})", settings.repo_url);
         let mut ping = tokio::time::interval(if watchdog.is_zero() { Duration::from_secs(3600) } else { watchdog });
         let mut lost = None;
-        // Settings read while a base backup runs: restarting the tasks would abandon it (hours
-        // of work, for ever if reloads come often), so they take effect when it ends.
+        // Settings read while a base backup (or dump, prune, restore test) runs: restarting the
+        // tasks would abandon it (hours of work, for ever if reloads come often), so they take
+        // effect when it ends.
         let mut deferred = None;
         let mut backup_ended = tokio::time::interval(Duration::from_secs(1));
         let next = loop {
-            if deferred.is_some() && !lock(&generation.shared.state).backup_running {
+            if deferred.is_some() && !generation.shared.busy() {
                 break deferred.take();
             }
             tokio::select! {
@@ -153,8 +154,10 @@ async fn serve(
                     Ok(s) if socket::RepoIdentity::of(&s).url != socket::RepoIdentity::of(&settings).url => {
                         tracing::error!("configuration not reloaded: the repository changed; restart the daemon to move it")
                     }
-                    Ok(s) if lock(&generation.shared.state).backup_running => {
-                        tracing::info!("configuration read; it takes effect when the running base backup ends");
+                    Ok(s) if generation.shared.busy() => {
+                        tracing::info!(
+                            "configuration read; it takes effect when the running base backup (or dump, prune, restore test) ends"
+                        );
                         deferred = Some(s);
                     }
                     Ok(s) => break Some(s),
@@ -189,6 +192,13 @@ async fn serve(
                 return Ok(());
             }
         }
+    }
+}
+
+impl Shared {
+    /// A base backup, dump, prune or restore test is under way: each holds `backup_lock`.
+    fn busy(&self) -> bool {
+        self.backup_lock.try_lock().is_err()
     }
 }
 
